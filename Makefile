@@ -1,0 +1,30 @@
+# The two commands a new user runs (see README.md):
+#   make demo   - install into .venv and run the whole pipeline on the embedded demo (CPU)
+#   make test   - install into .venv and run the test suite under TensorFlow and JAX
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+
+.PHONY: install demo test test-tf test-jax lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e '.[tensorflow,jax,workflow,test]'
+	touch $@
+
+demo: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
+
+test: install
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests
+	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m backend tests
+
+lint: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+
+clean:
+	rm -rf results .snakemake
