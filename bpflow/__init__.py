@@ -6,5 +6,10 @@ Importing the package registers bpflow's custom Keras layers and losses, so a sa
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from bpflow import layers as _layers  # noqa: F401,E402  (registers serializable layers)
 from bpflow import losses as _losses  # noqa: F401,E402  (registers serializable losses)

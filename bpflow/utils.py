@@ -14,8 +14,11 @@ from typing import Iterable, Iterator
 logger = logging.getLogger("bpflow")
 
 
-class BpflowError(Exception):
-    """An error in the user's input: the CLI prints its one-line message and exits 2."""
+class BpflowError(ValueError):
+    """An error in the user's input: the CLI prints its one-line message and exits 2.
+
+    A ValueError, so API callers can catch bad arguments the usual way.
+    """
 
 
 def load_json_config(path: str | os.PathLike) -> dict:
