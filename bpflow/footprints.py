@@ -1,0 +1,600 @@
+"""Marginal footprints: how a model's prediction changes when a motif is inserted.
+
+A motif (a consensus string or a PWM) is written into the center of each of N background
+sequences; the model predicts every sequence with and without the insertion, and the mean
+predicted profiles are compared.  The mean difference is the model's *marginal footprint* of
+the motif: what the motif does to the prediction on average over backgrounds.  The scalar
+responses summarise it (definitions in docs/footprints.md):
+
+* ``profile-response`` = sum over the window (the inserted bases and ``window`` bases on each
+  side) and over the head's tasks of |mean profile with - mean profile without|, divided by
+  the mean predicted total counts without the insertion.  Profiles are in predicted counts
+  (softmax(logits) x exp(log counts)), so this is the fraction of the model's predicted reads
+  that the motif moves (adds, removes or displaces) near the insertion.  Scale-free, >= 0,
+  exactly 0 for a model that ignores the motif.
+* ``shape-response``: the same with the normalised profiles softmax(logits) (counts ignored).
+* ``counts-response``: mean change of the predicted log counts (paired per background).
+* ``chrombpnet-score``: the number ChromBPNet thresholds at 0.003 - the maximum over positions
+  of the mean normalised (task-summed) profile with the motif inserted.
+
+Entry points: :func:`footprint` (one model, one motif), :func:`footprint_table` (several
+models x several motifs -> a JSON-able dict), :func:`background_sequences` (sequences from a
+dataset HDF5), :func:`insert_motif`, :func:`response_ratio`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from bpflow.genome import one_hot_decode, one_hot_encode, reverse_complement_one_hot
+from bpflow.utils import BpflowError
+
+logger = logging.getLogger("bpflow.footprints")
+
+ORIENTATIONS = ("forward", "reverse")
+PWM_MODES = ("consensus", "sample")
+DEFAULT_WINDOW = 100
+DEFAULT_CHUNK = 512  # sequences predicted per call (bounds memory)
+
+# ----------------------------------------------------------------------------------------------
+# Motifs
+
+
+@dataclass(frozen=True)
+class MotifSpec:
+    """A motif to insert: either a fixed sequence (one-hot) or a PWM to take instances from."""
+
+    name: str
+    probabilities: np.ndarray  # (length, 4) over A, C, G, T; one-hot rows for a fixed sequence
+    fixed: bool                # True: a sequence given as a string (inserted as is)
+
+    @property
+    def length(self) -> int:
+        return int(self.probabilities.shape[0])
+
+    @property
+    def consensus(self) -> str:
+        return "".join("ACGT"[i] for i in self.probabilities.argmax(axis=1))
+
+    def instances(self, num: int, pwm_mode: str = "consensus", seed: int = 0) -> np.ndarray:
+        """(num, length, 4) uint8 one-hot instances.
+
+        A fixed sequence, or a PWM with ``pwm_mode`` "consensus", gives the same instance
+        (the consensus: the most probable base at each position, ties to the first of A, C,
+        G, T) for every background; "sample" draws one instance per background from the PWM
+        (deterministic given ``seed`` and the motif name).
+        """
+        if pwm_mode not in PWM_MODES:
+            raise BpflowError(f"pwm_mode {pwm_mode!r} is not one of {', '.join(PWM_MODES)}")
+        if self.fixed or pwm_mode == "consensus":
+            one = one_hot_encode(self.consensus)
+            return np.broadcast_to(one, (num,) + one.shape).copy()
+        rng = np.random.default_rng([int(seed), zlib.crc32(self.name.encode())])
+        cum = np.cumsum(self.probabilities, axis=1)
+        cum[:, -1] = 1.0
+        draws = rng.random((num, self.length))
+        codes = (draws[:, :, None] > cum[None, :, :]).sum(axis=2)
+        return np.eye(4, dtype=np.uint8)[codes]
+
+
+def as_motif(motif, name: str | None = None) -> MotifSpec:
+    """A :class:`MotifSpec` from a consensus string (A/C/G/T), a PWM array (length, 4), or an
+    object with ``probabilities`` (e.g. :class:`bpflow.simulate.Motif`, loaded with
+    ``bpflow.simulate.builtin_motifs()`` / ``read_motif_file``)."""
+    if isinstance(motif, MotifSpec):
+        return motif
+    if isinstance(motif, str):
+        seq = motif.strip().upper()
+        if not seq or set(seq) - set("ACGT"):
+            raise BpflowError(f"motif {name or motif!r}: a motif string must consist of A, C, G, T only")
+        return MotifSpec(name or seq, one_hot_encode(seq).astype(np.float64), True)
+    probs = getattr(motif, "probabilities", motif)
+    label = name or getattr(motif, "name", None) or "motif"
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != 4 or probs.shape[0] == 0:
+        raise BpflowError(f"motif {label!r}: a PWM must have shape (length, 4), got {probs.shape}")
+    if (probs < 0).any() or not (probs.sum(axis=1) > 0).all():
+        raise BpflowError(f"motif {label!r}: PWM entries must be >= 0 with positive row sums")
+    return MotifSpec(label, probs / probs.sum(axis=1, keepdims=True), False)
+
+
+def load_motifs(entries: Mapping[str, object]) -> dict[str, MotifSpec]:
+    """Motifs by name from config-style entries.
+
+    Each value is a :class:`MotifSpec`-able object (see :func:`as_motif`), or a dict
+    ``{"sequence": "TACGTC"}``, ``{"builtin": "CTCF"}`` (a motif shipped in
+    bpflow/data/motifs) or ``{"file": "motifs.meme", "matrix-id": "MA0139.1"}`` (JASPAR or
+    MEME file; the first matrix without ``matrix-id``), or a string: a built-in motif name
+    (CTCF, Oct4-Sox2, Klf4, or their JASPAR IDs), else a motif file that exists, else a
+    sequence of A/C/G/T.
+    """
+    from bpflow.simulate import builtin_motifs, load_motif
+
+    builtin = {}
+    for key, motif in builtin_motifs().items():
+        builtin[key.lower()] = builtin[motif.matrix_id.lower()] = motif
+    out = {}
+    for name, entry in entries.items():
+        if isinstance(entry, dict):
+            keys = set(entry) & {"sequence", "builtin", "file"}
+            if len(keys) != 1 or set(entry) - {"sequence", "builtin", "file", "matrix-id"}:
+                raise BpflowError(f"motif {name!r}: give exactly one of the keys sequence, builtin, file "
+                                  "(plus matrix-id with file)")
+            if "sequence" in entry:
+                out[name] = as_motif(str(entry["sequence"]), name)
+            elif "builtin" in entry:
+                motif = builtin.get(str(entry["builtin"]).lower())
+                if motif is None:
+                    raise BpflowError(f"motif {name!r}: {entry['builtin']!r} is not a built-in motif "
+                                      f"({', '.join(builtin_motifs())})")
+                out[name] = as_motif(motif.probabilities, name)
+            else:
+                out[name] = as_motif(load_motif({"name": name, **entry}).probabilities, name)
+        elif isinstance(entry, str) and entry.lower() in builtin:
+            out[name] = as_motif(builtin[entry.lower()].probabilities, name)
+        elif isinstance(entry, (str, Path)) and Path(entry).is_file():
+            out[name] = as_motif(load_motif({"name": name, "file": str(entry)}).probabilities, name)
+        else:
+            out[name] = as_motif(entry, name)
+    return out
+
+
+def motif_start(sequence_length: int, motif_length: int) -> int:
+    """First base of a motif inserted at the center: L // 2 - m // 2 (the motif's middle base,
+    or the base right of its middle for even m, lands on base L // 2)."""
+    return sequence_length // 2 - motif_length // 2
+
+
+def insert_motif(sequences: np.ndarray, instances: np.ndarray) -> np.ndarray:
+    """Copy of one-hot ``sequences`` (N, L, 4) with ``instances`` (m, 4) or (N, m, 4) written
+    over bases ``motif_start(L, m) .. + m - 1``; nothing else changes."""
+    seqs = np.array(sequences, copy=True)
+    inst = np.asarray(instances)
+    m = inst.shape[-2]
+    if seqs.ndim != 3 or seqs.shape[2] != 4:
+        raise BpflowError(f"sequences must have shape (N, length, 4), got {seqs.shape}")
+    if m > seqs.shape[1]:
+        raise BpflowError(f"the motif ({m} bp) is longer than the sequences ({seqs.shape[1]} bp)")
+    s = motif_start(seqs.shape[1], m)
+    seqs[:, s:s + m, :] = inst
+    return seqs
+
+
+def _center_crop(sequences: np.ndarray, length: int, what: str = "sequences") -> np.ndarray:
+    extra = sequences.shape[1] - length
+    if extra < 0 or extra % 2:
+        raise BpflowError(f"{what} are {sequences.shape[1]} bp; the model needs {length} "
+                          "(the difference must be even and >= 0)")
+    return sequences[:, extra // 2: extra // 2 + length, :] if extra else sequences
+
+
+# ----------------------------------------------------------------------------------------------
+# Background sequences
+
+
+def background_sequences(data_h5, input_length: int | None = None, num: int | None = None, seed: int = 0,
+                         strands: str = "auto") -> np.ndarray:
+    """One-hot sequences (n, L, 4) uint8 from a dataset HDF5's ``sequence`` array.
+
+    Sequences are center-cropped to ``input_length`` (default: as stored).  With ``strands``
+    "auto", only forward samples are used when the dataset has ``coords_strand`` (a
+    reverse-complement pair would count a region twice); "all" uses every sample.  With
+    ``num`` smaller than the number available, ``num`` samples are drawn without replacement
+    (deterministic given ``seed``) and returned in file order.
+    """
+    import h5py
+
+    from bpflow.predict import read_strands
+
+    if strands not in ("auto", "all"):
+        raise BpflowError(f"strands {strands!r} must be 'auto' or 'all'")
+    if not Path(data_h5).is_file():
+        raise BpflowError(f"{data_h5}: dataset not found")
+    with h5py.File(data_h5, "r") as data:
+        if "sequence" not in data:
+            raise BpflowError(f"{data_h5}: no 'sequence' dataset")
+        seq = data["sequence"]
+        n = seq.shape[0]
+        keep = np.ones(n, dtype=bool)
+        if strands == "auto":
+            reverse = read_strands(data, str(data_h5))
+            if reverse is not None:
+                keep = ~reverse
+        index = np.flatnonzero(keep)
+        if num is not None and num < len(index):
+            rng = np.random.default_rng(seed)
+            index = np.sort(rng.choice(index, size=int(num), replace=False))
+        if not len(index):
+            raise BpflowError(f"{data_h5}: no background sequence to use")
+        length = seq.shape[1] if input_length is None else int(input_length)
+        extra = seq.shape[1] - length
+        if extra < 0 or extra % 2:
+            raise BpflowError(f"{data_h5}: sequences are {seq.shape[1]} bp; cannot center-crop to {length}")
+        a = extra // 2
+        out = seq[index[0]:index[-1] + 1, a:a + length, :] if len(index) == index[-1] - index[0] + 1 \
+            else seq[index, a:a + length, :]
+    return np.asarray(out, dtype=np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# One model, one motif
+
+
+@dataclass
+class HeadFootprint:
+    """Mean predictions of one head with and without the insertion, and the responses.
+
+    Arrays are (output_length, num_tasks), float64, means over the backgrounds (and, for the
+    ``with`` arrays, over the orientations).  ``motif_bounds`` are the inserted bases in output
+    coordinates (may extend past the output window for a model whose flanks hold them),
+    ``window_bounds`` the response window (clipped to the output).
+    """
+
+    head: str
+    profile_without: np.ndarray
+    profile_with: np.ndarray
+    probs_without: np.ndarray
+    probs_with: np.ndarray
+    logcounts_without: float
+    logcounts_with: float
+    total_without: float
+    total_with: float
+    counts_response: float
+    motif_bounds: tuple[int, int]
+    window_bounds: tuple[int, int]
+    num_sequences: int
+    orientations: tuple[str, ...]
+    chrombpnet_score: float
+    chrombpnet_score_without: float
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def footprint(self) -> np.ndarray:
+        """Mean predicted profile with minus without the insertion (output_length, tasks)."""
+        return self.profile_with - self.profile_without
+
+    @property
+    def profile_response_per_task(self) -> np.ndarray:
+        a, b = self.window_bounds
+        if self.total_without <= 0:
+            return np.full(self.profile_with.shape[1], math.nan)
+        return np.abs(self.footprint[a:b]).sum(axis=0) / self.total_without
+
+    @property
+    def profile_response(self) -> float:
+        return float(self.profile_response_per_task.sum())
+
+    @property
+    def shape_response(self) -> float:
+        a, b = self.window_bounds
+        return float(np.abs(self.probs_with[a:b] - self.probs_without[a:b]).sum())
+
+    def summary(self) -> dict:
+        """The scalar responses as a JSON-able dict (NaN -> None)."""
+        out = {
+            "profile-response": self.profile_response,
+            "profile-response-per-task": [float(v) for v in self.profile_response_per_task],
+            "shape-response": self.shape_response,
+            "counts-response": self.counts_response,
+            "logcounts-without": self.logcounts_without,
+            "logcounts-with": self.logcounts_with,
+            "mean-total-without": self.total_without,
+            "mean-total-with": self.total_with,
+            "chrombpnet-score": self.chrombpnet_score,
+            "chrombpnet-score-without": self.chrombpnet_score_without,
+            "motif-bounds": list(self.motif_bounds),
+            "window-bounds": list(self.window_bounds),
+            "num-sequences": self.num_sequences,
+            "orientations": list(self.orientations),
+        }
+        return _clean(out)
+
+    def profiles(self, flank: int | None = None) -> dict:
+        """Mean profiles around the insertion as lists (JSON-able), for plots.
+
+        Positions ``center - flank .. center + flank - 1`` of the output (all of it when
+        ``flank`` is None), where center is the output position of sequence base L // 2;
+        ``positions`` are relative to it.  Per task: ``with``, ``without`` (predicted counts)
+        and ``footprint`` (their difference).
+        """
+        out_len = self.profile_with.shape[0]
+        center = self.extra["center"]
+        a, b = (0, out_len) if flank is None else (max(0, center - flank), min(out_len, center + flank))
+        return {
+            "positions": list(range(a - center, b - center)),
+            "with": self.profile_with[a:b].T.tolist(),
+            "without": self.profile_without[a:b].T.tolist(),
+            "footprint": self.footprint[a:b].T.tolist(),
+        }
+
+
+def _clean(obj):
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
+
+
+def _as_orientations(orientations) -> tuple[str, ...]:
+    if isinstance(orientations, str):
+        orientations = ("forward", "reverse") if orientations == "both" else (orientations,)
+    orientations = tuple(orientations)
+    bad = [o for o in orientations if o not in ORIENTATIONS]
+    if bad or not orientations or len(set(orientations)) != len(orientations):
+        raise BpflowError(f"orientations {orientations!r}: use 'forward', 'reverse', 'both' or a list of "
+                          "distinct 'forward' / 'reverse'")
+    return orientations
+
+
+class _Accumulator:
+    """Running sums over backgrounds of the predicted profiles, probabilities and log counts."""
+
+    def __init__(self, out_len: int, tasks: int):
+        self.profile = np.zeros((out_len, tasks))
+        self.probs = np.zeros((out_len, tasks))
+        self.probs_summed = np.zeros(out_len)
+        self.logcounts = 0.0
+        self.total = 0.0
+        self.n = 0
+
+    def add(self, logits: np.ndarray, logcounts: np.ndarray) -> None:
+        from bpflow.metrics import softmax_joint
+
+        probs = softmax_joint(logits)
+        totals = np.exp(np.asarray(logcounts, dtype=np.float64))
+        self.profile += (probs * totals[:, None, None]).sum(axis=0)
+        self.probs += probs.sum(axis=0)
+        self.probs_summed += probs.sum(axis=(0, 2))
+        self.logcounts += float(np.sum(logcounts, dtype=np.float64))
+        self.total += float(totals.sum())
+        self.n += len(totals)
+
+    def mean(self, name: str):
+        return getattr(self, name) / max(self.n, 1)
+
+
+def _prepare(model, sequences, motif, orientations, window, head_names):
+    from bpflow.predict import model_shape
+
+    spec = as_motif(motif)
+    orients = _as_orientations(orientations)
+    if window < 0:
+        raise BpflowError(f"window must be >= 0, got {window}")
+    shape = model_shape(model)
+    seqs = np.asarray(sequences)
+    if seqs.ndim != 3 or seqs.shape[2] != 4 or not len(seqs):
+        raise BpflowError(f"background sequences must have shape (N > 0, length, 4), got {seqs.shape}")
+    seqs = _center_crop(seqs, shape.input_length, "background sequences")
+    names = list(head_names) if head_names is not None else [f"head_{i}" for i in range(shape.num_heads)]
+    if len(names) != shape.num_heads:
+        raise BpflowError(f"head_names lists {len(names)} heads but the model has {shape.num_heads}")
+    if spec.length > shape.input_length:
+        raise BpflowError(f"motif {spec.name!r} ({spec.length} bp) is longer than the model input "
+                          f"({shape.input_length} bp)")
+    return spec, orients, shape, seqs, names
+
+
+class _Baseline:
+    """Predictions without the insertion: profile sums and per-sequence log counts per head."""
+
+    def __init__(self, model, shape, seqs, run, chunk_size):
+        self.acc = [_Accumulator(shape.output_length, t) for t in shape.num_tasks]
+        parts = [[] for _ in shape.num_tasks]
+        for a in range(0, len(seqs), chunk_size):
+            lg, lc = run(seqs[a:a + chunk_size])
+            for h in range(shape.num_heads):
+                self.acc[h].add(lg[h], lc[h])
+                parts[h].append(np.asarray(lc[h], dtype=np.float64))
+        self.logcounts = [np.concatenate(p) for p in parts]
+
+
+def footprint(model, sequences: np.ndarray, motif, *, orientations="forward", window: int = DEFAULT_WINDOW,
+              batch_size: int = 64, revcomp_average: bool = False, task_orders=None, pwm_mode: str = "consensus",
+              seed: int = 0, head_names: Sequence[str] | None = None,
+              chunk_size: int = DEFAULT_CHUNK) -> dict[str, HeadFootprint]:
+    """Marginal footprint of ``motif`` for every head of ``model``.
+
+    ``sequences``: one-hot backgrounds (N, L, 4), center-cropped to the model's input length
+    when longer (the difference must be even).  ``motif``: see :func:`as_motif`.  The motif is
+    inserted at :func:`motif_start`; ``orientations`` "forward", "reverse" (its reverse
+    complement at the same bases) or "both" (the ``with`` profiles are then the mean over the
+    two).  ``window``: bases on each side of the inserted bases over which the profile
+    responses are summed.  ``revcomp_average`` / ``task_orders`` are passed to
+    :func:`bpflow.predict.predict_arrays` (the model's own strand averaging).  ``chunk_size``
+    sequences are predicted at a time (memory).  Returns {head name: :class:`HeadFootprint`},
+    heads named ``head_<i>`` unless ``head_names``.
+    """
+    return _footprint(model, sequences, motif, orientations, window, batch_size, revcomp_average, task_orders,
+                      pwm_mode, seed, head_names, chunk_size, None)
+
+
+def _footprint(model, sequences, motif, orientations, window, batch_size, revcomp_average, task_orders,
+               pwm_mode, seed, head_names, chunk_size, baseline: _Baseline | None):
+    from bpflow.predict import predict_arrays
+
+    spec, orients, shape, seqs, names = _prepare(model, sequences, motif, orientations, window, head_names)
+    n, length, m = seqs.shape[0], shape.input_length, spec.length
+
+    def run(x):
+        return predict_arrays(model, x, batch_size=batch_size, revcomp_average=revcomp_average,
+                              task_orders=task_orders)
+
+    if baseline is None:
+        baseline = _Baseline(model, shape, seqs, run, chunk_size)
+    instances = spec.instances(n, pwm_mode, seed)
+    with_ = [_Accumulator(shape.output_length, t) for t in shape.num_tasks]
+    delta = np.zeros(shape.num_heads)
+    for a in range(0, n, chunk_size):
+        b = min(n, a + chunk_size)
+        for orient in orients:
+            inst = instances[a:b] if orient == "forward" else reverse_complement_one_hot(instances[a:b])
+            lg1, lc1 = run(insert_motif(seqs[a:b], inst))
+            for h in range(shape.num_heads):
+                with_[h].add(lg1[h], lc1[h])
+                delta[h] += float(np.sum(lc1[h].astype(np.float64) - baseline.logcounts[h][a:b]))
+
+    start = motif_start(length, m) - shape.left_flank
+    center = length // 2 - shape.left_flank
+    lo, hi = max(0, start - window), min(shape.output_length, start + m + window)
+    results = {}
+    for h, name in enumerate(names):
+        w0, w1 = baseline.acc[h], with_[h]
+        results[name] = HeadFootprint(
+            head=name,
+            profile_without=w0.mean("profile"), profile_with=w1.mean("profile"),
+            probs_without=w0.mean("probs"), probs_with=w1.mean("probs"),
+            logcounts_without=w0.mean("logcounts"), logcounts_with=w1.mean("logcounts"),
+            total_without=w0.mean("total"), total_with=w1.mean("total"),
+            counts_response=delta[h] / (n * len(orients)),
+            motif_bounds=(start, start + m), window_bounds=(lo, max(lo, hi)),
+            num_sequences=n, orientations=orients,
+            chrombpnet_score=float(w1.mean("probs_summed").max()),
+            chrombpnet_score_without=float(w0.mean("probs_summed").max()),
+            extra={"center": center, "motif": spec.name, "motif-length": m},
+        )
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# Several models x several motifs
+
+
+def _load(model):
+    if isinstance(model, (str, Path)):
+        from bpflow.predict import load_model
+
+        return load_model(model)
+    return model
+
+
+def footprint_table(models: Mapping[str, object], sequences: np.ndarray, motifs: Mapping[str, object], *,
+                    orientations="forward", window: int = DEFAULT_WINDOW, batch_size: int = 64,
+                    revcomp_average: bool = False, task_orders=None, pwm_mode: str = "consensus", seed: int = 0,
+                    head_names: Sequence[str] | None = None, profile_flank: int | None = DEFAULT_WINDOW,
+                    include_profiles: bool = True, chunk_size: int = DEFAULT_CHUNK) -> dict:
+    """Footprints of every motif for every model, as a JSON-able dict.
+
+    ``models``: {label: Keras model or path to a ``.keras`` file}, e.g. ``combined``,
+    ``residual``, ``bias``.  ``sequences``: one-hot backgrounds at least as long as the
+    longest model input; each model gets them center-cropped to its own input, so all models
+    see the same bases around the insertion.  ``motifs``: {name: consensus string, PWM array
+    or :class:`bpflow.simulate.Motif`}.  With ``pwm_mode`` "sample", every model sees the same
+    sampled instances of a motif.  With ``include_profiles``, each entry also holds the mean
+    profiles within ``profile_flank`` bases of the center (see :meth:`HeadFootprint.profiles`).
+
+    Layout::
+
+        {"window": w, "orientations": [...], "pwm-mode": ..., "num-sequences": N,
+         "motifs": {name: {"consensus": ..., "length": m, "type": "sequence" | "pwm"}},
+         "models": {label: {"input-length": ..., "output-length": ...,
+                            "heads": {head: {motif: {<summary keys>, "profiles": {...}}}}}}}
+    """
+    from bpflow.predict import model_shape, predict_arrays
+
+    if not models:
+        raise BpflowError("footprint_table: no model given")
+    if not motifs:
+        raise BpflowError("footprint_table: no motif given")
+    specs = {name: as_motif(m, name) for name, m in motifs.items()}
+    orients = _as_orientations(orientations)
+    seqs = np.asarray(sequences)
+    table = {
+        "window": int(window),
+        "orientations": list(orients),
+        "pwm-mode": pwm_mode,
+        "revcomp-average": bool(revcomp_average),
+        "num-sequences": int(seqs.shape[0]) if seqs.ndim == 3 else 0,
+        "motifs": {name: {"consensus": s.consensus, "length": s.length, "type": "sequence" if s.fixed else "pwm"}
+                   for name, s in specs.items()},
+        "models": {},
+    }
+    for label, model in models.items():
+        model = _load(model)
+        shape = model_shape(model, str(label))
+        entry = {"input-length": shape.input_length, "output-length": shape.output_length,
+                 "num-tasks": shape.num_tasks, "heads": {}}
+        baseline = None
+        for name, spec in specs.items():
+            logger.info("footprint: model %s, motif %s (%d bp, %s)", label, name, spec.length, "/".join(orients))
+            if baseline is None:  # the predictions without insertion are shared by all motifs
+                _, _, _, cropped, _ = _prepare(model, seqs, spec, orients, window, head_names)
+                baseline = _Baseline(model, shape, cropped, lambda x: predict_arrays(
+                    model, x, batch_size=batch_size, revcomp_average=revcomp_average, task_orders=task_orders),
+                    chunk_size)
+            heads = _footprint(model, seqs, spec, orients, window, batch_size, revcomp_average, task_orders,
+                               pwm_mode, seed, head_names, chunk_size, baseline)
+            for head, fp in heads.items():
+                record = fp.summary()
+                if include_profiles:
+                    record["profiles"] = _clean(fp.profiles(profile_flank))
+                entry["heads"].setdefault(head, {})[name] = record
+                logger.info("  %s %s: profile response %.4g, counts response %+.4g", head, name,
+                            fp.profile_response, fp.counts_response)
+        table["models"][label] = entry
+    return table
+
+
+def response_ratio(table: dict, model: str, numerator: Sequence[str], denominator: Sequence[str],
+                   head: str | None = None, key: str = "profile-response") -> float:
+    """Mean ``key`` over the ``numerator`` motifs / mean over the ``denominator`` motifs.
+
+    E.g. the residual's bias/TF ratio of issue 7:
+    ``response_ratio(table, "residual", ["bias"], ["CTCF", "Klf4"])``.  ``head`` defaults to
+    the model's only head.  NaN when the denominator is 0 or a value is missing.
+    """
+    heads = table["models"][model]["heads"]
+    if head is None:
+        if len(heads) != 1:
+            raise BpflowError(f"model {model!r} has heads {', '.join(heads)}: name one")
+        head = next(iter(heads))
+    values = heads[head]
+
+    def mean(names):
+        v = [values[n][key] for n in names]
+        v = [math.nan if x is None else abs(float(x)) for x in v]
+        return float(np.mean(v)) if v else math.nan
+
+    num, den = mean(numerator), mean(denominator)
+    return num / den if den > 0 else math.nan
+
+
+def footprints_from_files(models: Mapping[str, object], background_h5, motifs: Mapping[str, object],
+                          output_json=None, num: int | None = 500, seed: int = 0, **kwargs) -> dict:
+    """:func:`footprint_table` on ``num`` background sequences of a dataset, written as JSON.
+
+    ``models``: {label: ``.keras`` path or model}; ``motifs``: as :func:`load_motifs` takes
+    them.  The backgrounds are read at the longest model input (:func:`background_sequences`
+    with ``seed``); ``kwargs`` go to :func:`footprint_table`.  The JSON (when
+    ``output_json``) is written atomically, with the background file and settings recorded.
+    """
+    from bpflow.predict import model_shape
+    from bpflow.utils import write_json_atomic
+
+    loaded = {label: _load(m) for label, m in models.items()}
+    specs = load_motifs(motifs)
+    length = max(model_shape(m, str(label)).input_length for label, m in loaded.items())
+    seqs = background_sequences(background_h5, length, num=num, seed=seed)
+    table = footprint_table(loaded, seqs, specs, seed=seed, **kwargs)
+    table["background"] = {"file": str(background_h5), "num-requested": num, "seed": seed}
+    if output_json is not None:
+        write_json_atomic(output_json, table)
+    return table
+
+
+def decode_insertion(sequences: np.ndarray, motif_length: int) -> list[str]:
+    """The bases at the insertion site of each sequence (a check of :func:`insert_motif`)."""
+    seqs = np.asarray(sequences)
+    s = motif_start(seqs.shape[1], motif_length)
+    return [one_hot_decode(x[s:s + motif_length]) for x in seqs]
