@@ -260,10 +260,11 @@ def _dataset_head_names(data, num_heads: int) -> list[str] | None:
     return None
 
 
-def _check_same_samples(pf, data, data_path: str, out_len: int) -> None:
+def check_same_samples(pf, data, data_path: str, out_len: int | None = None) -> None:
     """Raise unless the prediction file matches the dataset sample for sample."""
     from bpflow.predict import center_windows, read_coords
 
+    out_len = pf.output_length if out_len is None else out_len
     n_data = data["head_0"].shape[0]
     if pf.num_samples != n_data:
         raise BpflowError(f"{pf.path} has {pf.num_samples} samples but the dataset {data_path} has {n_data}: "
@@ -327,7 +328,7 @@ def evaluate(predictions: list[tuple[str, str]], data_path: str, strands: str = 
                 if pf.num_heads != len(heads):
                     raise BpflowError(f"{path} has {pf.num_heads} head(s) but {data_path} has {len(heads)}")
                 out = pf.output_length
-                _check_same_samples(pf, data, data_path, out)
+                check_same_samples(pf, data, data_path, out)
                 model_result = {"predictions": str(path), "heads": {}}
                 for h, key in enumerate(heads):
                     ds = data[key]

@@ -36,6 +36,7 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from bpflow.genome import one_hot_encode, reverse_complement_one_hot
+from bpflow.metrics import softmax_joint
 from bpflow.utils import (
     BpflowError,
     atomic_output,
@@ -61,15 +62,6 @@ def _decode_strings(values) -> list[str]:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0] if text else type(err).__name__
-
-
-def softmax_joint(logits: np.ndarray) -> np.ndarray:
-    """Softmax of (N, length, tasks) logits taken jointly over length and tasks (float64)."""
-    x = np.asarray(logits, dtype=np.float64)
-    flat = x.reshape(x.shape[0], -1)
-    flat = np.exp(flat - flat.max(axis=1, keepdims=True))
-    flat /= flat.sum(axis=1, keepdims=True)
-    return flat.reshape(x.shape)
 
 
 def predicted_profile(logits: np.ndarray, logcounts: np.ndarray) -> np.ndarray:

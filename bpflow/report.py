@@ -26,6 +26,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from bpflow.metrics import check_same_samples
 from bpflow.utils import BpflowError, atomic_output
 
 FIGURE_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
@@ -127,25 +128,6 @@ def _existing(path, what: str) -> str:
     return str(path)
 
 
-def _check_match(pf, data, data_path: str) -> None:
-    """The prediction file must hold the dataset's samples in order (same count and windows)."""
-    from bpflow.predict import center_windows, read_coords
-
-    n = data["head_0"].shape[0]
-    if pf.num_samples != n:
-        raise BpflowError(f"{pf.path} has {pf.num_samples} samples but {data_path} has {n}: predict the "
-                          "dataset itself (bpflow predict with key data)")
-    pc, dc = pf.coords(), read_coords(data, data_path)
-    if pc is None or dc is None:
-        return
-    s, e = center_windows(dc.start, dc.stop, pf.output_length)
-    same = (pc.names() == dc.names()) & (pc.start == s) & (pc.stop == e)
-    if not same.all():
-        i = int(np.flatnonzero(~same)[0])
-        raise BpflowError(f"{pf.path} sample {i} is {pc.label(i)} but {data_path} sample {i} is "
-                          f"{dc.names()[i]}:{s[i]}-{e[i]}: the files do not match sample for sample")
-
-
 # ----------------------------------------------------------------------------------------------
 # Counts scatter
 
@@ -203,7 +185,7 @@ def counts_scatter_from_files(predictions: Mapping[str, str], data_h5, output, h
         mask = _scored_mask(data, data_path, strands)
         for ax, (label, path) in zip(axes[0], predictions.items()):
             with PredictionFile(path) as pf:
-                _check_match(pf, data, data_path)
+                check_same_samples(pf, data, data_path)
                 obs = np.log1p(observed_totals(data_path, head, pf.output_length))[mask]
                 pred = pf.logcounts(pf.head_index(head))[mask]
                 name = pf.head_name(pf.head_index(head))
@@ -286,7 +268,7 @@ def plot_example_regions(data_h5, predictions: Mapping[str, str], output, indice
             if bad:
                 raise BpflowError(f"{data_path}: sample {bad[0]} does not exist ({n} samples)")
             for _, pf in files:
-                _check_match(pf, data, data_path)
+                check_same_samples(pf, data, data_path)
             out_len = out_len or data[f"head_{head}"].shape[1]
             coords = read_coords(data, data_path)
             for c, i in enumerate(indices):
