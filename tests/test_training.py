@@ -1,0 +1,440 @@
+"""Training (bpflow.training) against known answers; runs under every Keras backend."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+import bpflow  # noqa: F401  (registers custom objects for load_model)
+from bpflow import cli, training
+from bpflow.batcher import H5Batcher
+from bpflow.training import HeadSpec, TrainingState, initial_counts_weight, update_counts_weight
+from bpflow.utils import BpflowError
+
+import train_helpers as th
+
+pytestmark = pytest.mark.backend
+
+TESTS = Path(__file__).parent
+
+
+# --------------------------------------------------------------------------- adaptive lambda
+
+
+def test_update_counts_weight_hand_computed():
+    # epoch 0 and 1 jump to the candidate t*p / ((1-t)*c) ...
+    assert update_counts_weight(10, 100, 5, 0.2, epoch=0) == pytest.approx(5.0)   # 0.2*100/(0.8*5)
+    assert update_counts_weight(10, 90, 1, 0.25, epoch=1) == pytest.approx(30.0)  # 0.25*90/(0.75*1)
+    # ... clamped to 10x either way
+    assert update_counts_weight(10, 1000, 0.1, 0.5, epoch=0) == pytest.approx(100.0)  # candidate 10000
+    assert update_counts_weight(10, 1, 100, 0.1, epoch=1) == pytest.approx(1.0)       # candidate 0.00111
+    # later epochs smooth: 0.3 * candidate + 0.7 * lambda ...
+    assert update_counts_weight(10, 100, 5, 0.2, epoch=2) == pytest.approx(8.5)     # 0.3*5 + 7
+    assert update_counts_weight(10, 100, 2, 0.2, epoch=5) == pytest.approx(10.75)   # 0.3*12.5 + 7
+    # ... clamped to 2x: candidate 1000 -> 307 -> 20
+    assert update_counts_weight(10, 1000, 1, 0.5, epoch=3) == pytest.approx(20.0)
+    # a perfect counts loss raises lambda as far as allowed, never to inf/NaN
+    assert update_counts_weight(4, 50, 0.0, 0.1, epoch=0) == pytest.approx(40.0)
+    assert update_counts_weight(4, 50, 0.0, 0.1, epoch=2) == pytest.approx(8.0)
+    assert initial_counts_weight(50.0, 0.1) == pytest.approx(185.0)  # 37 * 50 * 0.1
+
+
+def test_training_state_sequence_hand_computed():
+    """Lambda, early stopping and plateau over a hand-made loss sequence."""
+    head = HeadSpec("h", 2, profile_weight=2.0, counts_weight=None, frac_target=0.2)
+    st = TrainingState([head], [10.0], learning_rate=0.01, epochs=10, early_stopping_patience=3,
+                       plateau_patience=2)
+
+    def terms(p, c):
+        return {"h_profile": p, "h_counts": c}
+
+    # epoch 0: val terms drive lambda: p = 2*50 = 100, c = 5 -> candidate 0.2*100/(0.8*5) = 5
+    out = st.end_epoch(0, terms(60, 8), terms(50, 5))
+    assert out["improved"] and out["val_loss"] == pytest.approx(2 * 50 + 10 * 5)
+    assert st.lambdas == [pytest.approx(5.0)]
+    # epoch 1: training terms p = 2*40 = 80, c = 1 -> candidate 20 (within 10x of 5)
+    out = st.end_epoch(1, terms(40, 1), terms(45, 4))
+    assert out["val_loss"] == pytest.approx(2 * 45 + 5 * 4) and out["improved"]
+    assert st.lambdas == [pytest.approx(20.0)]
+    # epoch 2: smoothing: p = 80, c = 2 -> candidate 10 -> 0.3*10 + 0.7*20 = 17
+    # validation 2*44 + 20*4.6 = 180 vs best 2*45 + 20*4 = 170 re-expressed with lambda 20
+    out = st.end_epoch(2, terms(40, 2), terms(44, 4.6))
+    assert not out["improved"] and st.es_wait == 1 and st.best_epoch == 2
+    assert st.lambdas == [pytest.approx(17.0)]
+    # epoch 3: still no better than 2*45 + 17*4 = 158 -> plateau patience 2 halves the rate
+    out = st.end_epoch(3, terms(40, 2), terms(45, 4.1))
+    assert not out["improved"] and st.learning_rate == pytest.approx(0.005) and st.lr_wait == 0
+    assert out["learning_rate"] == pytest.approx(0.01)  # the rate the epoch was trained with
+    # epoch 4: third epoch without improvement -> early stopping
+    st.end_epoch(4, terms(40, 2), terms(46, 4))
+    assert st.stopped and st.stop_reason.startswith("early stopping") and st.best_epoch == 2
+    assert st.history["h_counts_weight"][:3] == pytest.approx([10.0, 5.0, 20.0])
+    assert st.history["learning_rate"] == pytest.approx([0.01] * 4 + [0.005])
+    # a state survives the JSON round trip of the checkpoint
+    copy = TrainingState([head], [1.0], 1.0, 10, 3, 2)
+    copy.load_json(json.loads(json.dumps(st.to_json())))
+    assert copy.to_json() == st.to_json()
+
+
+def test_a_better_epoch_under_a_new_lambda_is_not_mistaken():
+    """Lowering lambda lowers the raw total; the re-expressed best must account for it."""
+    head = HeadSpec("h", 1, profile_weight=1.0, counts_weight=100.0, frac_target=0.5)
+    st = TrainingState([head], [100.0], 0.01, 10, 5, 5)
+    st.end_epoch(0, {"h_profile": 10, "h_counts": 1}, {"h_profile": 10, "h_counts": 1})  # val 110
+    assert st.lambdas == [pytest.approx(10.0)]  # candidate 10 (0.5*10/(0.5*1))
+    # same terms again: the total drops from 110 to 20 only because lambda changed
+    out = st.end_epoch(1, {"h_profile": 10, "h_counts": 1}, {"h_profile": 10, "h_counts": 1})
+    assert out["val_loss"] == pytest.approx(20.0) and not out["improved"]
+
+
+# --------------------------------------------------------------------------- the three steps
+
+
+class LossRecorder(keras.callbacks.Callback):
+    """Keras's own running training loss per epoch (computed inside the compiled step)."""
+
+    def __init__(self):
+        super().__init__()
+        self.losses = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.losses.append(float(logs["loss"]))
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """bias -> transformation -> combined, two epochs each, on synthetic data."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    bias_in, res_in = th.needed(th.BIAS_ARCH), th.needed(th.RESIDUAL_ARCH)
+    files = {
+        "bias_train": th.synthetic_h5(tmp / "bias_train.h5", 64, bias_in, seed=1),
+        "bias_val": th.synthetic_h5(tmp / "bias_val.h5", 23, bias_in, jitter=0, seed=2),
+        "train": th.synthetic_h5(tmp / "train.h5", 64, res_in, seed=1, chunks=8, compression="gzip"),
+        "val": th.synthetic_h5(tmp / "val.h5", 16, res_in, jitter=0, seed=2),
+    }
+    recorders = {}
+    solo_cfg = th.solo_config(tmp, files["bias_train"], files["bias_val"],
+                              heads=[th.head(**{"counts-loss-frac-target": 0.2})])
+    recorders["solo"] = LossRecorder()
+    solo = training.train_solo(solo_cfg, callbacks=[recorders["solo"]])
+    tr_cfg = th.transformation_config(tmp, files["bias_train"], files["bias_val"], tmp / "bias.keras")
+    transformation = training.train_transformation(tr_cfg)
+    comb_cfg = th.combined_config(tmp, files["train"], files["val"], tmp / "transformation.keras",
+                                  **{"data-workers": 2})
+    recorders["combined"] = LossRecorder()
+    combined = training.train_combined(comb_cfg, callbacks=[recorders["combined"]])
+    return {"tmp": tmp, "files": files, "solo": solo, "transformation": transformation, "combined": combined,
+            "recorders": recorders, "configs": {"solo": solo_cfg, "combined": comb_cfg}}
+
+
+def test_pipeline_writes_its_files_and_history(pipeline):
+    tmp = pipeline["tmp"]
+    for name in ("bias.keras", "transformation.keras", "combined_combined.keras", "combined_residual.keras"):
+        assert (tmp / name).is_file()
+    for prefix in ("bias", "transformation", "combined"):
+        assert (tmp / f"{prefix}.loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        record = json.loads((tmp / f"{prefix}.history.json").read_text())
+        assert record["completed"] and record["format"] == training.HISTORY_FORMAT
+        h = record["history"]
+        assert h["epoch"] == [1, 2]
+        for key in ("loss", "val_loss", "h0_profile", "val_h0_profile", "h0_counts", "val_h0_counts",
+                    "h0_counts_weight", "learning_rate", "seconds"):
+            assert len(h[key]) == 2 and all(np.isfinite(h[key])), key
+        # the totals are profile-loss-weight x NLL + lambda x MSE of the epoch
+        for e in range(2):
+            lam = h["h0_counts_weight"][e]
+            assert h["val_loss"][e] == pytest.approx(h["val_h0_profile"][e] + lam * h["val_h0_counts"][e])
+        assert not (tmp / f"{prefix}.checkpoint").exists()  # removed once finished
+    assert not any(tmp.glob(".*tmp*"))  # no temporary files left behind
+
+
+def test_adaptive_lambda_starts_from_training_counts_and_reaches_the_compiled_step(pipeline):
+    solo = pipeline["solo"]
+    h = solo["history"]
+    # start: 37 x mean total counts of the training windows (central, un-jittered) x target
+    with h5py.File(pipeline["files"]["bias_train"]) as f:
+        prof = f["head_0"][:, th.JITTER:th.JITTER + th.OUTPUT_LENGTH, :]
+    mean_counts = prof.sum(axis=(1, 2)).mean()
+    assert h["h0_counts_weight"][0] == pytest.approx(37 * mean_counts * 0.2, rel=1e-6)
+    # after epoch 0 lambda follows the validation terms (within the 10x clamp)
+    p, c = h["val_h0_profile"][0], h["val_h0_counts"][0]
+    expected = update_counts_weight(h["h0_counts_weight"][0], p, c, 0.2, 0)
+    assert h["h0_counts_weight"][1] == pytest.approx(expected, rel=1e-6)
+    assert h["h0_counts_weight"][1] != pytest.approx(h["h0_counts_weight"][0])
+    # Keras's own loss, computed inside the compiled train step, used the new lambda in epoch 2
+    # (under JAX a lambda variable the model does not track would be baked in as a constant)
+    keras_losses = pipeline["recorders"]["solo"].losses
+    assert keras_losses == pytest.approx(h["loss"], rel=1e-4)
+
+
+def test_combined_validation_loss_improves_on_initialisation(pipeline):
+    rec = pipeline["combined"]
+    assert rec["history"]["val_loss"][-1] < rec["initial"]["val_loss"]
+    assert rec["best-epoch"] == int(np.argmin(rec["history"]["val_loss"])) + 1
+
+
+def _one_hot_batch(n, length, seed=0):
+    return np.eye(4, dtype="float32")[np.random.default_rng(seed).integers(0, 4, size=(n, length))]
+
+
+def test_saved_models_load_cleanly_and_compose(pipeline):
+    tmp = pipeline["tmp"]
+    load = keras.saving.load_model
+    solo = load(tmp / "bias.keras")
+    transformation = load(tmp / "transformation.keras")
+    combined = load(tmp / "combined_combined.keras")
+    residual = load(tmp / "combined_residual.keras")
+    for model in (solo, transformation, combined, residual):
+        assert getattr(model, "optimizer", None) is None and not model.compiled  # weights and architecture only
+        assert not any("counts_mse" in v.path for v in model.weights)
+        assert all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers())
+    # the residual file is the residual inside the combined file
+    inner = combined.get_layer("residual")
+    assert [v.path for v in inner.weights] == [v.path for v in residual.weights]
+    for a, b in zip(inner.weights, residual.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the frozen solo model is unchanged inside the transformation, which is unchanged inside combined
+    for a, b in zip(solo.weights, transformation.get_layer("solo").weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(transformation.weights, combined.get_layer("transformation").weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # combined = bias (on the center-cropped input) + residual: logits add, counts log-add-exp
+    res_in, bias_in = th.needed(th.RESIDUAL_ARCH), th.needed(th.BIAS_ARCH)
+    x = _one_hot_batch(5, res_in)
+    crop = (res_in - bias_in) // 2
+    c_prof, c_counts = [np.asarray(o) for o in combined(x)]
+    r_prof, r_counts = [np.asarray(o) for o in residual(x)]
+    b_prof, b_counts = [np.asarray(o) for o in transformation(x[:, crop:crop + bias_in])]
+    np.testing.assert_allclose(c_prof, r_prof + b_prof, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(c_counts, np.logaddexp(r_counts, b_counts), rtol=1e-5, atol=1e-5)
+    # the transformation of a trained linear spec is no longer the identity of the solo model
+    s_prof, _ = [np.asarray(o) for o in solo(x[:, crop:crop + bias_in])]
+    assert not np.allclose(s_prof, b_prof)
+
+
+def test_a_finished_run_is_not_redone(pipeline):
+    class Fail(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            raise AssertionError("training ran again")
+
+    path = pipeline["tmp"] / "bias.history.json"
+    before = path.stat().st_mtime_ns
+    again = training.train_solo(pipeline["configs"]["solo"], callbacks=[Fail()])
+    assert again["history"] == pipeline["solo"]["history"]
+    assert path.stat().st_mtime_ns == before
+
+
+# --------------------------------------------------------------------------- resume
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAt(keras.callbacks.Callback):
+    """Simulates a kill: raises in the middle of epoch ``epoch`` (0-based)."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.target = (epoch, batch)
+        self.epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.target:
+            raise Killed(f"killed in epoch {self.epoch + 1}")
+
+
+def test_kill_and_resume_reaches_the_uninterrupted_result(tmp_path, monkeypatch):
+    bias_in = th.needed(th.BIAS_ARCH)
+    train = th.synthetic_h5(tmp_path / "train.h5", 48, bias_in, seed=3)
+    val = th.synthetic_h5(tmp_path / "val.h5", 16, bias_in, jitter=0, seed=4)  # one batch: one compile
+    heads = [th.head(**{"counts-loss-frac-target": 0.3})]
+    kw = {"epochs": 3, "learning-rate-plateau-patience": 1, "reverse-complement": True, "data-workers": 2}
+
+    calls = []
+    original = H5Batcher.__getitem__
+
+    def recording(self, index):
+        calls.append((self.name, self.epoch, index))
+        return original(self, index)
+
+    monkeypatch.setattr(H5Batcher, "__getitem__", recording)
+    full = training.train_solo(th.solo_config(tmp_path, train, val, prefix="full", heads=heads, **kw))
+    # every training batch of epoch e came from epoch e's shuffle, jitter and flips
+    train_calls = [(e, i) for name, e, i in calls if name == "train-data"]
+    assert sorted(set(train_calls)) == [(e, i) for e in range(3) for i in range(3)]
+
+    cfg = th.solo_config(tmp_path, train, val, prefix="resumed", heads=heads, **kw)
+    with pytest.raises(Killed):
+        training.train_solo(cfg, callbacks=[KillAt(epoch=1, batch=1)])
+    checkpoint = tmp_path / "resumed.checkpoint" / "checkpoint.npz"
+    assert checkpoint.is_file() and not (tmp_path / "resumed.keras").exists()
+    resumed = training.train_solo(cfg)
+    assert resumed["history"]["epoch"] == [1, 2, 3]
+    for key in ("loss", "val_loss", "h0_counts_weight", "learning_rate", "val_h0_profile", "val_h0_counts"):
+        np.testing.assert_allclose(resumed["history"][key], full["history"][key], rtol=1e-6, err_msg=key)
+    a = keras.saving.load_model(tmp_path / "full.keras")
+    b = keras.saving.load_model(tmp_path / "resumed.keras")
+    for va, vb in zip(a.weights, b.weights):
+        np.testing.assert_allclose(np.asarray(va), np.asarray(vb), rtol=1e-6, atol=1e-7)
+    assert not checkpoint.exists()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _cli(step, config_path, capsys):
+    code = cli.main([f"train-{step}", str(config_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    return code, err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["settings"].update({"learning-rat": 0.1}), "Additional properties are not allowed"),
+    (lambda c: c["settings"].pop("epochs"), "'epochs' is a required property"),
+    (lambda c: c["settings"].update({"batch-size": "64"}), "key settings/batch-size: '64' is not of type"),
+    (lambda c: c["settings"]["architecture"].update({"input-length": 30}),
+     "key settings/architecture/input-length: 30 is too short"),
+    (lambda c: c["heads"][0].pop("counts-loss-weight"), "key heads/0"),
+    (lambda c: c["heads"][0].update({"profile-loss-weight": 0, "counts-loss-frac-target": 0.1}),
+     "counts-loss-frac-target needs profile-loss-weight > 0"),
+    (lambda c: c["heads"].append(dict(c["heads"][0])), "duplicate head-name"),
+])
+def test_bad_configs_fail_with_one_line_before_reading_data(tmp_path, capsys, edit, message):
+    bogus = tmp_path / "not_hdf5.h5"
+    bogus.write_text("this is not HDF5")  # reading it would fail differently
+    config = th.solo_config(tmp_path, bogus, bogus)
+    edit(config)
+    code, err = _cli("solo", th.write_config(tmp_path / "c.json", config), capsys)
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("bpflow train-solo: error: ") and message in err[0]
+
+
+def test_nan_data_exits_nonzero(tmp_path, capsys):
+    bias_in = th.needed(th.BIAS_ARCH)
+    seq, prof = th.synthetic_arrays(16, bias_in + 2 * th.JITTER, th.OUTPUT_LENGTH + 2 * th.JITTER, seed=1)
+    prof[5, 3, 0] = np.nan
+    train = th.write_h5(tmp_path / "train.h5", seq, [prof])
+    val = th.synthetic_h5(tmp_path / "val.h5", 8, bias_in, jitter=0)
+    code, err = _cli("solo", th.write_config(tmp_path / "c.json", th.solo_config(tmp_path, train, val)), capsys)
+    assert code == 2 and len(err) == 1
+    assert "train-data" in err[0] and "head_0 has NaN" in err[0] and "sample 5" in err[0]
+    assert not (tmp_path / "bias.keras").exists()
+
+
+def test_an_infinite_loss_stops_training_at_once(tmp_path, capsys):
+    bias_in = th.needed(th.BIAS_ARCH)
+    seq, prof = th.synthetic_arrays(32, bias_in + 2 * th.JITTER, th.OUTPUT_LENGTH + 2 * th.JITTER, seed=1)
+    prof[:] = 1e37  # finite data whose multinomial NLL overflows float32
+    train = th.write_h5(tmp_path / "train.h5", seq, [prof])
+    val = th.synthetic_h5(tmp_path / "val.h5", 8, bias_in, jitter=0)
+    config = th.solo_config(tmp_path, train, val, epochs=3)
+    code, err = _cli("solo", th.write_config(tmp_path / "c.json", config), capsys)
+    assert code == 2 and len(err) == 1
+    assert "NaN or infinite in epoch 1, batch 1" in err[0]
+    assert not (tmp_path / "bias.keras").exists() and not (tmp_path / "bias.history.json").exists()
+    assert not (tmp_path / "bias.checkpoint" / "checkpoint.npz").exists()
+
+
+def test_config_and_model_mismatch_is_reported(tmp_path, pipeline):
+    files = pipeline["files"]
+    cfg = th.transformation_config(tmp_path, files["bias_train"], files["bias_val"], pipeline["tmp"] / "bias.keras")
+    cfg["settings"]["input-length"] += 2
+    with pytest.raises(BpflowError, match="differ from the solo model"):
+        training.train_transformation(cfg)
+    cfg = th.transformation_config(tmp_path, files["bias_train"], files["bias_val"], pipeline["tmp"] / "bias.keras")
+    cfg["settings"]["profile-architecture"] = cfg["settings"]["counts-architecture"] = {"name": "passthrough"}
+    with pytest.raises(BpflowError, match="nothing to train"):
+        training.train_transformation(cfg)
+
+
+# --------------------------------------------------------------------------- devices, precision
+
+
+def test_mixed_precision_and_no_jitter(tmp_path):
+    """Mixed precision trains and saves a float32 model; max-jitter 0 with an adaptive lambda
+    (BPReveal's mean counts are 0 there and training goes NaN) gives a finite lambda."""
+    bias_in = th.needed(th.BIAS_ARCH)
+    train = th.synthetic_h5(tmp_path / "train.h5", 32, bias_in, seed=1)
+    val = th.synthetic_h5(tmp_path / "val.h5", 16, bias_in, jitter=0, seed=2)
+    heads = [th.head(**{"counts-loss-frac-target": 0.1})]
+    rec = training.train_solo(th.solo_config(tmp_path, train, val, heads=heads, epochs=1,
+                                             **{"mixed-precision": True, "max-jitter": 0}))
+    assert rec["environment"]["precision"] == "mixed_float16"
+    assert np.isfinite(rec["history"]["val_loss"]).all()
+    mean = rec["train-counts"]["h0"]["mean_total"]
+    assert mean > 0 and rec["history"]["h0_counts_weight"][0] == pytest.approx(37 * mean * 0.1)
+    assert np.isfinite(rec["final-counts-loss-weight"]["h0"]) and rec["final-counts-loss-weight"]["h0"] > 0
+    model = keras.saving.load_model(tmp_path / "bias.keras")
+    assert all(layer.dtype_policy.name == "float32" for layer in model._flatten_layers())
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+
+
+MULTI_DEVICE_SCRIPT = r"""
+import json, os, sys
+if os.environ["KERAS_BACKEND"] == "tensorflow":
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+from bpflow import training
+config = json.loads(sys.argv[1])
+rec = training.train_solo(config)
+model = keras.saving.load_model(config["settings"]["output-prefix"] + ".keras")
+print("RESULT " + json.dumps({"devices": rec["environment"]["devices"], "history": rec["history"],
+                              "weights": [np.asarray(w).tolist() for w in model.weights]}))
+"""
+
+
+def test_data_parallel_training_matches_one_device(pipeline, tmp_path):
+    """The pipeline's solo run (one device) again on two virtual CPU devices, in a subprocess
+    (TensorFlow's logical devices and JAX's host device count are fixed at start-up)."""
+    backend = keras.backend.backend()
+    if backend not in ("tensorflow", "jax"):
+        pytest.skip("data parallelism is implemented for tensorflow and jax")
+    config = json.loads(json.dumps(pipeline["configs"]["solo"]))
+    config["settings"].update({"output-prefix": str(tmp_path / "two"), "multi-device": True})
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
+               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT, json.dumps(config)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    two = json.loads(lines[0][len("RESULT "):])
+    one = pipeline["solo"]
+    assert one["environment"]["devices"] == 1 and two["devices"] == 2
+    # 23 validation samples: the two-device run pads its last batch (7 -> 8) with weight 0
+    for key in ("loss", "val_loss", "h0_counts_weight", "val_h0_counts", "val_h0_profile"):
+        np.testing.assert_allclose(two["history"][key], one["history"][key], rtol=2e-4, err_msg=key)
+    single = keras.saving.load_model(pipeline["tmp"] / "bias.keras")
+    for a, b in zip(single.weights, two["weights"]):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-3, atol=1e-4)
+
+
+def test_recompiling_keeps_one_lambda_variable_per_head():
+    """A later stage may compile the same model again (e.g. a counts-only fit after a profile
+    fit): no stale lambda variable may stay attached to the model."""
+    from bpflow.models import soloModel
+
+    heads = [HeadSpec("a", 2, 1.0, 5.0, None), HeadSpec("b", 1, 1.0, 3.0, None)]
+    model = soloModel(th.needed(th.BIAS_ARCH), th.OUTPUT_LENGTH, 4, 1, 5, 3,
+                      [h.as_model_head() for h in heads], "solo")
+    n = len(model.weights)
+    first = training.compile_model(model, heads, 0.01, [5.0, 3.0])
+    second = training.compile_model(model, heads, 0.01, [7.0, 2.0])
+    assert len(model.weights) == n + 2
+    ids = {id(v) for v in model.weights}
+    assert all(id(v) in ids for v in second) and not any(id(v) in ids for v in first)
+    assert [float(np.asarray(v)) for v in second] == [7.0, 2.0]
+    training.detach_counts_weights(model)
+    assert len(model.weights) == n
