@@ -1,0 +1,39 @@
+# The embedded demo's inputs: `bpflow simulate` writes a synthetic genome, stranded
+# ChIP-nexus-like bigWigs (experiment and control), peaks and the noiseless truth tracks.
+# Experiments with a `simulate:` block read their genome, peaks and bigWigs from here.
+
+
+rule simulate_config:
+    output:
+        "results/simulated/{sim}.json",
+    params:
+        text=lambda wc: json_text(simulate_json(wc.sim)),
+    log:
+        "results/simulated/logs/{sim}.config.log",
+    localrule: True
+    run:
+        write_text(output[0], params.text)
+
+
+rule simulate:
+    input:
+        config="results/simulated/{sim}.json",
+    output:
+        genome="results/simulated/{sim}/genome.fa",
+        index="results/simulated/{sim}/genome.fa.fai",
+        peaks="results/simulated/{sim}/peaks.narrowPeak",
+        experiment=multiext("results/simulated/{sim}/experiment", ".plus.bw", ".minus.bw"),
+        control=multiext("results/simulated/{sim}/control", ".plus.bw", ".minus.bw"),
+        truth="results/simulated/{sim}/truth.json",
+    log:
+        "results/simulated/logs/{sim}.log",
+    benchmark:
+        "results/simulated/benchmarks/{sim}.tsv"
+    threads: RES["simulate"]["threads"]
+    resources:
+        mem_mb=RES["simulate"]["mem-mb"],
+        runtime=RES["simulate"]["runtime"],
+    conda:
+        "../../envs/bpflow.yaml"
+    shell:
+        "bpflow simulate {input.config} > {log} 2>&1"
