@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --cores $(CORES)
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --report results/report.html
+	@echo "report: results/report.html (open it in a browser)"
 
 test: install
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests

@@ -598,3 +598,145 @@ def decode_insertion(sequences: np.ndarray, motif_length: int) -> list[str]:
     seqs = np.asarray(sequences)
     s = motif_start(seqs.shape[1], motif_length)
     return [one_hot_decode(x[s:s + motif_length]) for x in seqs]
+
+
+# ----------------------------------------------------------------------------------------------
+# The workflow's footprint step (scripts/footprints.py CONFIG.json)
+
+_MOTIF_ENTRY = {
+    "oneOf": [
+        {"type": "string", "minLength": 1},
+        {"type": "object", "additionalProperties": False, "required": ["sequence"],
+         "properties": {"sequence": {"type": "string", "pattern": "^[ACGTacgt]+$"}}},
+        {"type": "object", "additionalProperties": False, "required": ["builtin"],
+         "properties": {"builtin": {"type": "string", "minLength": 1}}},
+        {"type": "object", "additionalProperties": False, "required": ["file"],
+         "properties": {"file": {"type": "string", "minLength": 1}, "matrix-id": {"type": "string"}}},
+    ]
+}
+
+FOOTPRINTS_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "models": {"type": "object", "minProperties": 1, "additionalProperties": {"type": "string", "minLength": 1}},
+        "background-h5": {"type": "string", "minLength": 1},
+        "motifs": {"type": "object", "additionalProperties": _MOTIF_ENTRY},
+        "bias-motifs": {"type": "object", "additionalProperties": _MOTIF_ENTRY},
+        "simulation-truth": {"type": "string", "minLength": 1},
+        "num-backgrounds": {"type": "integer", "minimum": 1},
+        "seed": {"type": "integer", "minimum": 0},
+        "orientations": {"enum": ["forward", "reverse", "both"]},
+        "pwm-mode": {"enum": list(PWM_MODES)},
+        "window": {"type": "integer", "minimum": 0},
+        "batch-size": {"type": "integer", "minimum": 1},
+        "head-names": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        "output-json": {"type": "string", "minLength": 1},
+        "output-tsv": {"type": "string", "minLength": 1},
+        "output-html": {"type": "string", "minLength": 1},
+        "output-png": {"type": "string", "minLength": 1},
+        "verbosity": {"type": "string"},
+    },
+    "required": ["models", "background-h5", "output-json"],
+    "additionalProperties": False,
+}
+
+
+def simulation_motifs(truth_json) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The planted TF motifs and the bias motif of a ``bpflow simulate`` run.
+
+    Returns ({TF motif name: PWM (length, 4)}, {"bias": bias motif sequence}) read from the
+    run's ``truth.json`` (keys ``motifs[i].name`` / ``probabilities`` and ``bias.motif``).
+    """
+    import json
+
+    path = Path(truth_json)
+    if not path.is_file():
+        raise BpflowError(f"{path}: simulation truth file not found")
+    try:
+        truth = json.loads(path.read_text())
+        tfs = {m["name"]: np.asarray(m["probabilities"], dtype=np.float64) for m in truth["motifs"]}
+        bias = {"bias": str(truth["bias"]["motif"])}
+    except (ValueError, KeyError, TypeError) as err:
+        raise BpflowError(f"{path}: not a bpflow simulate truth file ({type(err).__name__}: {err})") from None
+    return tfs, bias
+
+
+def run_footprints_config(config: dict, source: str = "footprints config") -> dict:
+    """Footprints of the TF and bias motifs for several models, from a step config.
+
+    Keys (docs/footprints.md): ``models`` {label: .keras}, ``background-h5`` (a dataset whose
+    ``sequence`` array gives the backgrounds), ``motifs`` (TF motifs) and ``bias-motifs``
+    ({name: entry as :func:`load_motifs` takes it}), ``simulation-truth`` (a simulation's
+    truth.json: its TF motifs and its bias motif, named ``bias``, fill in whichever of
+    ``motifs`` / ``bias-motifs`` is not given), ``num-backgrounds`` (500), ``seed`` (0),
+    ``orientations`` ("both"), ``pwm-mode`` ("consensus"), ``window`` (100), ``batch-size``
+    (64), ``head-names``, and the outputs ``output-json`` (the :func:`footprint_table` plus
+    ``tf-motifs``, ``bias-motifs`` and ``bias-tf-ratio`` {model: :func:`response_ratio` of
+    the bias motifs over the TF motifs, first head}), ``output-tsv``, ``output-html``,
+    ``output-png`` (optional; :mod:`bpflow.report`).  Returns the table.
+    """
+    from bpflow.utils import validate_config, write_json_atomic
+
+    validate_config(config, FOOTPRINTS_SCHEMA, source)
+    tfs = dict(config.get("motifs", {}))
+    biases = dict(config.get("bias-motifs", {}))
+    if "simulation-truth" in config:
+        sim_tfs, sim_bias = simulation_motifs(config["simulation-truth"])
+        if "motifs" not in config:
+            tfs = sim_tfs
+        if "bias-motifs" not in config:
+            biases = sim_bias
+    common = set(tfs) & set(biases)
+    if common:
+        raise BpflowError(f"{source}: motif name(s) {', '.join(sorted(common))} used for a TF and a bias motif")
+    if not tfs and not biases:
+        raise BpflowError(f"{source}: no motif: give motifs, bias-motifs or simulation-truth")
+    for label, path in config["models"].items():
+        if not Path(path).is_file():
+            raise BpflowError(f"{source}: key models/{label}: file {path} not found")
+    seed = config.get("seed", 0)
+    # rows of the plot and table: combined, residual, bias first (JSON objects lose order)
+    models = {k: config["models"][k] for k in ("combined", "residual", "bias") if k in config["models"]}
+    models.update(config["models"])
+    table = footprints_from_files(
+        models, config["background-h5"], {**tfs, **biases}, None,
+        num=config.get("num-backgrounds", 500), seed=seed,
+        orientations=config.get("orientations", "both"), pwm_mode=config.get("pwm-mode", "consensus"),
+        window=config.get("window", DEFAULT_WINDOW), batch_size=config.get("batch-size", 64),
+        head_names=config.get("head-names"))
+    table["tf-motifs"] = list(tfs)
+    table["bias-motifs"] = list(biases)
+    table["bias-tf-ratio"] = {
+        label: _clean(response_ratio(table, label, list(biases), list(tfs),
+                                     head=next(iter(table["models"][label]["heads"]))))
+        if tfs and biases else None
+        for label in table["models"]
+    }
+    write_json_atomic(config["output-json"], table)
+    from bpflow import report
+
+    if "output-tsv" in config:
+        report.footprint_tsv(table, config["output-tsv"])
+    if "output-html" in config:
+        ratios = ", ".join(f"{k} {report._fmt(v, 3)}" for k, v in table["bias-tf-ratio"].items())
+        caption = (f"Marginal footprints on {table['num-sequences']} background sequences"
+                   + (f"; bias/TF profile-response ratio: {ratios}" if tfs and biases else ""))
+        report.footprint_table_html(table, config["output-html"], caption)
+    if "output-png" in config:
+        report.plot_footprints(table, config["output-png"])
+    return table
+
+
+def footprints_main(argv: Sequence[str]) -> int:
+    """``python scripts/footprints.py CONFIG.json`` (the workflow's footprint rule)."""
+    import argparse
+
+    from bpflow.utils import load_json_config, setup_logging
+
+    parser = argparse.ArgumentParser(prog="footprints", description="Marginal footprints of TF and bias motifs.")
+    parser.add_argument("config", help="JSON configuration (keys: docs/footprints.md)")
+    path = parser.parse_args(list(argv)).config
+    config = load_json_config(path)
+    setup_logging(config.get("verbosity", "INFO"))
+    run_footprints_config(config, path)
+    return 0

@@ -396,6 +396,15 @@ def footprint_tsv(table: dict, output) -> Path:
     return _write_text(output, "\n".join(lines) + "\n")
 
 
+def _align(value) -> str:
+    """Numbers (and NA) right-aligned, text left-aligned."""
+    try:
+        float(str(value))
+        return "right"
+    except ValueError:
+        return "right" if str(value) == "NA" else "left"
+
+
 def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str | None = None) -> str:
     """A plain, self-contained HTML table (escaped)."""
     out = ['<table class="bpflow" border="1" style="border-collapse:collapse;font-family:sans-serif;'
@@ -405,7 +414,7 @@ def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: st
     out.append("<tr>" + "".join(f"<th style=\"padding:2px 6px\">{html.escape(str(h))}</th>" for h in header)
                + "</tr>")
     for row in rows:
-        out.append("<tr>" + "".join(f"<td style=\"padding:2px 6px;text-align:right\">{html.escape(str(v))}</td>"
+        out.append("<tr>" + "".join(f"<td style=\"padding:2px 6px;text-align:{_align(v)}\">{html.escape(str(v))}</td>"
                                     for v in row) + "</tr>")
     out.append("</table>")
     return "\n".join(out) + "\n"
