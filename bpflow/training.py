@@ -116,6 +116,27 @@ _TRANSFORM_SPEC = {
     "then": {"required": ["types"]},
 }
 
+# train-transformation: how the counts part is fitted on `counts-train-data` (bpflow.qc).
+COUNTS_FIT_METHODS = ("shift", "linear")
+
+# train-combined: the optional `qc` block (bpflow.qc; docs/training.md "Quality checks").
+_QC_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "enabled": {"type": "boolean"},
+        "data": _DATA,
+        "min-residual-share": {"type": "number", "minimum": 0, "maximum": 1},
+        "truth-json": {"type": "string", "minLength": 1},
+        "motifs": {"type": "object"},
+        "bias-motifs": {"type": "object"},
+        "background-data": {"type": "string", "minLength": 1},
+        "num-sequences": _POS_INT,
+        "max-bias-tf-ratio": {"type": "number", "minimum": 0},
+        "max-residual-bias-ratio": {"type": "number", "minimum": 0},
+    },
+}
+
 # settings keys shared by the three steps: BPReveal's, then bpflow's additions.
 _SETTINGS_COMMON = {
     "output-prefix": {"type": "string", "minLength": 1},
@@ -164,6 +185,7 @@ def _step_schema(step: str) -> dict:
             "output-length": _POS_INT,
             "profile-architecture": _TRANSFORM_SPEC,
             "counts-architecture": _TRANSFORM_SPEC,
+            "counts-fit": {"enum": sorted(COUNTS_FIT_METHODS)},
         })
         required += ["solo-model-file", "input-length", "output-length", "profile-architecture",
                      "counts-architecture"]
@@ -171,6 +193,7 @@ def _step_schema(step: str) -> dict:
         arch = copy.deepcopy(_ARCHITECTURE)
         arch["required"] = [k for k in arch["required"] if k != "model-name"]
         settings_props["architecture"] = arch
+        settings_props["init-residual-counts"] = {"type": "boolean"}
         settings_props["transformation-model"] = {
             "type": "object",
             "additionalProperties": False,
@@ -180,6 +203,11 @@ def _step_schema(step: str) -> dict:
         required += ["architecture", "transformation-model"]
     else:  # pragma: no cover - internal misuse
         raise ValueError(f"unknown step {step!r}")
+    extra = {}
+    if step == "transformation":
+        extra = {"counts-train-data": _DATA, "counts-val-data": _DATA}
+    if step == "combined":
+        extra = {"qc": _QC_SCHEMA}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": f"bpflow train-{step}",
@@ -193,6 +221,7 @@ def _step_schema(step: str) -> dict:
             "val-data": _DATA,
             "heads": {"type": "array", "minItems": 1, "items": _head_schema(step == "combined")},
             "verbosity": {"enum": VERBOSITY},
+            **extra,
         },
     }
 
@@ -331,9 +360,30 @@ def check_config(config: dict, step: str, source: str = "config") -> tuple[Train
         if s["profile-architecture"]["name"] == "passthrough" and s["counts-architecture"]["name"] == "passthrough":
             raise BpflowError(f"{source}: key settings: profile-architecture and counts-architecture are both "
                               "passthrough, so the transformation has nothing to train")
+        if ("counts-train-data" in config) != ("counts-val-data" in config):
+            raise BpflowError(f"{source}: keys counts-train-data and counts-val-data go together (give both "
+                              "or neither)")
+        if "counts-fit" in s and "counts-train-data" not in config:
+            raise BpflowError(f"{source}: key settings/counts-fit: only used with counts-train-data")
+        if "counts-train-data" in config:
+            spec = s["counts-architecture"]
+            if spec["name"] != "simple" or "linear" not in spec.get("types", []):
+                raise BpflowError(f"{source}: key settings/counts-architecture: with counts-train-data the "
+                                  "counts part is fitted in closed form and needs a simple transformation with "
+                                  "a linear term, e.g. {\"name\": \"simple\", \"types\": [\"linear\"]}")
+            for key in ("counts-train-data", "counts-val-data"):
+                for i, path in enumerate(_as_list(config[key])):
+                    _check_file(path, f"{source}: key {key}" + (f"/{i}" if not isinstance(config[key], str) else ""))
     if step == "combined":
         _check_file(s["transformation-model"]["transformation-model-file"],
                     f"{source}: key settings/transformation-model/transformation-model-file")
+        qc = config.get("qc") or {}
+        for key in ("truth-json", "background-data"):
+            if key in qc:
+                _check_file(qc[key], f"{source}: key qc/{key}")
+        if "data" in qc:
+            for i, path in enumerate(_as_list(qc["data"])):
+                _check_file(path, f"{source}: key qc/data" + (f"/{i}" if not isinstance(qc["data"], str) else ""))
     for key in ("train-data", "val-data"):
         for i, path in enumerate(_as_list(config[key])):
             _check_file(path, f"{source}: key {key}" + (f"/{i}" if not isinstance(config[key], str) else ""))
@@ -998,6 +1048,7 @@ def output_paths(step: str, prefix: str) -> dict[str, Path]:
     if step == "combined":
         out["combined"] = Path(f"{prefix}_combined.keras")
         out["residual"] = Path(f"{prefix}_residual.keras")
+        out["qc"] = Path(f"{prefix}.qc.json")
     else:
         out["model"] = Path(f"{prefix}.keras")
     return out
@@ -1068,6 +1119,9 @@ def _input_files(step: str, config: dict) -> list:
     s = config["settings"]
     if step == "transformation":
         files.append(s["solo-model-file"])
+        for key in ("counts-train-data", "counts-val-data"):
+            if key in config:
+                files += _as_list(config[key])
     if step == "combined":
         files.append(s["transformation-model"]["transformation-model-file"])
     return files
@@ -1108,18 +1162,30 @@ def run_step(step: str, config: dict, *, source: str = "config", callbacks=()) -
         with rt.scope():
             built = builders[step](config, heads)
         model = built[0] if step == "combined" else built
-        record = fit_model(model, heads, settings, rt, config["train-data"], config["val-data"],
-                           fingerprint_value=fp, checkpoint_path=checkpoint, callbacks=callbacks)
+        counts_init = None
+        if step == "combined" and config["settings"].get("init-residual-counts", True):
+            counts_init = init_residual_counts(built[1], built[2], heads, config["train-data"])
+        if step == "transformation" and "counts-train-data" in config:
+            record = fit_transformation_parts(model, config, heads, settings, rt, fingerprint_value=fp,
+                                              checkpoint_path=checkpoint, callbacks=callbacks)
+        else:
+            record = fit_model(model, heads, settings, rt, config["train-data"], config["val-data"],
+                               fingerprint_value=fp, checkpoint_path=checkpoint, callbacks=callbacks)
         environment = rt.describe()
+        if counts_init is not None:
+            record["residual-counts-init"] = counts_init
     detach_counts_weights(model)
 
     # Clean copies (float32, no optimizer, no distribution) of the trained weights.
     with _float32_policy():
         if step == "combined":
-            combined, residual, _ = build_combined(config, heads)
+            combined, residual, bias = build_combined(config, heads)
             copy_weights(model, combined)
             _save_model(combined, paths["combined"])
             _save_model(residual, paths["residual"])
+            qc_report = combined_qc(config, heads, combined, residual, bias)
+            write_json_atomic(paths["qc"], qc_report)
+            record["qc-warnings"] = qc_report["warnings"]
         else:
             clean = builders[step](config, heads)
             copy_weights(model, clean)
@@ -1137,9 +1203,13 @@ def run_step(step: str, config: dict, *, source: str = "config", callbacks=()) -
         **record,
         "outputs": {k: str(v) for k, v in paths.items()},
     }
+    import warnings
+
     from bpflow.plots import plot_loss_history
 
-    plot_loss_history(record, paths["plot"])
+    with warnings.catch_warnings():  # a lambda of 0 (a part trained alone) on the log-scaled lambda panel
+        warnings.filterwarnings("ignore", message="Data has no positive values")
+        plot_loss_history(record, paths["plot"])
     write_json_atomic(paths["history"], record)
     with contextlib.suppress(FileNotFoundError):
         checkpoint.unlink()
@@ -1147,6 +1217,127 @@ def run_step(step: str, config: dict, *, source: str = "config", callbacks=()) -
         checkpoint.parent.rmdir()
     logger.info("train-%s: wrote %s", step, ", ".join(str(p) for p in paths.values()))
     return record
+
+
+def _empty_record(heads: Sequence[HeadSpec], reason: str) -> dict:
+    """A fit_model-like record for a part with nothing to train."""
+    return {"initial": {}, "history": {"epoch": []}, "best-epoch": None, "best-val-loss": None, "epochs-run": 0,
+            "stopped-early": False, "stop-reason": reason,
+            "final-counts-loss-weight": {h.name: 0.0 for h in heads}, "final-learning-rate": None,
+            "train-samples": 0, "val-samples": 0, "train-counts": {}, "val-counts": {}}
+
+
+def fit_transformation_parts(model, config: dict, heads: Sequence[HeadSpec], settings: TrainSettings, rt: Runtime,
+                             *, fingerprint_value: str, checkpoint_path=None, callbacks=()) -> dict:
+    """bpflow's transformation recipe: the profile part trained on ``train-data`` / ``val-data``
+    (the peaks: the counts part frozen, counts loss weight 0), then the counts part fitted in
+    closed form (``settings/counts-fit``: "shift" or "linear", :mod:`bpflow.qc`) to
+    log(1 + observed total) on ``counts-train-data`` (background regions, where the bias
+    explains all reads), its MSE reported on ``counts-val-data``.
+
+    Returns :func:`fit_model`'s record of the profile part plus ``counts-fit``.
+    """
+    import dataclasses
+
+    from bpflow import qc
+
+    s = config["settings"]
+    for h in heads:
+        model.get_layer(f"transformation_logcounts_{h.name}").trainable = False
+    profile_heads = [dataclasses.replace(h, counts_weight=0.0, frac_target=None) for h in heads]
+    if s["profile-architecture"]["name"] == "passthrough":
+        logger.info("profile transformation: passthrough, nothing to train")
+        record = _empty_record(heads, "profile transformation is passthrough: nothing to train")
+    else:
+        logger.info("profile transformation: trained on train-data (counts part frozen)")
+        record = fit_model(model, profile_heads, settings, rt, config["train-data"], config["val-data"],
+                           fingerprint_value=fingerprint_value, checkpoint_path=checkpoint_path,
+                           callbacks=callbacks)
+    solo = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    record["counts-fit"] = qc.fit_counts_transform(
+        model, solo, [h.name for h in heads], config["counts-train-data"], config["counts-val-data"],
+        s.get("counts-fit", "shift"), s["input-length"], s["output-length"])
+    record["recipe"] = "profile on train-data, counts on counts-train-data"
+    return record
+
+
+def init_residual_counts(residual, bias, heads: Sequence[HeadSpec], train_data, max_samples: int = 2048) -> dict:
+    """Start the residual's counts where the data are: each head's counts Dense bias is set so
+    that the untrained combined model predicts the mean total counts of the training windows,
+    log(mean(1 + total) - mean(exp(bias log counts))) with bias counts (at least 5 % of the
+    mean), log(mean(1 + total)) without.  Otherwise the first epochs of a combined model whose
+    bias branch predicts the bias level (recipe bpflow) go to the counts error of a residual
+    starting near 0 reads, at the expense of the profile.  Returns {head: value}."""
+    from bpflow import qc
+    from bpflow.predict import model_shape
+
+    shape = model_shape(residual)
+    seqs, totals = qc.read_windows(_as_list(train_data), shape.input_length, shape.output_length, len(heads),
+                                   max_samples=max_samples)
+    if not len(seqs):
+        return {}
+    _, bias_lc = qc.predict_logcounts(bias, seqs)
+    out = {}
+    for i, h in enumerate(heads):
+        target = float(np.mean(1.0 + totals[:, i]))
+        if h.use_bias_counts:
+            rest = target - float(np.mean(np.exp(bias_lc[i].astype(np.float64))))
+            value = math.log(max(rest, 0.05 * target))
+        else:
+            value = math.log(target)
+        dense = residual.get_layer(f"residual_logcounts_{h.name}")
+        dense.bias.assign(np.full(dense.bias.shape, value, dtype=np.float32))
+        out[h.name] = value
+        logger.info("residual counts of head %s start at log %.4g reads (mean training total %.4g)",
+                    h.name, value, target - 1)
+    return out
+
+
+def combined_qc(config: dict, heads: Sequence[HeadSpec], combined, residual, bias) -> dict:
+    """The QC report of a trained combined model (``<prefix>.qc.json``; docs/training.md):
+    counts checks on the ``qc/data`` windows (default: val-data) and, when motifs are known
+    (``qc/truth-json``, ``qc/motifs``, ``qc/bias-motifs``), marginal-footprint checks on
+    ``qc/background-data``.  Every warning is also logged."""
+    from bpflow import qc
+
+    opts = config.get("qc") or {}
+    report = {"format": qc.QC_FORMAT, "step": "train-combined", "counts": None, "motifs": None, "warnings": []}
+    if not opts.get("enabled", True):
+        report["disabled"] = True
+        return report
+    names = [h.name for h in heads]
+    data = opts.get("data", config["val-data"])
+    report["counts"] = qc.counts_qc(combined, residual, bias, _as_list(data), names,
+                                    [h.use_bias_counts for h in heads],
+                                    min_residual_share=opts.get("min-residual-share", qc.MIN_RESIDUAL_SHARE))
+    report["counts"]["data"] = _as_list(data)
+    tf_motifs, bias_motifs = qc.load_qc_motifs(opts)
+    if tf_motifs or bias_motifs:
+        from bpflow.footprints import background_sequences
+
+        background = opts.get("background-data", _as_list(data)[0])
+        seqs = background_sequences(background, combined.inputs[0].shape[1],
+                                    num=opts.get("num-sequences", qc.QC_NUM_SEQUENCES),
+                                    seed=int(config["settings"].get("seed", SETTINGS_DEFAULTS["seed"])))
+        report["motifs"] = qc.motif_qc(
+            residual, bias, seqs, tf_motifs, bias_motifs,
+            max_bias_tf_ratio=opts.get("max-bias-tf-ratio", qc.MAX_BIAS_TF_RATIO),
+            max_residual_bias_ratio=opts.get("max-residual-bias-ratio", qc.MAX_RESIDUAL_BIAS_RATIO),
+            head_names=names)
+        report["motifs"]["background-data"] = str(background)
+    report["warnings"] = qc.all_warnings(report)
+    for h, v in (report["counts"] or {}).get("heads", {}).items():
+        logger.info("QC %s: counts Pearson on %d validation windows: combined %.3f, bias %.3f, residual %.3f; "
+                    "residual share of predicted counts %.3g", h, report["counts"]["num-windows"],
+                    v["pearson-combined"], v["pearson-bias"], v["pearson-residual"], v["residual-share"])
+    for h, v in (report["motifs"] or {}).get("heads", {}).items():
+        logger.info("QC %s: footprints: residual TF %.4g, residual bias-motif %.4g, bias-model TF %.4g",
+                    h, v["residual-tf-response"], v["residual-bias-response"], v["bias-tf-response"])
+    for w in report["warnings"]:
+        logger.warning("QC WARNING: %s", w)
+    if not report["warnings"]:
+        logger.info("QC: no warnings")
+    return report
 
 
 def train_solo(config: dict, *, source: str = "train-solo config", callbacks=()) -> dict:

@@ -1,0 +1,252 @@
+"""Bias factorization against a known answer (issue 7): the closed-form counts fit of the
+transformation, the QC checks, and a tiny version of benchmarks/quality.py.
+
+The tiny simulation: a k-mer "enzyme bias" everywhere (the rate rises at every TA), and in
+the peaks 1-3 copies of a "TF motif" each adding a footprint; observed = Poisson(bias x (1 +
+signal)).  Background windows have no motif.  The default recipe (profile transformation on
+the peaks, counts shift on the background) must give a combined model whose validation counts
+beat the bias branch alone, and a residual that responds less to the bias k-mer than to the
+motif.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+import bpflow  # noqa: F401  (registers custom objects)
+from bpflow import qc, training
+from bpflow.layers import SimpleTransform
+from bpflow.models import combinedModel
+from bpflow.utils import BpflowError
+
+import train_helpers as th
+
+MOTIF = "GCCGGC"   # the "TF motif" (free of the bias k-mer)
+BIAS_KMER = "TA"
+RES_ARGS = (th.RESIDUAL_ARCH["filters"], th.RESIDUAL_ARCH["layers"], th.RESIDUAL_ARCH["input_filter_width"],
+            th.RESIDUAL_ARCH["output_filter_width"])
+
+
+# --------------------------------------------------------------------------- closed-form fits
+
+
+def test_counts_offset_is_the_mean_difference():
+    x = np.array([1.0, 2.0, 3.0, 0.5])
+    y = np.array([2.0, 2.0, 5.0, 0.5])
+    slope, offset = qc.fit_counts_offset(x, y)
+    assert slope == 1.0
+    assert offset == pytest.approx(np.mean(np.log1p(np.expm1(y)) - x))  # (1 + 0 + 2 + 0) / 4
+    assert offset == pytest.approx(0.75)
+
+
+def test_counts_linear_recovers_a_line_and_falls_back_to_a_shift():
+    x = np.linspace(-1, 3, 9)
+    slope, offset = qc.fit_counts_linear(x, 2.5 * x - 0.25)
+    assert slope == pytest.approx(2.5) and offset == pytest.approx(-0.25)
+    # noisy: the least-squares line, checked against numpy's polyfit
+    rng = np.random.default_rng(0)
+    y = 0.7 * x + 1.0 + rng.normal(0, 0.3, x.size)
+    assert qc.fit_counts_linear(x, y) == pytest.approx(tuple(np.polyfit(x, y, 1)))
+    # predictions that do not vary: only the shift is identifiable
+    assert qc.fit_counts_linear(np.full(4, 2.0), [1.0, 2.0, 3.0, 4.0]) == pytest.approx((1.0, 0.5))
+    with pytest.raises(BpflowError):
+        qc.fit_counts_offset([], [])
+
+
+def test_set_linear_transform_makes_the_layer_exactly_linear():
+    layer = SimpleTransform(["linear", "sigmoid"])
+    x = np.array([[-2.0], [0.0], [3.0]], dtype=np.float32)
+    layer(x)  # build
+    for term in layer._terms:  # make the sigmoid term non-zero first
+        if term[0] == "sigmoid":
+            term[1].assign(2.0)
+            term[4].assign(1.0)
+    qc.set_linear_transform(layer, 0.5, 1.25)
+    np.testing.assert_allclose(np.asarray(layer(x)), 0.5 * x + 1.25, rtol=1e-6)
+    with pytest.raises(BpflowError, match="linear"):
+        qc.set_linear_transform(SimpleTransform(["sigmoid"]), 1.0, 0.0)
+
+
+def test_read_windows_center_crops_and_sums(tmp_path):
+    seq = np.zeros((2, 10, 4), np.uint8)
+    seq[:, :, 0] = 1
+    seq[1, 5, :] = [0, 0, 0, 1]
+    prof = np.arange(2 * 8 * 2, dtype=np.float32).reshape(2, 8, 2)
+    path = th.write_h5(tmp_path / "d.h5", seq, [prof])
+    s, t = qc.read_windows(path, 6, 4, 1)
+    assert s.shape == (2, 6, 4) and s[1, 3, 3] == 1       # position 5 of 10 is 3 of the central 6
+    assert t[:, 0] == pytest.approx(prof[:, 2:6, :].sum(axis=(1, 2)))
+    with pytest.raises(BpflowError, match="center-crop"):
+        qc.read_windows(path, 7, 4, 1)
+
+
+# --------------------------------------------------------------------------- tiny simulation
+
+
+def simulate(n: int, seq_width: int, prof_width: int, peaks: bool, seed: int):
+    """(one-hot (n, seq_width, 4), counts (n, prof_width, 1)); windows centered alike."""
+    rng = np.random.default_rng(seed)
+    master = 160
+    bases = rng.integers(0, 4, size=(n, master))
+    center = master // 2
+    signal = np.zeros((n, master))
+    pos = np.arange(master)
+    if peaks:
+        motif = np.array(["ACGT".index(c) for c in MOTIF])
+        copies = rng.integers(1, 4, size=n)
+        for i in range(n):
+            for c in range(copies[i]):
+                at = center - 9 + 7 * c + rng.integers(-1, 2)
+                bases[i, at:at + len(motif)] = motif
+                signal[i] += 10.0 * np.exp(-0.5 * ((pos - at - 3) / 2.0) ** 2)
+    kmer = np.array(["ACGT".index(c) for c in BIAS_KMER])
+    is_kmer = np.all([bases[:, k:master - len(kmer) + 1 + k] == kmer[k] for k in range(len(kmer))], axis=0)
+    bias = 0.1 + 2.5 * np.pad(is_kmer, ((0, 0), (0, len(kmer) - 1))).astype(float)
+    counts = rng.poisson(bias * (1.0 + signal))[:, :, None].astype(np.float32)
+    s0, p0 = (master - seq_width) // 2, (master - prof_width) // 2
+    return th.one_hot(bases[:, s0:s0 + seq_width]), counts[:, p0:p0 + prof_width]
+
+
+def write(path, n, input_length, peaks, seed, jitter=th.JITTER):
+    seq, prof = simulate(n, input_length + 2 * jitter, th.OUTPUT_LENGTH + 2 * jitter, peaks, seed)
+    return str(th.write_h5(path, seq, [prof]))
+
+
+def head(**kw):
+    return th.head(tasks=1, **{"counts-loss-weight": 10.0, **kw})
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Bias model on background, the default transformation recipe, the combined model."""
+    tmp = tmp_path_factory.mktemp("quality")
+    b_in, r_in = th.needed(th.BIAS_ARCH), th.needed(th.RESIDUAL_ARCH)
+    f = {
+        "bg_bias_train": write(tmp / "bg_bias_train.h5", 768, b_in, False, 1),
+        "bg_bias_val": write(tmp / "bg_bias_val.h5", 96, b_in, False, 2),
+        "pk_bias_train": write(tmp / "pk_bias_train.h5", 384, b_in, True, 3),
+        "pk_bias_val": write(tmp / "pk_bias_val.h5", 96, b_in, True, 4),
+        "pk_train": write(tmp / "pk_train.h5", 384, r_in, True, 3),
+        "pk_val": write(tmp / "pk_val.h5", 96, r_in, True, 4),
+        "bg_val": write(tmp / "bg_val.h5", 96, r_in, False, 2),
+    }
+    solo = th.solo_config(tmp, f["bg_bias_train"], f["bg_bias_val"], heads=[head()],
+                          **{"epochs": 30, "learning-rate": 0.02, "batch-size": 32, "seed": 3,
+                             "early-stopping-patience": 30})
+    training.train_solo(solo)
+    tr = th.transformation_config(tmp, f["pk_bias_train"], f["pk_bias_val"], tmp / "bias.keras", heads=[head()],
+                                  **{"epochs": 4, "batch-size": 32, "seed": 3})
+    tr["settings"]["profile-architecture"] = {"name": "simple", "types": ["linear", "sigmoid"]}
+    tr["counts-train-data"], tr["counts-val-data"] = f["bg_bias_train"], f["bg_bias_val"]
+    tr_record = training.train_transformation(tr)
+    comb = th.combined_config(tmp, f["pk_train"], f["pk_val"], tmp / "transformation.keras",
+                              heads=[head(**{"use-bias-counts": True})],
+                              **{"epochs": 12, "learning-rate": 0.01, "batch-size": 32, "seed": 3})
+    comb["qc"] = {"motifs": {"tf": MOTIF}, "bias-motifs": {"bias-kmer": "TATATA"},
+                  "background-data": f["bg_val"], "num-sequences": 48}
+    comb_record = training.train_combined(comb)
+    return {"tmp": tmp, "files": f, "transformation": tr_record, "combined": comb_record, "configs": (tr, comb)}
+
+
+def test_default_recipe_counts_fit_is_the_background_shift(tiny):
+    """The saved transformation's counts part is exactly the closed-form shift on the background."""
+    import keras
+
+    fit = tiny["transformation"]["counts-fit"]
+    assert fit["method"] == "shift" and fit["train-samples"] == 768
+    h = fit["heads"]["h0"]
+    model = keras.saving.load_model(tiny["tmp"] / "transformation.keras", compile=False)
+    solo = next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    seq, tot = qc.read_windows(tiny["files"]["bg_bias_train"], th.needed(th.BIAS_ARCH), th.OUTPUT_LENGTH, 1)
+    _, pred = qc.predict_logcounts(solo, seq)
+    assert h["slope"] == 1.0
+    assert h["offset"] == pytest.approx(np.mean(np.log1p(tot[:, 0]) - pred[0]), abs=1e-4)
+    _, transformed = qc.predict_logcounts(model, seq)
+    np.testing.assert_allclose(transformed[0], pred[0] + h["offset"], atol=1e-4)
+    assert h["train-mse-after"] <= h["train-mse-before"] + 1e-9
+    # the profile part was trained on the peaks with the counts loss switched off
+    hist = tiny["transformation"]["history"]
+    assert hist["h0_counts_weight"] == [0.0] * len(hist["epoch"])
+    assert hist["val_h0_profile"][tiny["transformation"]["best-epoch"] - 1] < \
+        tiny["transformation"]["initial"]["val_h0_profile"]
+
+
+def test_default_recipe_counts_beat_the_bias_branch(tiny):
+    report = json.loads((tiny["tmp"] / "combined.qc.json").read_text())
+    c = report["counts"]["heads"]["h0"]
+    assert report["counts"]["num-windows"] == 96
+    assert c["pearson-combined"] > c["pearson-bias"] + 0.1, c
+    assert c["residual-share"] > 0.2, c  # the residual carries the signal's reads
+    assert not any("collapsed" in w for w in report["warnings"])
+
+
+def test_residual_ignores_the_bias_kmer(tiny):
+    report = json.loads((tiny["tmp"] / "combined.qc.json").read_text())
+    m = report["motifs"]["heads"]["h0"]
+    assert report["motifs"]["num-sequences"] == 48
+    assert m["residual-bias-response"] < 0.5 * m["residual-tf-response"], m
+    # and the bias branch responds to the bias k-mer more than the residual does
+    assert m["bias-bias-response"] > m["residual-bias-response"], m
+
+
+def test_qc_flags_a_collapsed_residual_counts_head(tiny):
+    """A bias branch whose counts sit far above the data (what a counts transformation
+    fitted to peak depth does, exaggerated) leaves the residual no share: flagged."""
+    import keras
+
+    tmp = tiny["tmp"]
+    model = keras.saving.load_model(tmp / "transformation.keras", compile=False)
+    qc.set_linear_transform(model.get_layer("transformation_logcounts_h0"), 1.0, 12.0)
+    combined, residual, bias = combinedModel(
+        th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, *RES_ARGS, [{"head-name": "h0", "num-tasks": 1}], model)
+    out = qc.counts_qc(combined, residual, bias, [tiny["files"]["pk_val"]], ["h0"], [True])
+    h = out["heads"]["h0"]
+    assert h["residual-share"] < 1e-3
+    assert any("collapsed residual counts head" in w for w in h["warnings"])
+    assert any("collapsed" in w for w in qc.all_warnings({"counts": out}))
+
+
+def test_counts_data_keys_are_checked(tiny, tmp_path):
+    tr, _ = tiny["configs"]
+    bad = json.loads(json.dumps(tr))
+    del bad["counts-val-data"]
+    with pytest.raises(BpflowError, match="go together"):
+        training.check_config(bad, "transformation")
+    bad = json.loads(json.dumps(tr))
+    bad["settings"]["counts-architecture"] = {"name": "passthrough"}
+    with pytest.raises(BpflowError, match="linear term"):
+        training.check_config(bad, "transformation")
+    bad = json.loads(json.dumps(tr))
+    bad["settings"]["counts-fit"] = "median"
+    with pytest.raises(BpflowError, match="counts-fit"):
+        training.check_config(bad, "transformation")
+    bad = json.loads(json.dumps(tr))
+    del bad["counts-train-data"], bad["counts-val-data"]
+    bad["settings"]["counts-fit"] = "shift"
+    with pytest.raises(BpflowError, match="only used with counts-train-data"):
+        training.check_config(bad, "transformation")
+
+
+def test_residual_counts_start_at_the_mean_training_total(tiny):
+    """init_residual_counts: the residual's counts bias = log(mean(1 + total) - mean bias reads)."""
+    import keras
+
+    model = keras.saving.load_model(tiny["tmp"] / "transformation.keras", compile=False)
+    combined, residual, bias = combinedModel(
+        th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, *RES_ARGS,
+        [{"head-name": "h0", "num-tasks": 1}], model)
+    heads = [training.HeadSpec("h0", 1, 1.0, 10.0, None, use_bias_counts=True)]
+    out = training.init_residual_counts(residual, bias, heads, [tiny["files"]["pk_train"]])
+    seq, tot = qc.read_windows(tiny["files"]["pk_train"], th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, 1)
+    _, b = qc.predict_logcounts(bias, seq)
+    expected = np.log(np.mean(1 + tot[:, 0]) - np.mean(np.exp(b[0].astype(np.float64))))
+    assert out["h0"] == pytest.approx(expected, rel=1e-5)
+    dense = residual.get_layer("residual_logcounts_h0")
+    assert float(np.asarray(dense.bias)[0]) == pytest.approx(expected, rel=1e-5)
+    # without bias counts the residual alone must reach the mean
+    heads[0].use_bias_counts = False
+    out = training.init_residual_counts(residual, bias, heads, [tiny["files"]["pk_train"]])
+    assert out["h0"] == pytest.approx(np.log(np.mean(1 + tot[:, 0])), rel=1e-6)
+    # the fixture's combined run recorded the same start
+    assert tiny["combined"]["residual-counts-init"]["h0"] == pytest.approx(expected, rel=1e-4)
