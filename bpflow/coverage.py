@@ -268,15 +268,24 @@ class BigWigFile:
             raise BpflowError(f"{self.path}: invalid interval {chrom}:{start}-{end}")
         if not pad and (start < 0 or end > size):
             raise BpflowError(f"{self.path}: {chrom}:{start}-{end} runs off the end of {chrom} (length {size})")
-        out = np.zeros(end - start, dtype=np.float32)
         lo, hi = max(start, 0), min(end, size)
-        if hi > lo:
-            vals = self._bw.values(chrom, lo, hi, numpy=True)
-            if len(vals) == hi - lo:
-                vals[np.isnan(vals)] = 0.0
-                out[lo - start:hi - start] = vals
-            elif len(vals):  # pyBigWig returns nothing at all for a bigWig without any data
+        if hi <= lo:  # entirely outside the chromosome (pad) or empty
+            return np.zeros(end - start, dtype=np.float32)
+        vals = self._bw.values(chrom, lo, hi, numpy=True)
+        if len(vals) != hi - lo:
+            if len(vals):
                 raise BpflowError(f"{self.path}: read {len(vals)} values for {chrom}:{lo}-{hi}")
+            vals = np.zeros(hi - lo, dtype=np.float32)  # pyBigWig returns nothing for a bigWig without data
+        vals = np.asarray(vals, dtype=np.float32)
+        # NaN (no data) -> 0.  fmax(x, 0) does that in one pass when nothing is negative.
+        if (vals < 0).any():
+            vals[np.isnan(vals)] = 0.0
+        else:
+            np.fmax(vals, np.float32(0), out=vals)
+        if lo == start and hi == end:
+            return vals
+        out = np.zeros(end - start, dtype=np.float32)
+        out[lo - start:hi - start] = vals
         return out
 
 

@@ -408,11 +408,14 @@ def test_padded_reads_outside_chromosome(tmp_path):
     with coverage.FastaFile(tmp_path / "g.fa") as fa:
         assert fa.fetch("c", -2, 3, pad=True) == b"NNACG"
         assert fa.fetch("c", 8, 13, pad=True) == b"ACNNN"
+        assert fa.fetch("c", 12, 14, pad=True) == b"NN" and fa.fetch("c", -4, -1, pad=True) == b"NNN"
         with pytest.raises(BpflowError, match="runs off the end"):
             fa.fetch("c", 8, 13)
     with coverage.BigWigFile(tmp_path / "v.bw") as bw:
         np.testing.assert_array_equal(bw.values("c", -2, 2, pad=True), [0, 0, 1, 2])
         np.testing.assert_array_equal(bw.values("c", 8, 12, pad=True), [9, 10, 0, 0])
+        np.testing.assert_array_equal(bw.values("c", 12, 15, pad=True), [0, 0, 0])
+        np.testing.assert_array_equal(bw.values("c", -5, -2, pad=True), [0, 0, 0])
     # A bigWig without any data (pyBigWig then returns no values at all) reads as zeros.
     write_bigwig(tmp_path / "empty.bw", {"c": 10}, {})
     with coverage.BigWigFile(tmp_path / "empty.bw") as bw:
