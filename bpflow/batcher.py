@@ -41,6 +41,8 @@ import h5py
 import keras
 import numpy as np
 
+from bpflow.genome import revcomp_task_order
+
 from bpflow.utils import BpflowError
 
 logger = logging.getLogger("bpflow.batcher")
@@ -49,22 +51,6 @@ logger = logging.getLogger("bpflow.batcher")
 _SCAN_BLOCK_BYTES = 64 << 20
 
 
-def revcomp_task_order(order, num_tasks: int, where: str) -> list[int]:
-    """Resolve a ``revcomp-task-order``: ``"auto"`` (or None) is [0] for one task and [1, 0]
-    for two; a list must be a permutation of 0..num_tasks-1.  Task i of a forward sample
-    becomes task ``order[i]`` of its reverse complement."""
-    if order is None or order == "auto":
-        if num_tasks == 1:
-            return [0]
-        if num_tasks == 2:
-            return [1, 0]
-        raise BpflowError(f"{where}: revcomp-task-order \"auto\" needs 1 or 2 tasks, the head has "
-                          f"{num_tasks}; give the order as a list")
-    order = [int(x) for x in order]
-    if sorted(order) != list(range(num_tasks)):
-        raise BpflowError(f"{where}: revcomp-task-order {order} is not a permutation of the head's "
-                          f"task indices 0..{num_tasks - 1}")
-    return order
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 from bpflow.coverage import (BigWigFile, FastaFile, iter_chrom_groups, one_hot_windows,
                              read_bed, read_bigwig_windows, read_sequence_windows,
                              reverse_complement_windows)
-from bpflow.genome import one_hot_encode
+from bpflow.genome import one_hot_encode, revcomp_task_order
 from bpflow.utils import (BpflowError, atomic_output, load_json_config, progress, setup_logging,
                           validate_config)
 
@@ -94,21 +94,7 @@ BATCH_SAMPLES = 1024
 # --------------------------------------------------------------------------------------
 
 
-def resolve_revcomp_order(order, num_tasks: int, where: str) -> list[int]:
-    """Task order of reverse-complement samples: ``"auto"`` is [0] for one task and [1, 0]
-    for two; a list must be a permutation of 0..num_tasks-1."""
-    if order == "auto":
-        if num_tasks == 1:
-            return [0]
-        if num_tasks == 2:
-            return [1, 0]
-        raise BpflowError(f"{where}: revcomp-task-order \"auto\" needs 1 or 2 tasks, this head has "
-                          f"{num_tasks}; give the order as a list")
-    order = [int(x) for x in order]
-    if sorted(order) != list(range(num_tasks)):
-        raise BpflowError(f"{where}: revcomp-task-order {order} is not a permutation of the head's "
-                          f"{num_tasks} task(s) 0..{num_tasks - 1}")
-    return order
+resolve_revcomp_order = revcomp_task_order
 
 
 def check_length_arithmetic(config: dict, source: str) -> None:

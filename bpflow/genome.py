@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bpflow.utils import BpflowError
+
 BASES = "ACGT"
 
 _ONE_HOT_TABLE = np.zeros((256, 4), dtype=np.uint8)
@@ -47,3 +49,21 @@ def gc_fraction(onehot: np.ndarray) -> np.ndarray:
     acgt = onehot.sum(axis=(-2, -1)).astype(np.float64)
     gc = onehot[..., 1:3].sum(axis=(-2, -1)).astype(np.float64)
     return np.divide(gc, acgt, out=np.zeros_like(gc), where=acgt > 0)
+
+
+def revcomp_task_order(order, num_tasks: int, where: str) -> list[int]:
+    """Resolve a ``revcomp-task-order``: ``"auto"`` (or None) is [0] for one task and [1, 0]
+    for two; a list must be a permutation of 0..num_tasks-1.  Task i of a forward sample
+    becomes task ``order[i]`` of its reverse complement."""
+    if order is None or order == "auto":
+        if num_tasks == 1:
+            return [0]
+        if num_tasks == 2:
+            return [1, 0]
+        raise BpflowError(f"{where}: revcomp-task-order \"auto\" needs 1 or 2 tasks, the head has "
+                          f"{num_tasks}; give the order as a list")
+    order = [int(x) for x in order]
+    if sorted(order) != list(range(num_tasks)):
+        raise BpflowError(f"{where}: revcomp-task-order {order} is not a permutation of the head's "
+                          f"task indices 0..{num_tasks - 1}")
+    return order
