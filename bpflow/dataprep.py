@@ -33,12 +33,11 @@ from bpflow.coverage import (BigWigFile, FastaFile, iter_chrom_groups, one_hot_w
                              read_bed, read_bigwig_windows, read_sequence_windows,
                              reverse_complement_windows)
 from bpflow.genome import one_hot_encode, revcomp_task_order
-from bpflow.utils import (BpflowError, atomic_output, load_json_config, progress, setup_logging,
+from bpflow.utils import (VERBOSITY_SCHEMA, BpflowError, atomic_output, load_json_config, progress, setup_logging,
                           validate_config)
 
 logger = logging.getLogger("bpflow.dataprep")
 
-VERBOSITY = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 PREPARE_DATA_SCHEMA: dict = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -77,7 +76,7 @@ PREPARE_DATA_SCHEMA: dict = {
         "num-threads": {"type": "integer", "minimum": 1},
         "compression": {"enum": ["fast", "gzip", "none"]},
         "compression-level": {"type": "integer", "minimum": 1, "maximum": 9},
-        "verbosity": {"enum": VERBOSITY},
+        "verbosity": VERBOSITY_SCHEMA,
     },
 }
 

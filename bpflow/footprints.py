@@ -34,7 +34,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from bpflow.genome import one_hot_decode, one_hot_encode, reverse_complement_one_hot
-from bpflow.utils import BpflowError
+from bpflow.utils import VERBOSITY_SCHEMA, BpflowError
 
 logger = logging.getLogger("bpflow.footprints")
 
@@ -634,7 +634,7 @@ FOOTPRINTS_SCHEMA = {
         "output-tsv": {"type": "string", "minLength": 1},
         "output-html": {"type": "string", "minLength": 1},
         "output-png": {"type": "string", "minLength": 1},
-        "verbosity": {"type": "string"},
+        "verbosity": VERBOSITY_SCHEMA,
     },
     "required": ["models", "background-h5", "output-json"],
     "additionalProperties": False,

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import gammaln, rel_entr
 
-from bpflow.utils import BpflowError, atomic_output, load_json_config, setup_logging, validate_config
+from bpflow.utils import VERBOSITY_SCHEMA, BpflowError, atomic_output, load_json_config, setup_logging, validate_config
 
 logger = logging.getLogger("bpflow.metrics")
 
@@ -441,7 +441,7 @@ METRICS_SCHEMA = {
         "output-tsv": {"type": "string", "minLength": 1},
         "output-regions-tsv": {"type": "string", "minLength": 1},
         "chunk-size": {"type": "integer", "minimum": 1},
-        "verbosity": {"type": "string"},
+        "verbosity": VERBOSITY_SCHEMA,
     },
     "required": ["predictions", "data"],
     "additionalProperties": False,

@@ -38,6 +38,7 @@ import numpy as np
 from bpflow.genome import one_hot_encode, reverse_complement_one_hot
 from bpflow.metrics import softmax_joint
 from bpflow.utils import (
+    VERBOSITY_SCHEMA,
     BpflowError,
     atomic_output,
     load_json_config,
@@ -856,7 +857,7 @@ PREDICT_SCHEMA = {
         "output-h5": {"type": "string", "minLength": 1},
         "revcomp-average": {"type": "boolean"},
         "heads": {"type": "array", "items": _HEAD_SCHEMA, "minItems": 1},
-        "verbosity": {"type": "string"},
+        "verbosity": VERBOSITY_SCHEMA,
     },
     "required": ["model-file", "output-h5"],
     "additionalProperties": False,
@@ -1074,7 +1075,7 @@ TO_BIGWIG_SCHEMA = {
         "output-bigwigs": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
         "output-prefix": {"type": "string", "minLength": 1},
         "genome": {"type": "string", "minLength": 1},
-        "verbosity": {"type": "string"},
+        "verbosity": VERBOSITY_SCHEMA,
     },
     "required": ["h5"],
     "additionalProperties": False,

@@ -28,13 +28,12 @@ import numpy as np
 
 from bpflow.coverage import (BedRegions, BigWigFile, FastaFile, acgt_mask, gc_mask, iter_chrom_groups,
                              read_bed, read_bigwig_windows, read_sequence_windows, window_sums, write_bed)
-from bpflow.utils import (BpflowError, load_json_config, progress, setup_logging, validate_config,
+from bpflow.utils import (VERBOSITY_SCHEMA, BpflowError, load_json_config, progress, setup_logging, validate_config,
                           write_json_atomic)
 
 logger = logging.getLogger("bpflow.regions")
 
 SPLITS = ("train", "val", "test")
-VERBOSITY = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 _STRINGS = {"type": "array", "items": {"type": "string", "minLength": 1}}
 _FILES = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
 
@@ -98,7 +97,7 @@ PREPARE_REGIONS_SCHEMA: dict = {
         },
         "seed": {"type": "integer"},
         "num-threads": {"type": "integer", "minimum": 1},
-        "verbosity": {"enum": VERBOSITY},
+        "verbosity": VERBOSITY_SCHEMA,
         "output-prefix": {"type": "string", "minLength": 1},
         "output-train": {"type": "string", "minLength": 1},
         "output-val": {"type": "string", "minLength": 1},

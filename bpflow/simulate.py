@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from bpflow.utils import (
+    VERBOSITY_SCHEMA,
     BpflowError,
     atomic_output,
     load_json_config,
@@ -194,8 +195,7 @@ CONFIG_SCHEMA: dict = {
             "additionalProperties": False,
             "properties": {"train": _CHROM_LIST, "val": _CHROM_LIST, "test": _CHROM_LIST},
         },
-        "verbosity": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning",
-                               "error"]},
+        "verbosity": VERBOSITY_SCHEMA,
     },
 }
 

@@ -42,14 +42,13 @@ import numpy as np
 from bpflow import __version__, lengths
 from bpflow.batcher import H5Batcher, revcomp_task_order
 from bpflow.losses import CountsMSE, MultinomialNLL, multinomial_nll
-from bpflow.utils import (BpflowError, atomic_output, load_json_config, setup_logging, validate_config,
+from bpflow.utils import (VERBOSITY_SCHEMA, BpflowError, atomic_output, load_json_config, setup_logging, validate_config,
                           write_json_atomic)
 
 logger = logging.getLogger("bpflow.training")
 
 HISTORY_FORMAT = "bpflow-training-history/1"
 CHECKPOINT_FORMAT = "bpflow-checkpoint/1"
-VERBOSITY = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 # BPReveal's starting lambda when only counts-loss-frac-target is given:
 # INITIAL_LAMBDA_FACTOR * mean total counts per training window * target.
@@ -220,7 +219,7 @@ def _step_schema(step: str) -> dict:
             "train-data": _DATA,
             "val-data": _DATA,
             "heads": {"type": "array", "minItems": 1, "items": _head_schema(step == "combined")},
-            "verbosity": {"enum": VERBOSITY},
+            "verbosity": VERBOSITY_SCHEMA,
             **extra,
         },
     }

@@ -14,6 +14,11 @@ from typing import Iterable, Iterator
 logger = logging.getLogger("bpflow")
 
 
+# Log levels a step's `verbosity` key accepts (either case), as a JSON-schema fragment.
+VERBOSITY_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+VERBOSITY_SCHEMA = {"enum": [*VERBOSITY_LEVELS, *(level.lower() for level in VERBOSITY_LEVELS)]}
+
+
 class BpflowError(ValueError):
     """An error in the user's input: the CLI prints its one-line message and exits 2.
 
