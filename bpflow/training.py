@@ -158,6 +158,15 @@ _SETTINGS_COMMON = {
 _SETTINGS_REQUIRED = ["output-prefix", "epochs", "max-jitter", "early-stopping-patience", "batch-size",
                       "learning-rate", "learning-rate-plateau-patience"]
 
+# train-solo / train-combined: "joint" trains profile and counts together (BPReveal's way);
+# "profile-first" trains the profile alone, then the counts (fit_profile_first)
+COUNTS_SCHEDULES = ("joint", "profile-first")
+_COUNTS_SCHEDULE_SETTINGS = {
+    "counts-schedule": {"enum": list(COUNTS_SCHEDULES)},
+    "counts-phase-trainable": {"enum": ["all", "counts-layers"]},
+    "counts-phase-learning-rate": {"type": "number", "exclusiveMinimum": 0},
+}
+
 SETTINGS_DEFAULTS = {
     "seed": 1234,
     "mixed-precision": False,
@@ -174,6 +183,8 @@ SETTINGS_DEFAULTS = {
 def _step_schema(step: str) -> dict:
     settings_props = dict(_SETTINGS_COMMON)
     required = list(_SETTINGS_REQUIRED)
+    if step in ("solo", "combined"):
+        settings_props.update(_COUNTS_SCHEDULE_SETTINGS)
     if step == "solo":
         settings_props["architecture"] = _ARCHITECTURE
         required.append("architecture")
@@ -354,6 +365,11 @@ def check_config(config: dict, step: str, source: str = "config") -> tuple[Train
         if (arch["input-length"] - needed) % 2:
             raise BpflowError(f"{where}/input-length: {arch['input-length']} exceeds the needed {needed} by an "
                               "odd number of bases; use the needed length or add an even number")
+    if s.get("counts-schedule", "joint") == "joint":
+        for key in ("counts-phase-trainable", "counts-phase-learning-rate"):
+            if key in s:
+                raise BpflowError(f"{source}: key settings/{key}: only used with counts-schedule "
+                                  "\"profile-first\"")
     if step == "transformation":
         _check_file(s["solo-model-file"], f"{source}: key settings/solo-model-file")
         if s["profile-architecture"]["name"] == "passthrough" and s["counts-architecture"]["name"] == "passthrough":
@@ -1167,6 +1183,9 @@ def run_step(step: str, config: dict, *, source: str = "config", callbacks=()) -
         if step == "transformation" and "counts-train-data" in config:
             record = fit_transformation_parts(model, config, heads, settings, rt, fingerprint_value=fp,
                                               checkpoint_path=checkpoint, callbacks=callbacks)
+        elif step != "transformation" and config["settings"].get("counts-schedule", "joint") == "profile-first":
+            record = fit_profile_first(model, built[1] if step == "combined" else model, config, heads, settings,
+                                       rt, fingerprint_value=fp, checkpoint_path=checkpoint, callbacks=callbacks)
         else:
             record = fit_model(model, heads, settings, rt, config["train-data"], config["val-data"],
                                fingerprint_value=fp, checkpoint_path=checkpoint, callbacks=callbacks)
@@ -1210,8 +1229,9 @@ def run_step(step: str, config: dict, *, source: str = "config", callbacks=()) -
         warnings.filterwarnings("ignore", message="Data has no positive values")
         plot_loss_history(record, paths["plot"])
     write_json_atomic(paths["history"], record)
-    with contextlib.suppress(FileNotFoundError):
-        checkpoint.unlink()
+    for path in [checkpoint, *(_phase_checkpoint(checkpoint, phase) for phase in PHASES)]:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
     with contextlib.suppress(OSError):
         checkpoint.parent.rmdir()
     logger.info("train-%s: wrote %s", step, ", ".join(str(p) for p in paths.values()))
@@ -1257,6 +1277,82 @@ def fit_transformation_parts(model, config: dict, heads: Sequence[HeadSpec], set
         model, solo, [h.name for h in heads], config["counts-train-data"], config["counts-val-data"],
         s.get("counts-fit", "shift"), s["input-length"], s["output-length"])
     record["recipe"] = "profile on train-data, counts on counts-train-data"
+    return record
+
+
+PHASES = ("profile", "counts")
+
+
+def _phase_checkpoint(checkpoint: Path, phase: str) -> Path:
+    return checkpoint.with_name(f"{checkpoint.stem}-{phase}{checkpoint.suffix}")
+
+
+def _phase_summary(name: str, rec: dict, trainable) -> dict:
+    return {"phase": name, "trainable": trainable, "epochs-run": rec["epochs-run"], "best-epoch": rec["best-epoch"],
+            "best-val-loss": rec["best-val-loss"], "stop-reason": rec["stop-reason"],
+            "final-learning-rate": rec["final-learning-rate"]}
+
+
+def fit_profile_first(model, body, config: dict, heads: Sequence[HeadSpec], settings: TrainSettings, rt: Runtime,
+                      *, fingerprint_value: str, checkpoint_path: Path, callbacks=()) -> dict:
+    """``settings/counts-schedule`` "profile-first" (train-solo, train-combined).
+
+    Phase 1 trains with a counts loss weight of 0, so the network's body serves the profile
+    alone; phase 2 then trains the counts with the heads' counts weights (and
+    ``counts-loss-frac-target``), starting from phase 1's best weights, at
+    ``counts-phase-learning-rate`` (default: a tenth of ``learning-rate``).  With
+    ``counts-phase-trainable`` "all" (default) every trainable weight moves in phase 2, the
+    profile loss included, so the body learns what the counts need without being pulled far
+    from the profile optimum; "counts-layers" trains only ``body``'s ``*_logcounts_<head>``
+    Dense layers on the frozen body.  ``body`` is the model whose counts layers those are (the
+    solo model, or the residual of a combined model).  Each phase has the step's epochs and
+    patience and its own checkpoint.  Returns :func:`fit_model`'s record with the two phases'
+    histories joined (``history/phase`` says which epoch belongs to which) and ``phases``
+    summarising each.
+    """
+    import dataclasses
+
+    s = config["settings"]
+    counts_layers = {layer.name for layer in body.layers
+                     if any(layer.name.endswith(f"_logcounts_{h.name}") for h in heads)}
+    profile_heads = [dataclasses.replace(h, counts_weight=0.0, frac_target=None) for h in heads]
+    logger.info("counts-schedule profile-first: phase 1 of 2, the profile (counts loss weight 0)")
+    first = fit_model(model, profile_heads, settings, rt, config["train-data"], config["val-data"],
+                      fingerprint_value=f"{fingerprint_value}/profile",
+                      checkpoint_path=_phase_checkpoint(checkpoint_path, "profile"), callbacks=callbacks)
+    trainable = s.get("counts-phase-trainable", "all")
+    frozen = []
+    if trainable == "counts-layers":
+        frozen = [layer for layer in body.layers if layer.name not in counts_layers and layer.trainable]
+    for layer in frozen:
+        layer.trainable = False
+    phase_settings = dataclasses.replace(
+        settings, learning_rate=float(s.get("counts-phase-learning-rate", settings.learning_rate / 10)))
+    try:
+        logger.info("counts-schedule profile-first: phase 2 of 2, the counts (%s trainable, learning rate %.4g)",
+                    "all weights" if not frozen else ", ".join(sorted(counts_layers)),
+                    phase_settings.learning_rate)
+        second = fit_model(model, heads, phase_settings, rt, config["train-data"], config["val-data"],
+                           fingerprint_value=f"{fingerprint_value}/counts",
+                           checkpoint_path=_phase_checkpoint(checkpoint_path, "counts"), callbacks=callbacks)
+    finally:
+        for layer in frozen:
+            layer.trainable = True
+    offset = first["epochs-run"]
+    history = {}
+    for key, values in first["history"].items():
+        later = second["history"].get(key, [])
+        history[key] = list(values) + ([e + offset for e in later] if key == "epoch" else list(later))
+    history["phase"] = [PHASES[0]] * len(first["history"]["epoch"]) + [PHASES[1]] * len(second["history"]["epoch"])
+    record = dict(second)
+    record.update({
+        "initial": first["initial"],
+        "history": history,
+        "best-epoch": None if second["best-epoch"] is None else second["best-epoch"] + offset,
+        "epochs-run": first["epochs-run"] + second["epochs-run"],
+        "phases": [_phase_summary(PHASES[0], first, "all"),
+                   _phase_summary(PHASES[1], second, "all" if not frozen else sorted(counts_layers))],
+    })
     return record
 
 

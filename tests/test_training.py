@@ -289,6 +289,99 @@ def test_kill_and_resume_reaches_the_uninterrupted_result(tmp_path, monkeypatch)
     assert not checkpoint.exists()
 
 
+# --------------------------------------------------------------------------- counts-schedule
+
+
+def _schedule_data(tmp_path):
+    bias_in = th.needed(th.BIAS_ARCH)
+    return (th.synthetic_h5(tmp_path / "train.h5", 48, bias_in, seed=5),
+            th.synthetic_h5(tmp_path / "val.h5", 16, bias_in, jitter=0, seed=6))
+
+
+def _weights_by_layer(path) -> dict:
+    model = keras.saving.load_model(path)
+    return {layer.name: [np.asarray(w) for w in layer.weights] for layer in model.layers if layer.weights}
+
+
+def test_profile_first_counts_layers_keeps_the_profile_only_body(tmp_path):
+    """Phase 1 of "profile-first" is a fit with counts weight 0; with counts-phase-trainable
+    "counts-layers" phase 2 moves only the counts Dense, so every other weight equals that of a
+    plain run with counts-loss-weight 0, and the counts layer is the only one that differs."""
+    train, val = _schedule_data(tmp_path)
+    profile_only = training.train_solo(th.solo_config(tmp_path, train, val, prefix="profile-only",
+                                                      heads=[th.head(**{"counts-loss-weight": 0.0})]))
+    cfg = th.solo_config(tmp_path, train, val, prefix="pf", heads=[th.head(**{"counts-loss-frac-target": 0.3})],
+                         **{"counts-schedule": "profile-first", "counts-phase-trainable": "counts-layers"})
+    record = training.train_solo(cfg)
+    a, b = _weights_by_layer(tmp_path / "profile-only.keras"), _weights_by_layer(tmp_path / "pf.keras")
+    assert a.keys() == b.keys() and "solo_logcounts_h0" in a
+    for name in a:
+        same = all(np.array_equal(x, y) for x, y in zip(a[name], b[name]))
+        assert same == (name != "solo_logcounts_h0"), name
+    # the history: two phases of 2 epochs, numbered on; counts weight 0 in phase 1 only
+    hist = record["history"]
+    assert hist["phase"] == ["profile"] * 2 + ["counts"] * 2 and hist["epoch"] == [1, 2, 3, 4]
+    assert hist["h0_counts_weight"][:2] == [0.0, 0.0] and min(hist["h0_counts_weight"][2:]) > 0
+    np.testing.assert_allclose(hist["val_h0_profile"][:2], profile_only["history"]["val_h0_profile"], rtol=1e-6)
+    assert [p["phase"] for p in record["phases"]] == ["profile", "counts"]
+    assert record["phases"][1]["trainable"] == ["solo_logcounts_h0"] and record["epochs-run"] == 4
+    # phase 2 starts at a tenth of the learning rate (0.01 -> 0.001)
+    assert hist["learning_rate"][:3] == pytest.approx([0.01, 0.01, 0.001])
+    assert not (tmp_path / "pf.checkpoint").exists()
+
+
+def test_profile_first_all_trains_every_weight_at_the_given_rate(tmp_path):
+    train, val = _schedule_data(tmp_path)
+    training.train_solo(th.solo_config(tmp_path, train, val, prefix="profile-only",
+                                       heads=[th.head(**{"counts-loss-weight": 0.0})], epochs=1))
+    record = training.train_solo(th.solo_config(
+        tmp_path, train, val, prefix="pf", heads=[th.head(**{"counts-loss-weight": 5.0})], epochs=1,
+        **{"counts-schedule": "profile-first", "counts-phase-learning-rate": 0.003}))
+    assert record["history"]["learning_rate"] == pytest.approx([0.01, 0.003])
+    assert record["history"]["h0_counts_weight"] == pytest.approx([0.0, 5.0])
+    a, b = _weights_by_layer(tmp_path / "profile-only.keras"), _weights_by_layer(tmp_path / "pf.keras")
+    for name in a:  # phase 2 moved the body too
+        assert not all(np.array_equal(x, y) for x, y in zip(a[name], b[name])), name
+
+
+class KillInCall(keras.callbacks.Callback):
+    """Raises at ``batch`` of ``epoch`` of the ``call``-th model.fit (1-based) it is passed to."""
+
+    def __init__(self, call, epoch, batch):
+        super().__init__()
+        self.target, self.calls, self.epoch = (call, epoch, batch), 0, None
+
+    def on_train_begin(self, logs=None):
+        self.calls += 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.calls, self.epoch, batch) == self.target:
+            raise Killed("killed")
+
+
+def test_profile_first_resumes_in_its_second_phase(tmp_path):
+    train, val = _schedule_data(tmp_path)
+    heads = [th.head(**{"counts-loss-frac-target": 0.3})]
+    kw = {"counts-schedule": "profile-first", "reverse-complement": True}
+    full = training.train_solo(th.solo_config(tmp_path, train, val, prefix="full", heads=heads, **kw))
+    cfg = th.solo_config(tmp_path, train, val, prefix="resumed", heads=heads, **kw)
+    with pytest.raises(Killed):
+        training.train_solo(cfg, callbacks=[KillInCall(call=2, epoch=1, batch=1)])
+    ckpt = tmp_path / "resumed.checkpoint"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["checkpoint-counts.npz", "checkpoint-profile.npz"]
+    resumed = training.train_solo(cfg)
+    for key in ("loss", "val_loss", "h0_counts_weight", "learning_rate"):
+        np.testing.assert_allclose(resumed["history"][key], full["history"][key], rtol=1e-6, err_msg=key)
+    a, b = _weights_by_layer(tmp_path / "full.keras"), _weights_by_layer(tmp_path / "resumed.keras")
+    for name in a:
+        for x, y in zip(a[name], b[name]):
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7, err_msg=name)
+    assert not ckpt.exists()
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -308,6 +401,9 @@ def _cli(step, config_path, capsys):
     (lambda c: c["heads"][0].update({"profile-loss-weight": 0, "counts-loss-frac-target": 0.1}),
      "counts-loss-frac-target needs profile-loss-weight > 0"),
     (lambda c: c["heads"].append(dict(c["heads"][0])), "duplicate head-name"),
+    (lambda c: c["settings"].update({"counts-schedule": "counts-first"}), "key settings/counts-schedule"),
+    (lambda c: c["settings"].update({"counts-phase-trainable": "all"}),
+     "settings/counts-phase-trainable: only used with counts-schedule \"profile-first\""),
 ])
 def test_bad_configs_fail_with_one_line_before_reading_data(tmp_path, capsys, edit, message):
     bogus = tmp_path / "not_hdf5.h5"
