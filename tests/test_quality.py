@@ -119,7 +119,8 @@ def head(**kw):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """Bias model on background, the default transformation recipe, the combined model."""
+    """Bias model on background, the default transformation recipe, the combined model, with
+    the workflow's default counts schedules."""
     tmp = tmp_path_factory.mktemp("quality")
     b_in, r_in = th.needed(th.BIAS_ARCH), th.needed(th.RESIDUAL_ARCH)
     f = {
@@ -131,9 +132,12 @@ def tiny(tmp_path_factory):
         "pk_val": write(tmp / "pk_val.h5", 96, r_in, True, 4),
         "bg_val": write(tmp / "bg_val.h5", 96, r_in, False, 2),
     }
+    # the workflow's defaults: counts-schedule profile-first for bias (counts layers only in
+    # the counts phase) and combined (every weight)
     solo = th.solo_config(tmp, f["bg_bias_train"], f["bg_bias_val"], heads=[head()],
                           **{"epochs": 30, "learning-rate": 0.02, "batch-size": 32, "seed": 3,
-                             "early-stopping-patience": 30})
+                             "early-stopping-patience": 30, "counts-schedule": "profile-first",
+                             "counts-phase-trainable": "counts-layers"})
     training.train_solo(solo)
     tr = th.transformation_config(tmp, f["pk_bias_train"], f["pk_bias_val"], tmp / "bias.keras", heads=[head()],
                                   **{"epochs": 4, "batch-size": 32, "seed": 3})
@@ -142,7 +146,8 @@ def tiny(tmp_path_factory):
     tr_record = training.train_transformation(tr)
     comb = th.combined_config(tmp, f["pk_train"], f["pk_val"], tmp / "transformation.keras",
                               heads=[head(**{"use-bias-counts": True})],
-                              **{"epochs": 12, "learning-rate": 0.01, "batch-size": 32, "seed": 3})
+                              **{"epochs": 12, "learning-rate": 0.01, "batch-size": 32, "seed": 3,
+                                 "counts-schedule": "profile-first"})
     comb["qc"] = {"motifs": {"tf": MOTIF}, "bias-motifs": {"bias-kmer": "TATATA"},
                   "background-data": f["bg_val"], "num-sequences": 48}
     comb_record = training.train_combined(comb)

@@ -368,12 +368,22 @@ def test_three_experiments_bias_sources_and_defaults(three_dag):
     assert train[("simB", "combined")]["settings"]["epochs"] == 3
     assert train[("simA", "combined")]["settings"]["epochs"] == 2
     assert train[("simB", "combined")]["settings"]["batch-size"] == 32   # from defaults, not the schema's 64
+    # counts schedules: profile-first by default (bias: counts layers only in phase 2)
+    for e in ("simA", "simB", "userC"):
+        bias, comb = train[(e, "bias")]["settings"], train[(e, "combined")]["settings"]
+        assert bias["counts-schedule"] == comb["counts-schedule"] == "profile-first"
+        assert bias["counts-phase-trainable"] == "counts-layers" and "counts-phase-trainable" not in comb
+        assert "counts-schedule" not in train[(e, "transformation")]["settings"]
     assert check_step_schemas(three_dag) == 1 + 4 + 22
     assert check_step_schemas(three_dag, stages=True) == 1 + 4 + 22 + 9
 
 
 # ------------------------------------------------------------------------------------------
 # Config errors: the schema's message, before any job
+
+
+def _stage(cfg: dict, stage: str) -> dict:
+    return cfg["experiments"]["ci"].setdefault("training", {}).setdefault(stage, {})
 
 
 @pytest.mark.parametrize("change, message", [
@@ -385,6 +395,11 @@ def test_three_experiments_bias_sources_and_defaults(three_dag):
     (lambda c: c["experiments"]["ci"]["splits"].__setitem__("val", ["chr1"]), "chr1 in both train and val"),
     (lambda c: c["experiments"]["ci"]["bias-architecture"].__setitem__("layers", 9),
      "the bias model needs input length"),
+    (lambda c: _stage(c, "transformation").__setitem__("counts-schedule", "joint"),
+     "training/transformation: key counts-schedule applies to the bias and combined stages only"),
+    (lambda c: _stage(c, "combined").update({"counts-schedule": "joint", "counts-phase-learning-rate": 0.001}),
+     "training/combined: key counts-phase-learning-rate is only used with counts-schedule profile-first"),
+    (lambda c: _stage(c, "bias").__setitem__("counts-schedule", "later"), "'later' is not one of"),
 ])
 def test_bad_config_fails_before_any_job(tmp_path, change, message):
     from snakemake.exceptions import WorkflowError

@@ -70,6 +70,10 @@ def simulated_files(sim):
     }
 
 
+# training keys of the bias and combined stages (bpflow.training: counts-schedule)
+COUNTS_SCHEDULE_KEYS = ("counts-schedule", "counts-phase-trainable", "counts-phase-learning-rate")
+
+
 def _check_experiment(name, exp):
     """Cross-key rules the schema cannot express; fills in simulated inputs and lengths."""
     where = f"experiments/{name}"
@@ -141,6 +145,21 @@ def _check_experiment(name, exp):
         )
     exp["bias-input-length"] = lb
     exp["residual-input-length"] = lr
+
+    tr = exp["training"]
+    for key in COUNTS_SCHEDULE_KEYS:
+        if key in tr["transformation"]:
+            _fail(f"{where}/training/transformation: key {key} applies to the bias and combined stages only")
+    for stage in ("bias", "combined"):
+        tr[stage].setdefault("counts-schedule", "profile-first")
+    if tr["bias"]["counts-schedule"] == "profile-first":
+        # the bias model's total is the sum of its per-base rates, which its profile-trained
+        # body computes already; keeping the body keeps the bias profile at its best
+        tr["bias"].setdefault("counts-phase-trainable", "counts-layers")
+        if tr[stage]["counts-schedule"] == "joint":
+            for key in COUNTS_SCHEDULE_KEYS[1:]:
+                if key in tr[stage]:
+                    _fail(f"{where}/training/{stage}: key {key} is only used with counts-schedule profile-first")
 
 
 def load_experiments(config):
