@@ -65,6 +65,7 @@ def workflow_config(args) -> dict:
         "heads": [{"head-name": "nexus", "profile-loss-weight": 1, "counts-loss-frac-target": args.counts_frac,
                    "use-bias-counts": True}],
         "bias-source": "background",
+        "regions": {"background": {"ratio": args.background_ratio}},
         "splits": splits,
         "output-length": args.output_length,
         "max-jitter": args.max_jitter,
@@ -84,12 +85,20 @@ def workflow_config(args) -> dict:
                          "learning-rate-plateau-patience": args.combined_plateau_patience},
         },
     }
+    if args.counts_schedule:
+        for stage in ("bias", "combined"):
+            base["training"][stage]["counts-schedule"] = args.counts_schedule
     experiments = {}
     for recipe in args.recipes:
         exp = json.loads(json.dumps(base))
         exp["transformation"] = {"profile-architecture": {"name": "simple", "types": ["linear", "sigmoid"]},
                                  "counts-architecture": {"name": "simple", "types": ["linear"]},
                                  "recipe": recipe}
+        if recipe == "bpreveal" and not args.counts_schedule:
+            # BPReveal's documented recipe throughout: joint training, Keras's initialisation
+            for stage in ("bias", "combined"):
+                exp["training"][stage]["counts-schedule"] = "joint"
+            exp["training"]["combined"]["extra"] = {"init-residual-counts": False}
         experiments[recipe] = exp
     threads = max(1, args.cores)
     return {
@@ -250,18 +259,24 @@ def main(argv=None) -> int:
                    help="scale the preset's chromosome lengths and motif sites (1.0 = as is)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
+    p.add_argument("--background-ratio", type=float, default=3.0,
+                   help="background windows per peak (regions.background.ratio): the bias model's data")
     p.add_argument("--output-length", type=int, default=200)
     p.add_argument("--max-jitter", type=int, default=32)
     p.add_argument("--bias-filters", type=int, default=16)
     p.add_argument("--bias-layers", type=int, default=3)
     p.add_argument("--residual-filters", type=int, default=32)
-    p.add_argument("--residual-layers", type=int, default=5)
+    p.add_argument("--residual-layers", type=int, default=7,
+                   help="7: the receptive field (+-273 bp) covers the 200-bp output and the footprints' flanks")
     p.add_argument("--bias-epochs", type=int, default=20)
     p.add_argument("--transformation-epochs", type=int, default=10)
     p.add_argument("--combined-epochs", type=int, default=60)
     p.add_argument("--combined-patience", type=int, default=10, help="early-stopping-patience of the combined model")
     p.add_argument("--combined-plateau-patience", type=int, default=5,
                    help="learning-rate-plateau-patience of the combined model")
+    p.add_argument("--counts-schedule", choices=["joint", "profile-first"],
+                   help="settings/counts-schedule of the bias and combined models of both recipes (default: the "
+                        "workflow's for recipe bpflow; joint, without init-residual-counts, for bpreveal)")
     p.add_argument("--counts-frac", type=float, default=0.1, help="the head's counts-loss-frac-target (every stage)")
     p.add_argument("--num-backgrounds", type=int, default=200, help="backgrounds for the footprints (c)")
     p.add_argument("--cores", type=int, default=min(2, os.cpu_count() or 1))
