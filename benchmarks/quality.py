@@ -88,6 +88,8 @@ def workflow_config(args) -> dict:
     if args.counts_schedule:
         for stage in ("bias", "combined"):
             base["training"][stage]["counts-schedule"] = args.counts_schedule
+    if args.combined_counts_phase_lr:
+        base["training"]["combined"]["counts-phase-learning-rate"] = args.combined_counts_phase_lr
     experiments = {}
     for recipe in args.recipes:
         exp = json.loads(json.dumps(base))
@@ -277,6 +279,8 @@ def main(argv=None) -> int:
     p.add_argument("--counts-schedule", choices=["joint", "profile-first"],
                    help="settings/counts-schedule of the bias and combined models of both recipes (default: the "
                         "workflow's for recipe bpflow; joint, without init-residual-counts, for bpreveal)")
+    p.add_argument("--combined-counts-phase-lr", type=float,
+                   help="counts-phase-learning-rate of the combined model (profile-first; default lr / 10)")
     p.add_argument("--counts-frac", type=float, default=0.1, help="the head's counts-loss-frac-target (every stage)")
     p.add_argument("--num-backgrounds", type=int, default=200, help="backgrounds for the footprints (c)")
     p.add_argument("--cores", type=int, default=min(2, os.cpu_count() or 1))
