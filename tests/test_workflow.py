@@ -400,6 +400,8 @@ def _stage(cfg: dict, stage: str) -> dict:
     (lambda c: _stage(c, "combined").update({"counts-schedule": "joint", "counts-phase-learning-rate": 0.001}),
      "training/combined: key counts-phase-learning-rate is only used with counts-schedule profile-first"),
     (lambda c: _stage(c, "bias").__setitem__("counts-schedule", "later"), "'later' is not one of"),
+    (lambda c: _stage(c, "bias").update({"counts-schedule": "joint", "counts-phase-trainable": "all"}),
+     "training/bias: key counts-phase-trainable is only used with counts-schedule profile-first"),
 ])
 def test_bad_config_fails_before_any_job(tmp_path, change, message):
     from snakemake.exceptions import WorkflowError

@@ -152,14 +152,14 @@ def _check_experiment(name, exp):
             _fail(f"{where}/training/transformation: key {key} applies to the bias and combined stages only")
     for stage in ("bias", "combined"):
         tr[stage].setdefault("counts-schedule", "profile-first")
-    if tr["bias"]["counts-schedule"] == "profile-first":
-        # the bias model's total is the sum of its per-base rates, which its profile-trained
-        # body computes already; keeping the body keeps the bias profile at its best
-        tr["bias"].setdefault("counts-phase-trainable", "counts-layers")
         if tr[stage]["counts-schedule"] == "joint":
             for key in COUNTS_SCHEDULE_KEYS[1:]:
                 if key in tr[stage]:
                     _fail(f"{where}/training/{stage}: key {key} is only used with counts-schedule profile-first")
+    if tr["bias"]["counts-schedule"] == "profile-first":
+        # the bias model's total is the sum of its per-base rates, which its profile-trained
+        # body computes already; keeping the body keeps the bias profile at its best
+        tr["bias"].setdefault("counts-phase-trainable", "counts-layers")
 
 
 def load_experiments(config):
