@@ -33,8 +33,8 @@ from bpflow.coverage import (BigWigFile, FastaFile, iter_chrom_groups, one_hot_w
                              read_bed, read_bigwig_windows, read_sequence_windows,
                              reverse_complement_windows)
 from bpflow.genome import one_hot_encode, revcomp_task_order
-from bpflow.utils import (VERBOSITY_SCHEMA, BpflowError, atomic_output, load_json_config, progress, setup_logging,
-                          validate_config)
+from bpflow.utils import (VERBOSITY_SCHEMA, WINDOW_SCHEMA_PROPERTIES, BpflowError, atomic_output, load_json_config,
+                          progress, setup_logging, validate_config)
 
 logger = logging.getLogger("bpflow.dataprep")
 
@@ -46,10 +46,7 @@ PREPARE_DATA_SCHEMA: dict = {
     "additionalProperties": False,
     "required": ["genome", "input-length", "output-length", "max-jitter", "regions", "output-h5", "heads"],
     "properties": {
-        "genome": {"type": "string", "minLength": 1},
-        "input-length": {"type": "integer", "minimum": 1},
-        "output-length": {"type": "integer", "minimum": 1},
-        "max-jitter": {"type": "integer", "minimum": 0},
+        **WINDOW_SCHEMA_PROPERTIES,
         "regions": {"type": "string", "minLength": 1},
         "output-h5": {"type": "string", "minLength": 1},
         "reverse-complement": {"type": "boolean"},

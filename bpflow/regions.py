@@ -28,8 +28,8 @@ import numpy as np
 
 from bpflow.coverage import (BedRegions, BigWigFile, FastaFile, acgt_mask, gc_mask, iter_chrom_groups,
                              read_bed, read_bigwig_windows, read_sequence_windows, window_sums, write_bed)
-from bpflow.utils import (VERBOSITY_SCHEMA, BpflowError, load_json_config, progress, setup_logging, validate_config,
-                          write_json_atomic)
+from bpflow.utils import (VERBOSITY_SCHEMA, WINDOW_SCHEMA_PROPERTIES, BpflowError, load_json_config, progress,
+                          setup_logging, validate_config, write_json_atomic)
 
 logger = logging.getLogger("bpflow.regions")
 
@@ -44,10 +44,7 @@ PREPARE_REGIONS_SCHEMA: dict = {
     "additionalProperties": False,
     "required": ["genome", "input-length", "output-length", "max-jitter", "heads", "splits", "output-prefix"],
     "properties": {
-        "genome": {"type": "string", "minLength": 1},
-        "input-length": {"type": "integer", "minimum": 1},
-        "output-length": {"type": "integer", "minimum": 1},
-        "max-jitter": {"type": "integer", "minimum": 0},
+        **WINDOW_SCHEMA_PROPERTIES,
         "heads": {
             "type": "array",
             "minItems": 1,

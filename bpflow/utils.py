@@ -18,6 +18,14 @@ logger = logging.getLogger("bpflow")
 VERBOSITY_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 VERBOSITY_SCHEMA = {"enum": [*VERBOSITY_LEVELS, *(level.lower() for level in VERBOSITY_LEVELS)]}
 
+# the genome and window geometry keys of the data steps (prepare-regions, prepare-data)
+WINDOW_SCHEMA_PROPERTIES = {
+    "genome": {"type": "string", "minLength": 1},
+    "input-length": {"type": "integer", "minimum": 1},
+    "output-length": {"type": "integer", "minimum": 1},
+    "max-jitter": {"type": "integer", "minimum": 0},
+}
+
 
 class BpflowError(ValueError):
     """An error in the user's input: the CLI prints its one-line message and exits 2.
