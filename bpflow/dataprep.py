@@ -33,7 +33,7 @@ from bpflow.coverage import (BigWigFile, FastaFile, iter_chrom_groups, one_hot_w
                              read_bed, read_bigwig_windows, read_sequence_windows,
                              reverse_complement_windows)
 from bpflow.genome import one_hot_encode, revcomp_task_order
-from bpflow.utils import (VERBOSITY_SCHEMA, WINDOW_SCHEMA_PROPERTIES, BpflowError, atomic_output, load_json_config,
+from bpflow.utils import (VERBOSITY_SCHEMA, WINDOW_SCHEMA_PROPERTIES, BpflowError, atomic_output, read_step_config,
                           progress, setup_logging, validate_config)
 
 logger = logging.getLogger("bpflow.dataprep")
@@ -575,15 +575,11 @@ def _write_coordinates(f, plan: _Plan, per_region: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="bpflow prepare-data",
-        description="Write a BPReveal-layout training HDF5 (sequence + head_i) from a FASTA, bigWigs "
-        "and a BED of output-length regions.  Config keys: docs/data.md.")
-    parser.add_argument("config", help="JSON config")
-    args = parser.parse_args(argv)
-    config = load_json_config(args.config)
+    path, config = read_step_config(
+        argv, "bpflow prepare-data", "Write a BPReveal-layout training HDF5 (sequence + head_i) from a FASTA, "
+        "bigWigs and a BED of output-length regions.", "docs/data.md")
     setup_logging(config.get("verbosity", "INFO") if isinstance(config.get("verbosity"), str) else "INFO")
-    summary = prepare_data(config, source=args.config)
+    summary = prepare_data(config, source=path)
     print(f"wrote {summary['output-h5']}: {summary['num-regions']} regions, {summary['num-samples']} samples")
     return 0
 

@@ -729,14 +729,10 @@ def run_footprints_config(config: dict, source: str = "footprints config") -> di
 
 def footprints_main(argv: Sequence[str]) -> int:
     """``python scripts/footprints.py CONFIG.json`` (the workflow's footprint rule)."""
-    import argparse
+    from bpflow.utils import read_step_config, setup_logging
 
-    from bpflow.utils import load_json_config, setup_logging
-
-    parser = argparse.ArgumentParser(prog="footprints", description="Marginal footprints of TF and bias motifs.")
-    parser.add_argument("config", help="JSON configuration (keys: docs/footprints.md)")
-    path = parser.parse_args(list(argv)).config
-    config = load_json_config(path)
+    path, config = read_step_config(argv, "footprints", "Marginal footprints of TF and bias motifs.",
+                                    "docs/footprints.md")
     setup_logging(config.get("verbosity", "INFO"))
     run_footprints_config(config, path)
     return 0

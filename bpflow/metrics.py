@@ -20,7 +20,6 @@ dataset they were predicted from.  Definitions (docs/evaluation.md has the detai
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from scipy.special import gammaln, rel_entr
 
-from bpflow.utils import VERBOSITY_SCHEMA, BpflowError, atomic_output, load_json_config, setup_logging, validate_config
+from bpflow.utils import VERBOSITY_SCHEMA, BpflowError, atomic_output, read_step_config, setup_logging, validate_config
 
 logger = logging.getLogger("bpflow.metrics")
 
@@ -467,11 +466,8 @@ def _labelled(predictions, source: str) -> list[tuple[str, str]]:
 
 def main(argv: list[str]) -> int:
     """``bpflow metrics CONFIG.json``."""
-    parser = argparse.ArgumentParser(prog="bpflow metrics",
-                                     description="Score prediction files against the dataset they predict.")
-    parser.add_argument("config", help="JSON configuration (keys: docs/evaluation.md)")
-    path = parser.parse_args(argv).config
-    config = load_json_config(path)
+    path, config = read_step_config(argv, "bpflow metrics", "Score prediction files against the dataset they predict.",
+                                    "docs/evaluation.md")
     validate_config(config, METRICS_SCHEMA, path)
     setup_logging(config.get("verbosity", "INFO"))
     outputs = [k for k in ("output-json", "output-tsv", "output-regions-tsv") if k in config]

@@ -24,7 +24,6 @@ softmax(logits over all positions and tasks jointly) * exp(logcounts).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -41,7 +40,7 @@ from bpflow.utils import (
     VERBOSITY_SCHEMA,
     BpflowError,
     atomic_output,
-    load_json_config,
+    read_step_config,
     progress,
     setup_logging,
     validate_config,
@@ -864,16 +863,10 @@ PREDICT_SCHEMA = {
 }
 
 
-def _config_path(argv: list[str], prog: str, description: str) -> str:
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("config", help="JSON configuration (keys: docs/evaluation.md)")
-    return parser.parse_args(argv).config
-
-
 def main(argv: list[str]) -> int:
     """``bpflow predict CONFIG.json``."""
-    path = _config_path(argv, "bpflow predict", "Predict over a BED of regions, whole chromosomes or a dataset.")
-    config = load_json_config(path)
+    path, config = read_step_config(argv, "bpflow predict", "Predict over a BED of regions, whole chromosomes or "
+                                    "a dataset.", "docs/evaluation.md")
     validate_config(config, PREDICT_SCHEMA, path)
     setup_logging(config.get("verbosity", "INFO"))
     sources = [k for k in ("regions", "chromosomes", "data") if k in config]
@@ -1084,8 +1077,8 @@ TO_BIGWIG_SCHEMA = {
 
 def to_bigwig_main(argv: list[str]) -> int:
     """``bpflow predictions-to-bigwig CONFIG.json``."""
-    path = _config_path(argv, "bpflow predictions-to-bigwig", "Write one head of a prediction file as bigWigs.")
-    config = load_json_config(path)
+    path, config = read_step_config(argv, "bpflow predictions-to-bigwig",
+                                    "Write one head of a prediction file as bigWigs.", "docs/evaluation.md")
     validate_config(config, TO_BIGWIG_SCHEMA, path)
     setup_logging(config.get("verbosity", "INFO"))
     if ("output-bigwigs" in config) == ("output-prefix" in config):

@@ -12,7 +12,6 @@ training sample can ever see.
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import collections
 import copy
@@ -28,7 +27,7 @@ import numpy as np
 
 from bpflow.coverage import (BedRegions, BigWigFile, FastaFile, acgt_mask, gc_mask, iter_chrom_groups,
                              read_bed, read_bigwig_windows, read_sequence_windows, window_sums, write_bed)
-from bpflow.utils import (VERBOSITY_SCHEMA, WINDOW_SCHEMA_PROPERTIES, BpflowError, load_json_config, progress,
+from bpflow.utils import (VERBOSITY_SCHEMA, WINDOW_SCHEMA_PROPERTIES, BpflowError, read_step_config, progress,
                           setup_logging, validate_config, write_json_atomic)
 
 logger = logging.getLogger("bpflow.regions")
@@ -830,13 +829,9 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="bpflow prepare-regions",
-        description="Split peak regions into train/val/test, filter them, and sample background regions. "
-        "Config keys: docs/data.md.")
-    parser.add_argument("config", help="JSON config")
-    args = parser.parse_args(argv)
-    config = load_json_config(args.config)
+    path, config = read_step_config(
+        argv, "bpflow prepare-regions",
+        "Split peak regions into train/val/test, filter them, and sample background regions.", "docs/data.md")
     setup_logging(config.get("verbosity", "INFO") if isinstance(config.get("verbosity"), str) else "INFO")
-    prepare_regions(config, source=args.config)
+    prepare_regions(config, source=path)
     return 0

@@ -21,7 +21,6 @@ head's profile logits, then each head's log counts) and:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import hashlib
@@ -42,8 +41,8 @@ import numpy as np
 from bpflow import __version__, lengths
 from bpflow.batcher import H5Batcher, revcomp_task_order
 from bpflow.losses import CountsMSE, MultinomialNLL, multinomial_nll
-from bpflow.utils import (VERBOSITY_SCHEMA, BpflowError, atomic_output, load_json_config, setup_logging, validate_config,
-                          write_json_atomic)
+from bpflow.utils import (VERBOSITY_SCHEMA, BpflowError, atomic_output, read_step_config, setup_logging,
+                          validate_config, write_json_atomic)
 
 logger = logging.getLogger("bpflow.training")
 
@@ -1454,13 +1453,9 @@ def train_combined(config: dict, *, source: str = "train-combined config", callb
 
 
 def _main(step: str, argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog=f"bpflow train-{step}",
-                                     description=f"Train the {step} model from a JSON config "
-                                                 "(keys: docs/training.md).")
-    parser.add_argument("config", help="the step's JSON config")
-    args = parser.parse_args(argv)
-    config = load_json_config(args.config)
-    run_step(step, config, source=args.config)
+    path, config = read_step_config(argv, f"bpflow train-{step}", f"Train the {step} model from a JSON config.",
+                                    "docs/training.md")
+    run_step(step, config, source=path)
     return 0
 
 

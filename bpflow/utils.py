@@ -49,6 +49,17 @@ def load_json_config(path: str | os.PathLike) -> dict:
     return config
 
 
+
+def read_step_config(argv, prog: str, description: str, docs: str) -> tuple[str, dict]:
+    """The command line of a step, ``PROG CONFIG.json``: returns (path, loaded config).
+    ``docs`` names the page that lists the config's keys (for --help)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("config", help=f"JSON configuration (keys: {docs})")
+    path = parser.parse_args(list(argv)).config
+    return path, load_json_config(path)
+
 def validate_config(config: dict, schema: dict, source: str) -> None:
     """Validate ``config`` against a JSON schema; raise a one-line BpflowError on failure."""
     import jsonschema
