@@ -528,6 +528,9 @@ def test_demo_footprints_and_report_jobs(demo_dag):
     assert cfg["background-h5"] == "results/demo/data/background_test.h5"
     assert (cfg["num-backgrounds"], cfg["orientations"], cfg["pwm-mode"], cfg["seed"]) == (500, "both", "consensus", 0)
     assert cfg["head-names"] == ["nexus"]
+    # predictions average the two strands by default (experiment key revcomp-average)
+    predict_cfgs = [step_json(j) for j in by_rule["predict_config"]]
+    assert len(predict_cfgs) == 6 and all(c["revcomp-average"] is True for c in predict_cfgs)
     assert {Path(str(f)).name for f in fp.output} == {f"footprints.{x}" for x in ("json", "tsv", "html", "png")}
     (figs,) = by_rule["report_figures"]
     assert sorted(Path(str(f)).name for f in figs.output) == sorted(REPORT_FIGURES)
@@ -558,6 +561,7 @@ def test_footprint_motifs_from_the_config(tmp_path):
     cfg["experiments"]["nomotif"] = plain
     cfg["experiments"]["biasonly"] = copy.deepcopy(plain)
     cfg["experiments"]["biasonly"]["footprints"] = {"bias-motif": {"file": str(user / "bias.jaspar")}}
+    cfg["experiments"]["biasonly"]["revcomp-average"] = False
     dag = run_workflow(tmp_path, [write_yaml(tmp_path / "fp.yaml", cfg)])
     fps = {j.wildcards.experiment: j for j in jobs_by_rule(dag)["footprints"]}
     assert sorted(fps) == ["biasonly", "ci"]           # no motif at all: no footprints job
@@ -571,6 +575,8 @@ def test_footprint_motifs_from_the_config(tmp_path):
     assert b_json["bias-motifs"] == {"bias": {"file": str(user / "bias.jaspar")}}
     assert "motifs" not in b_json and "simulation-truth" not in b_json
     assert str(user / "bias.jaspar") in {str(f) for f in fps["biasonly"].input}
+    averaged = {(j.wildcards.experiment, step_json(j)["revcomp-average"]) for j in jobs_by_rule(dag)["predict_config"]}
+    assert averaged == {("ci", True), ("nomotif", True), ("biasonly", False)}
     assert check_step_schemas(dag) > 0   # every footprints config passes the step's schema
 
 

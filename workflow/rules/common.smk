@@ -554,6 +554,7 @@ def predict_json(e, model, regionset):
         "model-file": evaluation_model_file(e, model),
         "data": dataset_h5(e, regionset, "test"),
         "output-h5": f"results/{e}/predictions/{model}_{regionset}_test.h5",
+        "revcomp-average": EXPERIMENTS[e]["revcomp-average"],
         "heads": [
             {
                 "head-name": h["head-name"],
