@@ -4,11 +4,11 @@ config errors before any job, `snakemake --lint`, and a CI-sized end-to-end run.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -425,25 +425,18 @@ def test_snakemake_lint_passes():
     assert "Congratulations" in proc.stdout + proc.stderr
 
 
-def test_dry_run_of_many_experiments_is_fast(tmp_path):
-    tmp = tmp_path
-    base = three_experiment_config(tmp)
-    user = base["experiments"]["userC"]
-    experiments = {}
-    for i in range(10):
-        experiments[f"a{i}"] = {"simulate": {"preset": "ci", "seed": i}, "heads": [{"head-name": "nexus"}]}
-        experiments[f"b{i}"] = {"simulate": {"preset": "ci", "seed": i}, "heads": [{"head-name": "nexus"}],
-                                "bias-source": "control"}
-        experiments[f"c{i}"] = copy.deepcopy(user)
-    cfgfile = write_yaml(tmp / "many.yaml", {"defaults": base["defaults"], "experiments": experiments,
-                                             "evaluate": True})
-    start = time.monotonic()
-    proc = subprocess.run([str(SNAKEMAKE), "-n", "--configfile", str(cfgfile), "-d", str(tmp), "-s", str(SNAKEFILE)],
-                          capture_output=True, text=True, timeout=120)
-    elapsed = time.monotonic() - start
+def test_dry_run_of_many_experiments(tmp_path):
+    """Thirty experiments of three kinds plan together; the time this takes is measured by
+    benchmarks/dry_run.py, not here."""
+    spec = importlib.util.spec_from_file_location("dry_run", REPO / "benchmarks" / "dry_run.py")
+    dry_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(dry_run)
+    cfgfile = write_yaml(tmp_path / "many.yaml", dry_run.many_experiment_config(tmp_path, 10))
+    proc = subprocess.run([str(SNAKEMAKE), "-n", "--configfile", str(cfgfile), "-d", str(tmp_path), "-s",
+                           str(SNAKEFILE)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "train_combined           30" in proc.stdout
-    assert elapsed < 5.0, f"snakemake -n took {elapsed:.1f} s for 30 experiments"
+    assert "simulate                 10" in proc.stdout   # a{i} and b{i} share one simulation per seed
 
 
 # ------------------------------------------------------------------------------------------
