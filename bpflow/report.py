@@ -462,6 +462,62 @@ def metrics_table_html(results: Sequence, output, caption: str | None = None) ->
 
 
 # ----------------------------------------------------------------------------------------------
+# Quality checks of train-combined (<prefix>.qc.json)
+
+QC_COLUMNS = ["head", "check", "value", "threshold", "status"]
+
+
+def qc_rows(qc: dict) -> list[list[str]]:
+    """Rows of :data:`QC_COLUMNS` from a train-combined QC report (docs/training.md): per head
+    the residual's share of the predicted counts and the counts Pearsons on the validation
+    peaks, and (with motifs) the footprint ratios; status WARNING where bpflow.qc's rule for
+    that check fires (the same thresholds)."""
+    from bpflow.qc import RESIDUAL_PEARSON_MARGIN
+
+    def status(bad) -> str:
+        return "WARNING" if bad else "ok"
+
+    rows = []
+    counts = qc.get("counts") or {}
+    for head, c in (counts.get("heads") or {}).items():
+        share, limit = c.get("residual-share"), counts.get("min-residual-share")
+        rows.append([head, "residual share of the predicted counts (validation peaks, median)", _fmt(share, 3),
+                     f">= {_fmt(limit, 3)}", status(share is not None and limit is not None and share < limit)])
+        comb, res, bias = (c.get(k) for k in ("pearson-combined", "pearson-residual", "pearson-bias"))
+        rows.append([head, "counts Pearson, combined vs residual alone", f"{_fmt(comb, 3)} vs {_fmt(res, 3)}",
+                     f"combined >= residual - {RESIDUAL_PEARSON_MARGIN}",
+                     status(comb is not None and res is not None and comb < res - RESIDUAL_PEARSON_MARGIN)])
+        rows.append([head, "counts Pearson, combined vs bias branch alone", f"{_fmt(comb, 3)} vs {_fmt(bias, 3)}",
+                     "combined > bias", status(comb is not None and bias is not None and not comb > bias)])
+    motifs = qc.get("motifs") or {}
+    for head, m in (motifs.get("heads") or {}).items():
+        for key, label, limit_key in (
+                ("bias-tf-ratio", "bias branch's TF-motif response / the residual's", "max-bias-tf-ratio"),
+                ("residual-bias-tf-ratio", "residual's bias-motif response / its TF-motif response",
+                 "max-residual-bias-ratio")):
+            ratio, limit = m.get(key), motifs.get(limit_key)
+            bad = ratio is not None and limit is not None and math.isfinite(ratio) and ratio > limit
+            rows.append([head, label, _fmt(ratio, 4), f"<= {_fmt(limit, 3)}", status(bad)])
+    return rows
+
+
+def qc_table_html(qc_json, output, caption: str | None = None) -> Path:
+    """The QC report of train-combined as HTML: its warnings in full (or "no warnings"), then
+    the table of :func:`qc_rows`."""
+    with open(_existing(qc_json, "QC JSON")) as fh:
+        qc = json.load(fh)
+    warnings = qc.get("warnings") or []
+    if qc.get("disabled"):
+        head = "<p><b>Quality checks were disabled</b> (training.qc.enabled: false).</p>"
+    elif warnings:
+        head = "<p><b>QC warnings:</b></p><ul>" + "".join(
+            f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
+    else:
+        head = "<p><b>QC: no warnings.</b></p>"
+    return _write_text(output, head + "\n" + html_table(QC_COLUMNS, qc_rows(qc), caption))
+
+
+# ----------------------------------------------------------------------------------------------
 # Training histories
 
 

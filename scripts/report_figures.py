@@ -5,6 +5,7 @@
     python scripts/report_figures.py example-regions --data D.h5 --prediction combined=P.h5 ... -o OUT.png
     python scripts/report_figures.py metrics-table --metrics peaks.json background.json -o OUT.html
     python scripts/report_figures.py loss-curves --history bias=H.json ... -o OUT.png
+    python scripts/report_figures.py qc-table --qc combined.qc.json -o OUT.html
 
 Several figures in one process (Keras is imported once): separate them with a lone ``+``,
 e.g. ``report_figures.py metrics-table ... + counts-scatter ...``.  A bad input gives a
@@ -42,6 +43,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
             p.add_argument("--num", type=int, default=3, help="regions shown (3)")
     p = sub.add_parser("metrics-table", help="bpflow metrics JSON files as one HTML table")
     p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--caption", default=None)
+    p.add_argument("-o", "--output", required=True)
+    p = sub.add_parser("qc-table", help="train-combined's quality checks (<prefix>.qc.json) as HTML")
+    p.add_argument("--qc", required=True)
     p.add_argument("--caption", default=None)
     p.add_argument("-o", "--output", required=True)
     p = sub.add_parser("loss-curves", help="one panel per training stage")
@@ -84,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"example regions (sample indices): {shown}")
         elif args.figure == "metrics-table":
             report.metrics_table_html(args.metrics, args.output, args.caption)
+        elif args.figure == "qc-table":
+            report.qc_table_html(args.qc, args.output, args.caption)
         else:
             report.plot_loss_curves(_pairs(args.history, "--history"), args.output)
     except BpflowError as err:

@@ -167,3 +167,26 @@ def test_metrics_html_and_loss_curves(tmp_path):
     out = tmp_path / "loss.png"
     R.plot_loss_curves({"bias": hist, "combined": {"history": {"loss": [1, 0.5]}}}, out)
     assert is_png(out)
+
+
+def test_qc_table_marks_the_checks_that_fail(tmp_path):
+    # a collapsed residual counts head (share 2.5 % < 10 %, combined 0.75 < residual 0.84 - 0.05)
+    # and a bias model that learned a TF motif (0.5 > 0.2); the residual ignores the bias motif
+    qc = {"warnings": ["head nexus: collapsed residual counts head <&>"],
+          "counts": {"min-residual-share": 0.1, "heads": {"nexus": {
+              "residual-share": 0.025, "pearson-combined": 0.75, "pearson-residual": 0.84, "pearson-bias": 0.01}}},
+          "motifs": {"max-bias-tf-ratio": 0.2, "max-residual-bias-ratio": 0.1, "heads": {"nexus": {
+              "bias-tf-ratio": 0.5, "residual-bias-tf-ratio": 0.01}}}}
+    rows = R.qc_rows(qc)
+    assert [r[-1] for r in rows] == ["WARNING", "WARNING", "ok", "WARNING", "ok"]
+    assert rows[0][2:4] == ["0.025", ">= 0.1"] and rows[1][2] == "0.75 vs 0.84"
+    path = tmp_path / "qc.json"
+    path.write_text(json.dumps(qc))
+    text = R.qc_table_html(path, tmp_path / "qc.html").read_text()
+    assert "QC warnings" in text and "&lt;&amp;&gt;" in text and text.count("WARNING") == 3
+    # a healthy model: share 0.9, combined above both; no motifs
+    qc = {"warnings": [], "counts": {"min-residual-share": 0.1, "heads": {"nexus": {
+        "residual-share": 0.9, "pearson-combined": 0.9, "pearson-residual": 0.88, "pearson-bias": 0.1}}}}
+    assert [r[-1] for r in R.qc_rows(qc)] == ["ok", "ok", "ok"]
+    (tmp_path / "ok.json").write_text(json.dumps(qc))
+    assert "QC: no warnings" in R.qc_table_html(tmp_path / "ok.json", tmp_path / "ok.html").read_text()

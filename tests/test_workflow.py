@@ -496,7 +496,7 @@ def test_ci_end_to_end(tmp_path, monkeypatch):
 # ------------------------------------------------------------------------------------------
 # Footprints and the report (issue 6)
 
-REPORT_FIGURES = ["metrics.html", "counts_peaks.png", "counts_background.png", "examples_peaks.png"]
+REPORT_FIGURES = ["metrics.html", "counts_peaks.png", "counts_background.png", "examples_peaks.png", "qc.html"]
 
 
 def test_demo_footprints_and_report_jobs(demo_dag):
@@ -528,7 +528,7 @@ def test_demo_footprints_and_report_jobs(demo_dag):
     (figs,) = by_rule["report_figures"]
     assert sorted(Path(str(f)).name for f in figs.output) == sorted(REPORT_FIGURES)
     assert {Path(str(f)).name for f in figs.input} == {
-        "peaks_test.json", "background_test.json", "peaks_test.h5", "background_test.h5",
+        "peaks_test.json", "background_test.json", "peaks_test.h5", "background_test.h5", "combined.qc.json",
         *(f"{m}_{r}_test.h5" for m in ("combined", "residual", "bias") for r in ("peaks", "background"))}
     # every figure and table of the report is marked for `snakemake --report`
     marked = {Path(str(f)).name for job in demo_dag.jobs for f in job.output if is_flagged(f, "report")}

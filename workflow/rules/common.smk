@@ -638,7 +638,8 @@ def footprints_json(e):
 
 def report_outputs(e):
     """The report's figures and tables of experiment e (workflow/rules/report.smk)."""
-    outs = [f"results/{e}/report/metrics.html", f"results/{e}/report/examples_peaks.png"]
+    outs = [f"results/{e}/report/metrics.html", f"results/{e}/report/examples_peaks.png",
+            f"results/{e}/report/qc.html"]
     outs += [f"results/{e}/report/counts_{r}.png" for r in REGION_SETS]
     if footprint_motifs(e) is not None:
         outs += [f"results/{e}/footprints/footprints.{x}" for x in ("json", "tsv", "html", "png")]
@@ -655,7 +656,8 @@ def prediction_args(e, regionset):
 
 def report_figures_args(e):
     """The report_figures.py command line: the metrics table, a counts scatter per region
-    set and the example regions (the 3 test peaks with the highest observed counts)."""
+    set, the example regions (the 3 test peaks with the highest observed counts) and the
+    table of train-combined's quality checks."""
     d = f"results/{e}/report"
     test = ", ".join(EXPERIMENTS[e]["splits"]["test"])
     metrics = " ".join(f"results/{e}/metrics/{r}_test.json" for r in REGION_SETS)
@@ -672,6 +674,7 @@ def report_figures_args(e):
         f"example-regions --data {dataset_h5(e, 'peaks', 'test')} "
         f"{prediction_args(e, 'peaks')} --num 3 -o {d}/examples_peaks.png"
     )
+    commands.append(f"qc-table --qc {model_prefix(e, 'combined')}.qc.json -o {d}/qc.html")
     return " + ".join(f"--verbosity {config['verbosity']} {c}" for c in commands)
 
 

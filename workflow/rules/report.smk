@@ -14,6 +14,7 @@ rule report_figures:
             regionset=REGION_SETS,
         ),
         data=expand("results/{{experiment}}/data/{regionset}_test.h5", regionset=REGION_SETS),
+        qc="results/{experiment}/models/combined.qc.json",
     output:
         metrics=report(
             "results/{experiment}/report/metrics.html",
@@ -42,6 +43,13 @@ rule report_figures:
             category="{experiment}",
             subcategory="Example regions",
             labels={"experiment": "{experiment}", "regions": "top 3 test peaks"},
+        ),
+        qc=report(
+            "results/{experiment}/report/qc.html",
+            caption="../report/qc.rst",
+            category="{experiment}",
+            subcategory="Quality checks",
+            labels={"experiment": "{experiment}", "checks": "train-combined"},
         ),
     log:
         "results/{experiment}/logs/report_figures.log",
