@@ -186,6 +186,15 @@ def _pearson(x, y) -> float:
     return float(pearson(np.asarray(x, np.float64), np.asarray(y, np.float64)))
 
 
+def _check(head: dict, check: str, value: str, threshold: str, failed: bool, warning: str) -> None:
+    """Record one check of a head (``checks``: what the report's table shows) and, when it
+    failed, its warning."""
+    head["checks"].append({"check": check, "value": value, "threshold": threshold,
+                           "status": "WARNING" if failed else "ok"})
+    if failed:
+        head["warnings"].append(warning)
+
+
 def counts_qc(combined, residual, bias, files, head_names: Sequence[str], use_bias_counts: Sequence[bool],
               min_residual_share: float = MIN_RESIDUAL_SHARE, max_samples: int | None = 4096) -> dict:
     """Counts of the combined model, its bias branch and its residual on ``files``
@@ -220,23 +229,27 @@ def counts_qc(combined, residual, bias, files, head_names: Sequence[str], use_bi
             "residual-share": float(np.median(share)) if use_bias_counts[i] else 1.0,
             "mean-residual-reads": float(np.mean(np.exp(r))),
             "mean-bias-reads": float(np.mean(np.exp(b))),
+            "checks": [],
             "warnings": [],
         }
-        if use_bias_counts[i] and h["residual-share"] < min_residual_share:
-            h["warnings"].append(
-                f"head {name}: collapsed residual counts head: the residual predicts a median "
-                f"{100 * h['residual-share']:.2g} % of the counts on validation peaks (threshold "
-                f"{100 * min_residual_share:.2g} %); the bias branch's counts are probably fitted to peak depth "
-                "(fit the counts transformation on background regions: transformation recipe 'bpflow')")
-        if use_bias_counts[i] and h["pearson-combined"] < h["pearson-residual"] - RESIDUAL_PEARSON_MARGIN:
-            h["warnings"].append(
-                f"head {name}: adding the bias branch's counts makes the counts worse: Pearson on validation "
-                f"peaks {h['pearson-combined']:.3f} combined against {h['pearson-residual']:.3f} for the residual "
-                "alone; the bias branch's counts are probably fitted to peak depth (transformation recipe 'bpflow')")
-        if not (h["pearson-combined"] > h["pearson-bias"]):
-            h["warnings"].append(
-                f"head {name}: the combined model's counts Pearson on validation peaks "
-                f"({h['pearson-combined']:.3f}) is not above the bias branch's alone ({h['pearson-bias']:.3f})")
+        comb_r, res_r, bias_r = h["pearson-combined"], h["pearson-residual"], h["pearson-bias"]
+        if use_bias_counts[i]:   # without the bias counts, combined counts = residual counts
+            _check(h, "residual share of the predicted counts (validation peaks, median)",
+                   f"{h['residual-share']:.3g}", f">= {min_residual_share:g}",
+                   h["residual-share"] < min_residual_share,
+                   f"head {name}: collapsed residual counts head: the residual predicts a median "
+                   f"{100 * h['residual-share']:.2g} % of the counts on validation peaks (threshold "
+                   f"{100 * min_residual_share:.2g} %); the bias branch's counts are probably fitted to peak depth "
+                   "(fit the counts transformation on background regions: transformation recipe 'bpflow')")
+            _check(h, "counts Pearson, combined vs residual alone", f"{comb_r:.3f} vs {res_r:.3f}",
+                   f"combined >= residual - {RESIDUAL_PEARSON_MARGIN:g}", comb_r < res_r - RESIDUAL_PEARSON_MARGIN,
+                   f"head {name}: adding the bias branch's counts makes the counts worse: Pearson on validation "
+                   f"peaks {comb_r:.3f} combined against {res_r:.3f} for the residual "
+                   "alone; the bias branch's counts are probably fitted to peak depth (transformation recipe 'bpflow')")
+        _check(h, "counts Pearson, combined vs bias branch alone", f"{comb_r:.3f} vs {bias_r:.3f}",
+               "combined > bias", not comb_r > bias_r,
+               f"head {name}: the combined model's counts Pearson on validation peaks "
+               f"({comb_r:.3f}) is not above the bias branch's alone ({bias_r:.3f})")
         out["heads"][name] = h
     return out
 
@@ -299,20 +312,23 @@ def motif_qc(residual, bias, sequences: np.ndarray, tf_motifs: Mapping, bias_mot
             "bias-bias-response": mean("bias", bias_motifs),
             "per-motif": {m: {label: table["models"][label]["heads"][head][m]["profile-response"]
                               for label in ("residual", "bias")} for m in motifs},
+            "checks": [],
             "warnings": [],
         }
         rt = h["residual-tf-response"]
         h["bias-tf-ratio"] = h["bias-tf-response"] / rt if rt and rt > 0 else math.nan
         h["residual-bias-tf-ratio"] = h["residual-bias-response"] / rt if rt and rt > 0 else math.nan
-        if tf_motifs and h["bias-tf-ratio"] > max_bias_tf_ratio:
-            h["warnings"].append(
-                f"head {head}: the bias model responds to TF motifs ({h['bias-tf-response']:.3g}, "
-                f"{h['bias-tf-ratio']:.2f} x the residual's; threshold {max_bias_tf_ratio}): it probably learned "
-                "TF motifs - train it on regions without TF signal, make it smaller, or use a control")
-        if tf_motifs and bias_motifs and h["residual-bias-tf-ratio"] > max_residual_bias_ratio:
-            h["warnings"].append(
-                f"head {head}: the residual responds to the bias motif(s) ({h['residual-bias-tf-ratio']:.3f} x "
-                f"its TF-motif response; threshold {max_residual_bias_ratio}): the bias is not fully removed")
+        if tf_motifs:
+            _check(h, "bias branch's TF-motif response / the residual's", f"{h['bias-tf-ratio']:.4g}",
+                   f"<= {max_bias_tf_ratio:g}", h["bias-tf-ratio"] > max_bias_tf_ratio,
+                   f"head {head}: the bias model responds to TF motifs ({h['bias-tf-response']:.3g}, "
+                   f"{h['bias-tf-ratio']:.2f} x the residual's; threshold {max_bias_tf_ratio}): it probably learned "
+                   "TF motifs - train it on regions without TF signal, make it smaller, or use a control")
+        if tf_motifs and bias_motifs:
+            _check(h, "residual's bias-motif response / its TF-motif response", f"{h['residual-bias-tf-ratio']:.4g}",
+                   f"<= {max_residual_bias_ratio:g}", h["residual-bias-tf-ratio"] > max_residual_bias_ratio,
+                   f"head {head}: the residual responds to the bias motif(s) ({h['residual-bias-tf-ratio']:.3f} x "
+                   f"its TF-motif response; threshold {max_residual_bias_ratio}): the bias is not fully removed")
         out["heads"][head] = h
     return out
 

@@ -468,37 +468,12 @@ QC_COLUMNS = ["head", "check", "value", "threshold", "status"]
 
 
 def qc_rows(qc: dict) -> list[list[str]]:
-    """Rows of :data:`QC_COLUMNS` from a train-combined QC report (docs/training.md): per head
-    the residual's share of the predicted counts and the counts Pearsons on the validation
-    peaks, and (with motifs) the footprint ratios; status WARNING where bpflow.qc's rule for
-    that check fires (the same thresholds)."""
-    from bpflow.qc import RESIDUAL_PEARSON_MARGIN
-
-    def status(bad) -> str:
-        return "WARNING" if bad else "ok"
-
-    rows = []
-    counts = qc.get("counts") or {}
-    for head, c in (counts.get("heads") or {}).items():
-        share, limit = c.get("residual-share"), counts.get("min-residual-share")
-        rows.append([head, "residual share of the predicted counts (validation peaks, median)", _fmt(share, 3),
-                     f">= {_fmt(limit, 3)}", status(share is not None and limit is not None and share < limit)])
-        comb, res, bias = (c.get(k) for k in ("pearson-combined", "pearson-residual", "pearson-bias"))
-        rows.append([head, "counts Pearson, combined vs residual alone", f"{_fmt(comb, 3)} vs {_fmt(res, 3)}",
-                     f"combined >= residual - {RESIDUAL_PEARSON_MARGIN}",
-                     status(comb is not None and res is not None and comb < res - RESIDUAL_PEARSON_MARGIN)])
-        rows.append([head, "counts Pearson, combined vs bias branch alone", f"{_fmt(comb, 3)} vs {_fmt(bias, 3)}",
-                     "combined > bias", status(comb is not None and bias is not None and not comb > bias)])
-    motifs = qc.get("motifs") or {}
-    for head, m in (motifs.get("heads") or {}).items():
-        for key, label, limit_key in (
-                ("bias-tf-ratio", "bias branch's TF-motif response / the residual's", "max-bias-tf-ratio"),
-                ("residual-bias-tf-ratio", "residual's bias-motif response / its TF-motif response",
-                 "max-residual-bias-ratio")):
-            ratio, limit = m.get(key), motifs.get(limit_key)
-            bad = ratio is not None and limit is not None and math.isfinite(ratio) and ratio > limit
-            rows.append([head, label, _fmt(ratio, 4), f"<= {_fmt(limit, 3)}", status(bad)])
-    return rows
+    """Rows of :data:`QC_COLUMNS`: every check that :mod:`bpflow.qc` recorded in a
+    train-combined QC report (``checks`` of each head, counts then motifs)."""
+    return [[head, c["check"], c["value"], c["threshold"], c["status"]]
+            for part in ("counts", "motifs")
+            for head, h in ((qc.get(part) or {}).get("heads") or {}).items()
+            for c in h.get("checks", [])]
 
 
 def qc_table_html(qc_json, output, caption: str | None = None) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import bpflow  # noqa: F401  (registers custom objects)
-from bpflow import qc, training
+from bpflow import qc, report, training
 from bpflow.layers import SimpleTransform
 from bpflow.models import combinedModel
 from bpflow.utils import BpflowError
@@ -184,6 +184,9 @@ def test_default_recipe_counts_beat_the_bias_branch(tiny):
     assert c["pearson-combined"] > c["pearson-bias"] + 0.1, c
     assert c["residual-share"] > 0.2, c  # the residual carries the signal's reads
     assert not any("collapsed" in w for w in report["warnings"])
+    status = {x["check"]: x["status"] for x in c["checks"]}
+    assert status["residual share of the predicted counts (validation peaks, median)"] == "ok"
+    assert status["counts Pearson, combined vs bias branch alone"] == "ok"
 
 
 def test_residual_ignores_the_bias_kmer(tiny):
@@ -193,6 +196,10 @@ def test_residual_ignores_the_bias_kmer(tiny):
     assert m["residual-bias-response"] < 0.5 * m["residual-tf-response"], m
     # and the bias branch responds to the bias k-mer more than the residual does
     assert m["bias-bias-response"] > m["residual-bias-response"], m
+    # ratio 0.5 at most, against the default threshold 0.1: the check's status follows the ratio
+    (check,) = [x for x in m["checks"] if x["check"].startswith("residual's bias-motif")]
+    assert check["threshold"] == "<= 0.1"
+    assert check["status"] == ("WARNING" if m["residual-bias-tf-ratio"] > 0.1 else "ok")
 
 
 def test_qc_flags_a_collapsed_residual_counts_head(tiny):
@@ -210,6 +217,21 @@ def test_qc_flags_a_collapsed_residual_counts_head(tiny):
     assert h["residual-share"] < 1e-3
     assert any("collapsed residual counts head" in w for w in h["warnings"])
     assert any("collapsed" in w for w in qc.all_warnings({"counts": out}))
+    # every check is recorded with its value and threshold; one warning per failed check
+    assert [c["check"].split(",")[0] for c in h["checks"]] == [
+        "residual share of the predicted counts (validation peaks", "counts Pearson", "counts Pearson"]
+    assert h["checks"][0] | {"check": None} == {"check": None, "value": f"{h['residual-share']:.3g}",
+                                                "threshold": ">= 0.1", "status": "WARNING"}
+    assert sum(c["status"] == "WARNING" for c in h["checks"]) == len(h["warnings"])
+    # the report's table shows exactly these checks
+    rows = report.qc_rows({"counts": out})
+    assert rows == [["h0", c["check"], c["value"], c["threshold"], c["status"]] for c in h["checks"]]
+    # without the bias counts the combined counts are the residual's: only the bias-branch check applies
+    out = qc.counts_qc(combined, residual, bias, [tiny["files"]["pk_val"]], ["h0"], [False])
+    h = out["heads"]["h0"]
+    assert h["residual-share"] == 1.0
+    assert [c["check"] for c in h["checks"]] == ["counts Pearson, combined vs bias branch alone"]
+    assert not any("collapsed" in w for w in h["warnings"])
 
 
 def test_counts_data_keys_are_checked(tiny, tmp_path):

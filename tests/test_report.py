@@ -169,24 +169,27 @@ def test_metrics_html_and_loss_curves(tmp_path):
     assert is_png(out)
 
 
-def test_qc_table_marks_the_checks_that_fail(tmp_path):
-    # a collapsed residual counts head (share 2.5 % < 10 %, combined 0.75 < residual 0.84 - 0.05)
-    # and a bias model that learned a TF motif (0.5 > 0.2); the residual ignores the bias motif
-    qc = {"warnings": ["head nexus: collapsed residual counts head <&>"],
-          "counts": {"min-residual-share": 0.1, "heads": {"nexus": {
-              "residual-share": 0.025, "pearson-combined": 0.75, "pearson-residual": 0.84, "pearson-bias": 0.01}}},
-          "motifs": {"max-bias-tf-ratio": 0.2, "max-residual-bias-ratio": 0.1, "heads": {"nexus": {
-              "bias-tf-ratio": 0.5, "residual-bias-tf-ratio": 0.01}}}}
-    rows = R.qc_rows(qc)
-    assert [r[-1] for r in rows] == ["WARNING", "WARNING", "ok", "WARNING", "ok"]
-    assert rows[0][2:4] == ["0.025", ">= 0.1"] and rows[1][2] == "0.75 vs 0.84"
+def test_qc_table_shows_the_recorded_checks(tmp_path):
+    # a collapsed residual counts head and a bias model that learned a TF motif, as bpflow.qc
+    # records them (tests/test_quality.py checks that it does); warnings are escaped
+    def check(name, value, threshold, status):
+        return {"check": name, "value": value, "threshold": threshold, "status": status}
+
+    qc = {"warnings": ["head nexus: collapsed residual counts head <&>", "head nexus: TF motifs"],
+          "counts": {"heads": {"nexus": {"checks": [check("share", "0.025", ">= 0.1", "WARNING"),
+                                                    check("vs bias", "0.75 vs 0.01", "combined > bias", "ok")]}}},
+          "motifs": {"heads": {"nexus": {"checks": [check("bias TF", "0.5", "<= 0.2", "WARNING")]}}}}
+    assert R.qc_rows(qc) == [["nexus", "share", "0.025", ">= 0.1", "WARNING"],
+                             ["nexus", "vs bias", "0.75 vs 0.01", "combined > bias", "ok"],
+                             ["nexus", "bias TF", "0.5", "<= 0.2", "WARNING"]]
     path = tmp_path / "qc.json"
     path.write_text(json.dumps(qc))
     text = R.qc_table_html(path, tmp_path / "qc.html").read_text()
-    assert "QC warnings" in text and "&lt;&amp;&gt;" in text and text.count("WARNING") == 3
-    # a healthy model: share 0.9, combined above both; no motifs
-    qc = {"warnings": [], "counts": {"min-residual-share": 0.1, "heads": {"nexus": {
-        "residual-share": 0.9, "pearson-combined": 0.9, "pearson-residual": 0.88, "pearson-bias": 0.1}}}}
-    assert [r[-1] for r in R.qc_rows(qc)] == ["ok", "ok", "ok"]
-    (tmp_path / "ok.json").write_text(json.dumps(qc))
+    assert "QC warnings" in text and "&lt;&amp;&gt;" in text and text.count("<li>") == 2
+    assert text.count(">WARNING<") == 2 and text.count(">ok<") == 1
+    # no warnings; and a report whose checks were switched off
+    (tmp_path / "ok.json").write_text(json.dumps({"warnings": [], "counts": qc["counts"], "motifs": None}))
     assert "QC: no warnings" in R.qc_table_html(tmp_path / "ok.json", tmp_path / "ok.html").read_text()
+    (tmp_path / "off.json").write_text(json.dumps({"warnings": [], "counts": None, "motifs": None, "disabled": True}))
+    off = R.qc_table_html(tmp_path / "off.json", tmp_path / "off.html").read_text()
+    assert "disabled" in off and R.qc_rows({"counts": None, "motifs": None}) == []
