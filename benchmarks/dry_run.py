@@ -31,18 +31,31 @@ REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
-def many_experiment_config(workdir: Path, groups: int) -> dict:
+def ci_defaults() -> dict:
+    """config/ci.yaml's data, architecture and training keys: small defaults for every experiment."""
+    ci = yaml.safe_load((REPO / "config" / "ci.yaml").read_text())["experiments"]["ci"]
+    return {k: copy.deepcopy(ci[k]) for k in ("splits", "output-length", "max-jitter", "bias-architecture",
+                                              "residual-architecture", "training")}
+
+
+def empty_user_inputs(workdir: Path) -> dict:
+    """Empty stand-ins for a user's FASTA, peaks, bigWigs and background BED (a dry run only
+    checks that they exist): name -> path as a string."""
     user = workdir / "user"
     user.mkdir(exist_ok=True)
+    out = {}
     for name in ("genome.fa", "peaks.bed", "plus.bw", "minus.bw", "background.bed"):
         (user / name).write_text("")
-    ci = yaml.safe_load((REPO / "config" / "ci.yaml").read_text())["experiments"]["ci"]
-    defaults = {k: copy.deepcopy(ci[k]) for k in ("splits", "output-length", "max-jitter", "bias-architecture",
-                                                   "residual-architecture", "training")}
+        out[name] = str(user / name)
+    return out
+
+
+def many_experiment_config(workdir: Path, groups: int) -> dict:
+    f = empty_user_inputs(workdir)
     user_experiment = {
-        "genome": str(user / "genome.fa"), "peaks": str(user / "peaks.bed"),
-        "heads": [{"head-name": "chip", "bigwigs": [str(user / "plus.bw"), str(user / "minus.bw")]}],
-        "bias-source": "bed", "background-bed": str(user / "background.bed"),
+        "genome": f["genome.fa"], "peaks": f["peaks.bed"],
+        "heads": [{"head-name": "chip", "bigwigs": [f["plus.bw"], f["minus.bw"]]}],
+        "bias-source": "bed", "background-bed": f["background.bed"],
     }
     experiments = {}
     for i in range(groups):
@@ -50,7 +63,7 @@ def many_experiment_config(workdir: Path, groups: int) -> dict:
         experiments[f"b{i}"] = {"simulate": {"preset": "ci", "seed": i}, "heads": [{"head-name": "nexus"}],
                                 "bias-source": "control"}
         experiments[f"c{i}"] = copy.deepcopy(user_experiment)
-    return {"defaults": defaults, "experiments": experiments, "evaluate": True}
+    return {"defaults": ci_defaults(), "experiments": experiments, "evaluate": True}
 
 
 def main(argv=None) -> int:

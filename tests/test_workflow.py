@@ -263,26 +263,30 @@ def test_demo_training_configs_pass_the_training_schemas(demo_dag):
 # Three experiments, three bias sources, shared defaults and a shared simulation
 
 
+def _load_dry_run():
+    """benchmarks/dry_run.py as a module: its config builders are shared with these tests."""
+    spec = importlib.util.spec_from_file_location("dry_run", REPO / "benchmarks" / "dry_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+dry_run = _load_dry_run()
+
+
 def three_experiment_config(tmp_path: Path) -> dict:
-    user = tmp_path / "user"
-    user.mkdir()
-    for name in ("genome.fa", "peaks.bed", "plus.bw", "minus.bw", "background.bed"):
-        (user / name).write_text("")
-    ci = ci_config()["experiments"]["ci"]
-    defaults = {k: copy.deepcopy(ci[k]) for k in ("splits", "output-length", "max-jitter", "bias-architecture",
-                                                   "residual-architecture", "training")}
+    f = dry_run.empty_user_inputs(tmp_path)
     return {
-        "defaults": defaults,
+        "defaults": dry_run.ci_defaults(),
         "experiments": {
             "simA": {"simulate": {"preset": "ci"}, "heads": [{"head-name": "nexus"}]},
             "simB": {"simulate": {"preset": "ci"}, "heads": [{"head-name": "nexus"}], "bias-source": "control",
                      "training": {"combined": {"epochs": 3}, "combined-regions": ["peaks", "background"]},
                      "transformation": {"regions": ["background"], "recipe": "bpreveal"}},
             "userC": {
-                "genome": str(user / "genome.fa"), "peaks": str(user / "peaks.bed"),
-                "heads": [{"head-name": "chip", "bigwigs": [str(user / "plus.bw"), str(user / "minus.bw")],
-                           "max-quantile": 0.99}],
-                "bias-source": "bed", "background-bed": str(user / "background.bed"),
+                "genome": f["genome.fa"], "peaks": f["peaks.bed"],
+                "heads": [{"head-name": "chip", "bigwigs": [f["plus.bw"], f["minus.bw"]], "max-quantile": 0.99}],
+                "bias-source": "bed", "background-bed": f["background.bed"],
                 "output-length": 120,
             },
         },
@@ -428,9 +432,6 @@ def test_snakemake_lint_passes():
 def test_dry_run_of_many_experiments(tmp_path):
     """Thirty experiments of three kinds plan together; the time this takes is measured by
     benchmarks/dry_run.py, not here."""
-    spec = importlib.util.spec_from_file_location("dry_run", REPO / "benchmarks" / "dry_run.py")
-    dry_run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dry_run)
     cfgfile = write_yaml(tmp_path / "many.yaml", dry_run.many_experiment_config(tmp_path, 10))
     proc = subprocess.run([str(SNAKEMAKE), "-n", "--configfile", str(cfgfile), "-d", str(tmp_path), "-s",
                            str(SNAKEFILE)], capture_output=True, text=True, timeout=120)
