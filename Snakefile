@@ -4,11 +4,12 @@
 #   snakemake --cores 2 --configfile my.yaml         # your experiments (config/README.md)
 #   snakemake --profile profiles/slurm --configfile my.yaml
 #
-# Per experiment: [simulate] -> regions -> datasets -> train_bias -> fit_transformation
-# -> train_combined [-> predict -> metrics, footprints, report figures].  Every step writes
-# its JSON config under results/{experiment}/configs/ and runs `bpflow <step> that.json`
-# (footprints and report figures: the adapters in scripts/).  Report of a finished run:
+# Per experiment: [simulate] -> regions -> datasets -> train_bias -> train_transformation
+# -> train_combined -> qc_combined [-> predict -> metrics, footprints, report figures].
+# Every step's JSON config is written under results/{experiment}/configs/ and the step runs
+# as `bpflow <step> that.json --threads N --verbosity LEVEL`.  Report of a finished run:
 #   snakemake --report results/report.html
+# docs/architecture.md draws the layout and the data flow.
 
 import os
 
@@ -28,6 +29,12 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/configs/simulate.smk"
+include: "workflow/rules/configs/data.smk"
+include: "workflow/rules/configs/train.smk"
+include: "workflow/rules/configs/evaluate.smk"
+include: "workflow/rules/configs/report.smk"
+include: "workflow/rules/step_configs.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

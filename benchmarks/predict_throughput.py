@@ -87,7 +87,10 @@ def main(argv=None) -> int:
 
     import bpflow
     from bpflow.models import soloModel
-    from bpflow.predict import Genome, model_shape, predict_batch, predict_regions, predictions_to_bigwig
+    from bpflow.evaluate.bigwig import predictions_to_bigwig
+    from bpflow.evaluate.inference import model_shape, predict_batch
+    from bpflow.evaluate.predict import predict_regions
+    from bpflow.formats.fasta import FastaFile
 
     keras.utils.set_random_seed(args.seed)
     tmp = None
@@ -101,7 +104,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         sizes = write_genome(work / "genome.fa", args.chrom_lengths, args.seed)
         write_bed(work / "regions.bed", sizes, args.regions, args.seed)
-        genome = Genome(work / "genome.fa")  # builds the .fai index
+        genome = FastaFile(work / "genome.fa")  # builds the .fai index
         setup_s = time.perf_counter() - t
 
         model = soloModel(INPUT, OUTPUT, FILTERS, LAYERS, IN_WIDTH, OUT_WIDTH,
@@ -120,7 +123,7 @@ def main(argv=None) -> int:
             predict_times.append(time.perf_counter() - t)
             t = time.perf_counter()
             predictions_to_bigwig(work / "predictions.h5", [work / "pred.plus.bw", work / "pred.minus.bw"],
-                                  genome=genome)
+                                  genome=work / "genome.fa")
             bigwig_times.append(time.perf_counter() - t)
         genome.close()
         predict_s, bigwig_s = min(predict_times), min(bigwig_times)

@@ -146,7 +146,7 @@ def child_baseline(inputs: dict, output: str) -> dict:
 
 
 def child_bpflow(inputs: dict, output: str, threads: int, compression: str) -> dict:
-    from bpflow.dataprep import prepare_data
+    from bpflow.prepare.datasets import prepare_data
 
     after_import = _rss_mb()
     cfg = {"genome": inputs["genome"], "input-length": INPUT, "output-length": OUTPUT, "max-jitter": JITTER,

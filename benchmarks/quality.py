@@ -123,7 +123,7 @@ def run_workflow(args, config: dict) -> float:
            "--cores", str(args.cores), "--resources", "gpu=1"]
     targets = [f"results/{r}/predictions/{m}_peaks_test.h5" for r in args.recipes
                for m in ("combined", "residual", "bias")]
-    targets += [f"results/{r}/{f}" for r in args.recipes for f in ("models/combined.qc.json",
+    targets += [f"results/{r}/{f}" for r in args.recipes for f in ("qc/combined.json",
                                                                      "data/background_test.h5")]
     print("running:", " ".join(cmd), "...", file=sys.stderr)
     t0 = time.monotonic()
@@ -142,7 +142,7 @@ def _windows(pred_h5):
     """Forward samples of a prediction file: (chrom names, chrom idx, start, stop, logits, logcounts)."""
     import h5py
 
-    from bpflow.predict import read_coords, read_strands
+    from bpflow.formats.coords import read_coords, read_strands
 
     with h5py.File(pred_h5, "r") as f:
         coords = read_coords(f, str(pred_h5))
@@ -167,7 +167,8 @@ def _tracks(paths, names, chrom, start, stop) -> np.ndarray:
 
 
 def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_backgrounds: int) -> dict:
-    from bpflow import footprints, metrics
+    from bpflow.evaluate import footprints
+    from bpflow.evaluate import measures as metrics
 
     res = workdir / "results" / recipe
     names, chrom, start, stop, comb_logits, comb_lc = _windows(res / "predictions/combined_peaks_test.h5")
@@ -211,7 +212,7 @@ def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_bac
     tf = {m["name"]: np.asarray(m["probabilities"]) for m in truth["motifs"]}
     motifs = {**tf, "bias": truth["bias"]["motif"]}
     table = footprints.footprints_from_files(
-        {"residual": res / "models/combined_residual.keras", "bias": res / "models/transformation.keras"},
+        {"residual": res / "models/residual.keras", "bias": res / "models/transformation.keras"},
         res / "data/background_test.h5", motifs, num=num_backgrounds, seed=0,
         orientations=("forward", "reverse"), include_profiles=False)
     out["footprint-ratio"] = footprints.response_ratio(table, "residual", ["bias"], list(tf))
@@ -221,7 +222,7 @@ def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_bac
     out["residual-bias-response"] = float(rh["bias"]["profile-response"])
     out["bias-model-bias-response"] = float(bh["bias"]["profile-response"])
     out["bias-model-tf-response"] = float(np.mean([bh[m]["profile-response"] for m in tf]))
-    qc_path = res / "models/combined.qc.json"
+    qc_path = res / "qc/combined.json"
     out["qc-warnings"] = json.loads(qc_path.read_text())["warnings"] if qc_path.is_file() else None
     out["targets-met"] = {
         "counts": out["counts-ratio"] >= TARGETS["counts-ratio"],

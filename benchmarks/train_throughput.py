@@ -126,9 +126,10 @@ def measure(args) -> dict:
     import keras
 
     import bpflow  # noqa: F401
-    from bpflow.batcher import H5Batcher
+    from bpflow.train.batcher import H5Batcher
     from bpflow.models import soloModel
-    from bpflow.training import HeadSpec, compile_model
+    from bpflow.train.loop import compile_model
+    from bpflow.train.settings import HeadSpec
 
     in_len = input_length(args.model)
     a = MODELS[args.model]

@@ -1,33 +1,56 @@
-"""Command line: ``bpflow <step> CONFIG.json`` (and a few steps with their own flags)."""
+"""Command line: ``bpflow <step> CONFIG.json [--verbosity LEVEL] [--threads N]``.
+
+The JSON config is the record of what a step computes; how to run it (log level, threads)
+travels on the command line.  A few steps take their own flags instead of a config
+(``length-calc``, ``inspect-data``; ``simulate`` also takes ``--preset``).
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # step name -> (module, function, one-line help).  Each function takes the argument list
 # after the step name and returns an exit code (or None for 0).  Modules are imported only
-# when their step runs, so ``bpflow --help`` is fast.
+# when their step runs, so ``bpflow --help`` is fast and the data steps never import Keras.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "length-calc": ("bpflow.lengths", "main", "input/output length arithmetic of a BPNet"),
     "simulate": ("bpflow.simulate", "main", "write a synthetic genome, bigWigs, peaks and truth"),
-    "prepare-regions": ("bpflow.regions", "main", "peak and background region sets per split"),
-    "prepare-data": ("bpflow.dataprep", "main", "HDF5 training datasets from FASTA + bigWig"),
-    "inspect-data": ("bpflow.dataprep", "inspect_main", "summarise and check an HDF5 dataset"),
-    "train-solo": ("bpflow.training", "train_solo_main", "train a solo (bias) model"),
-    "train-transformation": ("bpflow.training", "train_transformation_main", "fit the bias transformation"),
-    "train-combined": ("bpflow.training", "train_combined_main", "train the combined/residual model"),
-    "predict": ("bpflow.predict", "main", "predict over regions or whole chromosomes"),
-    "predictions-to-bigwig": ("bpflow.predict", "to_bigwig_main", "prediction HDF5 -> bigWig"),
-    "metrics": ("bpflow.metrics", "main", "metrics on held-out chromosomes"),
+    "prepare-regions": ("bpflow.prepare.regions", "main", "peak and background region sets per split"),
+    "prepare-data": ("bpflow.prepare.datasets", "main", "HDF5 training datasets from FASTA + bigWig"),
+    "inspect-data": ("bpflow.prepare.inspect", "main", "summarise and check an HDF5 dataset"),
+    "train-bias": ("bpflow.train.steps", "train_bias_main", "train the bias (solo) model"),
+    "train-transformation": ("bpflow.train.steps", "train_transformation_main", "fit the bias transformation"),
+    "train-combined": ("bpflow.train.steps", "train_combined_main", "train the combined/residual model"),
+    "qc-combined": ("bpflow.evaluate.qc", "main", "quality checks of a trained combined model"),
+    "predict": ("bpflow.evaluate.predict", "main", "predict over regions or whole chromosomes"),
+    "predictions-to-bigwig": ("bpflow.evaluate.bigwig", "main", "prediction HDF5 -> bigWig"),
+    "metrics": ("bpflow.evaluate.metrics", "main", "metrics on held-out chromosomes"),
+    "footprints": ("bpflow.evaluate.footprints", "main", "marginal footprints of TF and bias motifs"),
+    "report-figures": ("bpflow.report.step", "main", "the report's figures and tables"),
 }
+# other names of a step (BPReveal's name of the bias model is the solo model)
+ALIASES = {"train-solo": "train-bias"}
 
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: bpflow <step> CONFIG.json   (or bpflow <step> --help)", "", "steps:"]
+    lines = ["usage: bpflow <step> CONFIG.json [--verbosity LEVEL] [--threads N]   (or bpflow <step> --help)",
+             "", "steps:"]
     lines += [f"  {name:<{width}}  {info[2]}" for name, info in COMMANDS.items()]
+    lines += ["", "aliases: " + ", ".join(f"{a} = {s}" for a, s in ALIASES.items())]
     return "\n".join(lines)
+
+
+def _threads(argv: list[str]) -> int | None:
+    """The value of ``--threads N`` / ``--threads=N`` in an argument list, if any."""
+    for i, arg in enumerate(argv):
+        value = arg.split("=", 1)[1] if arg.startswith("--threads=") else argv[i + 1] if (
+            arg == "--threads" and i + 1 < len(argv)) else None
+        if value is not None and value.isdigit() and int(value) > 0:
+            return int(value)
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,19 +65,25 @@ def main(argv: list[str] | None = None) -> int:
 
         print(__version__)
         return 0
-    step, rest = argv[0], argv[1:]
+    step, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
     if step not in COMMANDS:
-        print(f"bpflow: unknown step {step!r}\n\n{_usage()}", file=sys.stderr)
+        print(f"bpflow: unknown step {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    threads = _threads(rest)
+    if threads is not None:
+        # read by TensorFlow when its runtime starts, which is after this (Keras is imported by
+        # the step's module); Snakemake's {threads} arrive here
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = str(min(2, threads))
     module_name, func_name, _ = COMMANDS[step]
     try:
         func = getattr(importlib.import_module(module_name), func_name)
         code = func(rest)
     except BpflowError as err:
-        print(f"bpflow {step}: error: {err}", file=sys.stderr)
+        print(f"bpflow {argv[0]}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"bpflow {step}: interrupted", file=sys.stderr)
+        print(f"bpflow {argv[0]}: interrupted", file=sys.stderr)
         return 130
     return int(code or 0)
 

@@ -49,6 +49,20 @@ def output_length_for_input(input_length: int, num_layers: int, input_filter_wid
     return out
 
 
+def crop_offset(width: int, length: int, what: str) -> int:
+    """Offset of a ``length``-wide window centred in a ``width``-wide one: ``(width - length) / 2``.
+
+    The one check of every centre crop in bpflow (sequences to a model's input, profiles to its
+    output): the difference must be even and >= 0, else a one-line BpflowError naming ``what``.
+    """
+    extra = int(width) - int(length)
+    if extra < 0 or extra % 2:
+        raise BpflowError(
+            f"{what} is {width} bp wide; cannot center-crop it to {length} (the difference must be even and >= 0)"
+        )
+    return extra // 2
+
+
 def receptive_field(num_layers: int, input_filter_width: int, output_filter_width: int) -> int:
     return lost_bases(num_layers, input_filter_width, output_filter_width) + 1
 

@@ -48,7 +48,7 @@ class CountsMSE(keras.losses.Loss):
 
     Change the weight with ``loss.weight.assign(value)``.  Under JAX the compiled train step
     reads the variable only if the model tracks it: training attaches it to the model (see
-    ``bpflow.training``).
+    :func:`bpflow.train.loop.compile_model`).
     """
 
     def __init__(self, weight=1.0, name="counts_mse", reduction="sum_over_batch_size", dtype=None):

@@ -23,8 +23,6 @@ draws from its own random stream, so changing e.g. the depth leaves the genome u
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import copy
 import json
 import logging
@@ -35,80 +33,38 @@ from pathlib import Path
 
 import numpy as np
 
+from bpflow import schemas
+from bpflow.formats.bigwig import add_track, bigwig_writers
+from bpflow.formats.motifs import BUILTIN_FILES, Motif, builtin_key, builtin_motifs, motif_from_file
+from bpflow.formats.sequence import BASES, CODE_LETTERS, N_CODE, decode, encode, reverse_complement_codes
 from bpflow.utils import (
-    VERBOSITY_SCHEMA,
     BpflowError,
     atomic_output,
     load_json_config,
     progress,
     setup_logging,
-    validate_config,
+    step_parser,
     write_json_atomic,
 )
 
 logger = logging.getLogger("bpflow.simulate")
 
-MOTIF_DIR = Path(__file__).resolve().parent / "data" / "motifs"
-BASES = "ACGT"
-N_CODE = 4  # sequence code of N (A, C, G, T are 0..3; the complement of code c < 4 is 3 - c)
-PSEUDOCOUNT = 0.8
 TRUTH_FORMAT_VERSION = 1
 
-# bpflow name -> (file, default footprint and strength settings)
-BUILTIN_MOTIFS: dict[str, tuple[str, dict]] = {
-    "CTCF": ("MA0139.1.jaspar", {"footprint-offsets": [20, 15], "footprint-sigma": 2.5,
-                                 "strength-median": 3000.0}),
-    "Oct4-Sox2": ("MA0142.1.jaspar", {"footprint-offsets": [12, 12], "footprint-sigma": 3.0,
-                                      "strength-median": 2000.0}),
-    "Klf4": ("MA0039.2.jaspar", {"footprint-offsets": [7, 12], "footprint-sigma": 2.0,
-                                 "strength-median": 1500.0}),
+# The built-in motifs' own footprint and strength settings (they come before the schema's
+# motif defaults; a config's motif entry overrides both).
+BUILTIN_SETTINGS: dict[str, dict] = {
+    "CTCF": {"footprint-offsets": [20, 15], "footprint-sigma": 2.5, "strength-median": 3000.0},
+    "Oct4-Sox2": {"footprint-offsets": [12, 12], "footprint-sigma": 3.0, "strength-median": 2000.0},
+    "Klf4": {"footprint-offsets": [7, 12], "footprint-sigma": 2.0, "strength-median": 1500.0},
 }
 
 # ---------------------------------------------------------------------------------------
 # Configuration: defaults, presets, schema
 # ---------------------------------------------------------------------------------------
 
-MOTIF_DEFAULTS: dict = {
-    "num-sites": 100,
-    "strength-median": 2000.0,
-    "strength-score-sd": 0.6,
-    "strength-noise-sd": 0.2,
-    "footprint-offsets": [12, 12],
-    "footprint-sigma": 2.5,
-    "broad-fraction": 0.2,
-    "broad-sigma": 40.0,
-}
-
-DEFAULTS: dict = {
-    "seed": 0,
-    "chromosome-lengths": [1_000_000, 900_000, 800_000, 700_000, 600_000],
-    "gc-mean": 0.41,
-    "gc-sd": 0.04,
-    "gc-block-length": 20_000,
-    "n-gaps-per-chromosome": 0,
-    "n-gap-length": 1000,
-    "motifs": [{"name": "CTCF"}, {"name": "Oct4-Sox2"}, {"name": "Klf4"}],
-    "site-min-spacing": 1000,
-    "site-gc-preference": 1.0,
-    "edge-margin": 3000,
-    "depth": 0.1,
-    "control-depth": 0.2,
-    "write-control": True,
-    "bias-kmer-left": 4,
-    "bias-kmer-right": 3,
-    "bias-kmer-sd": 0.6,
-    "bias-motif": "TACGTC",
-    "bias-motif-factor": 8.0,
-    "bias-motif-cut-offset": 3,
-    "peak-width": [200, 500],
-    "summit-jitter-sd": 5.0,
-    "splits": None,
-    "verbosity": "INFO",
-}
-
-
 def _motifs(num_sites: int) -> list[dict]:
-    return [{"name": name, "num-sites": num_sites} for name in BUILTIN_MOTIFS]
+    return [{"name": name, "num-sites": num_sites} for name in BUILTIN_SETTINGS]
 
 
 PRESETS: dict[str, dict] = {
@@ -131,71 +87,6 @@ PRESETS: dict[str, dict] = {
         "motifs": _motifs(1500),
         "splits": {"train": ["chr3", "chr4", "chr5", "chr6", "chr7", "chr8"],
                    "val": ["chr2"], "test": ["chr1"]},
-    },
-}
-
-_POS_INT = {"type": "integer", "minimum": 1}
-_NONNEG_NUM = {"type": "number", "minimum": 0}
-_POS_NUM = {"type": "number", "exclusiveMinimum": 0}
-_CHROM_LIST = {"type": "array", "items": {"type": "string"}, "uniqueItems": True}
-
-MOTIF_SCHEMA: dict = {
-    "type": "object",
-    "required": ["name"],
-    "additionalProperties": False,
-    "properties": {
-        "name": {"type": "string", "pattern": r"^[A-Za-z0-9_.:+-]+$"},
-        "file": {"type": "string", "minLength": 1},
-        "matrix-id": {"type": "string"},
-        "num-sites": {"type": "integer", "minimum": 0},
-        "strength-median": _POS_NUM,
-        "strength-score-sd": _NONNEG_NUM,
-        "strength-noise-sd": _NONNEG_NUM,
-        "footprint-offsets": {"type": "array", "items": {"type": "integer", "minimum": 0},
-                              "minItems": 2, "maxItems": 2},
-        "footprint-sigma": _POS_NUM,
-        "broad-fraction": {"type": "number", "minimum": 0, "maximum": 1},
-        "broad-sigma": _POS_NUM,
-    },
-}
-
-CONFIG_SCHEMA: dict = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "bpflow simulate config",
-    "type": "object",
-    "required": ["output-dir"],
-    "additionalProperties": False,
-    "properties": {
-        "preset": {"enum": sorted(PRESETS)},
-        "output-dir": {"type": "string", "minLength": 1},
-        "seed": {"type": "integer", "minimum": 0},
-        "chromosome-lengths": {"type": "array", "items": _POS_INT, "minItems": 1},
-        "gc-mean": {"type": "number", "minimum": 0.2, "maximum": 0.8},
-        "gc-sd": {"type": "number", "minimum": 0, "maximum": 0.2},
-        "gc-block-length": {"type": "integer", "minimum": 100},
-        "n-gaps-per-chromosome": {"type": "integer", "minimum": 0},
-        "n-gap-length": _POS_INT,
-        "motifs": {"type": "array", "items": MOTIF_SCHEMA, "minItems": 1},
-        "site-min-spacing": {"type": "integer", "minimum": 0},
-        "site-gc-preference": {"type": "number"},
-        "edge-margin": {"type": "integer", "minimum": 0},
-        "depth": _POS_NUM,
-        "control-depth": _POS_NUM,
-        "write-control": {"type": "boolean"},
-        "bias-kmer-left": {"type": "integer", "minimum": 0, "maximum": 20},
-        "bias-kmer-right": {"type": "integer", "minimum": 0, "maximum": 20},
-        "bias-kmer-sd": _NONNEG_NUM,
-        "bias-motif": {"type": "string", "pattern": "^[ACGT]{4,12}$"},
-        "bias-motif-factor": _POS_NUM,
-        "bias-motif-cut-offset": {"type": "integer", "minimum": 0},
-        "peak-width": {"type": "array", "items": _POS_INT, "minItems": 2, "maxItems": 2},
-        "summit-jitter-sd": _NONNEG_NUM,
-        "splits": {
-            "type": ["object", "null"],
-            "additionalProperties": False,
-            "properties": {"train": _CHROM_LIST, "val": _CHROM_LIST, "test": _CHROM_LIST},
-        },
-        "verbosity": VERBOSITY_SCHEMA,
     },
 }
 
@@ -233,33 +124,27 @@ def chromosome_names(num: int) -> list[str]:
 
 
 def resolve_config(config: dict, source: str = "simulate config") -> dict:
-    """Defaults <- preset <- user keys, validated; motif entries get their defaults filled in."""
-    if not isinstance(config, dict):
-        raise BpflowError(f"{source}: the config must be a JSON object")
-    validate_config(config, CONFIG_SCHEMA, source)
-    cfg = copy.deepcopy(DEFAULTS)
+    """The preset's keys under the config's own, each motif entry over its built-in motif's
+    settings, then the schema's defaults (bpflow/schemas/simulate.schema.json); validated."""
+    schemas.validate(config, "simulate", source)  # the raw config first: its errors name its own keys
+    cfg = copy.deepcopy(config)
     preset = config.get("preset")
     if preset is not None:
-        cfg.update(copy.deepcopy(PRESETS[preset]))
-    cfg.update(copy.deepcopy(config))
-    if preset is not None and "chromosome-lengths" in config and "splits" not in config:
-        cfg["splits"] = None  # the preset's splits name the preset's chromosomes
-    validate_config(cfg, CONFIG_SCHEMA, source)
-    cfg["preset"] = preset
+        cfg = {**copy.deepcopy(PRESETS[preset]), **cfg}
+        if "chromosome-lengths" in config and "splits" not in config:
+            cfg["splits"] = None  # the preset's splits name the preset's chromosomes
     motifs = []
-    for entry in cfg["motifs"]:
-        builtin = _builtin_key(entry["name"]) if "file" not in entry else None
+    for entry in cfg.get("motifs", schemas.load_schema("simulate")["properties"]["motifs"]["default"]):
+        builtin = builtin_key(entry["name"]) if "file" not in entry else None
         if "file" not in entry and builtin is None:
             raise BpflowError(
                 f"{source}: key motifs: {entry['name']!r} is not a built-in motif "
-                f"({', '.join(BUILTIN_MOTIFS)}); give a 'file' (JASPAR or MEME) for it"
+                f"({', '.join(BUILTIN_FILES)}); give a 'file' (JASPAR or MEME) for it"
             )
-        merged = copy.deepcopy(MOTIF_DEFAULTS)
-        if builtin is not None:
-            merged.update(copy.deepcopy(BUILTIN_MOTIFS[builtin][1]))
-        merged.update(entry)
-        motifs.append(merged)
+        motifs.append({**(copy.deepcopy(BUILTIN_SETTINGS[builtin]) if builtin else {}), **entry})
     cfg["motifs"] = motifs
+    cfg = schemas.validate(cfg, "simulate", source)
+    cfg["preset"] = preset
     _check_config(cfg, source)
     return cfg
 
@@ -309,213 +194,6 @@ def default_splits(names: list[str]) -> dict[str, list[str]]:
     if len(names) < 3:
         return {"train": list(names), "val": [], "test": []}
     return {"train": names[:-2], "val": [names[-2]], "test": [names[-1]]}
-
-
-# ---------------------------------------------------------------------------------------
-# Motifs
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Motif:
-    """A position weight matrix: ``probabilities`` is (length, 4) over A, C, G, T."""
-
-    matrix_id: str
-    name: str
-    probabilities: np.ndarray
-    counts: np.ndarray | None = None
-    source: str = ""
-
-    @property
-    def length(self) -> int:
-        return int(self.probabilities.shape[0])
-
-    @property
-    def consensus(self) -> str:
-        return "".join(BASES[i] for i in self.probabilities.argmax(axis=1))
-
-    def log_odds(self, background=(0.25, 0.25, 0.25, 0.25)) -> np.ndarray:
-        """(length, 4) natural-log odds of the motif against a background composition."""
-        return np.log(self.probabilities / np.asarray(background, dtype=np.float64)[None, :])
-
-    def score(self, codes: np.ndarray, background=(0.25, 0.25, 0.25, 0.25)) -> np.ndarray:
-        """Log-odds scores of sequences given as codes, shape (..., length)."""
-        codes = np.asarray(codes)
-        lo = self.log_odds(background)
-        return lo[np.arange(self.length), codes].sum(axis=-1)
-
-    def score_moments(self, background=(0.25, 0.25, 0.25, 0.25)) -> tuple[float, float]:
-        """Mean and sd of the log-odds score of instances sampled from the motif itself."""
-        lo = self.log_odds(background)
-        mean_pos = (self.probabilities * lo).sum(axis=1)
-        var_pos = (self.probabilities * lo ** 2).sum(axis=1) - mean_pos ** 2
-        return float(mean_pos.sum()), float(math.sqrt(max(var_pos.sum(), 0.0)))
-
-
-def _counts_to_probabilities(counts: np.ndarray, pseudocount: float = PSEUDOCOUNT) -> np.ndarray:
-    counts = np.asarray(counts, dtype=np.float64)
-    return (counts + pseudocount / 4.0) / (counts.sum(axis=1, keepdims=True) + pseudocount)
-
-
-def read_motif_file(path: str | Path) -> list[Motif]:
-    """Read PWMs from a JASPAR flat file (counts) or a MEME file (letter-probability matrices)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BpflowError(f"{path}: motif file not found")
-    text = path.read_text()
-    motifs = _read_meme(text, path) if "letter-probability matrix" in text else _read_jaspar(text, path)
-    if not motifs:
-        raise BpflowError(f"{path}: no motif matrix found (expected JASPAR or MEME format)")
-    return motifs
-
-
-def _read_jaspar(text: str, path: Path) -> list[Motif]:
-    motifs: list[Motif] = []
-    header: list[str] | None = None
-    rows: list[list[float]] = []
-
-    def finish() -> None:
-        if header is None:
-            return
-        if len(rows) != 4 or len({len(r) for r in rows}) != 1 or not rows[0]:
-            raise BpflowError(f"{path}: motif {header[0]}: expected 4 rows (A, C, G, T) of equal length")
-        counts = np.array(rows, dtype=np.float64).T
-        if (counts < 0).any() or (counts.sum(axis=1) <= 0).any():
-            raise BpflowError(f"{path}: motif {header[0]}: counts must be >= 0 with a positive column sum")
-        name = header[1] if len(header) > 1 else header[0]
-        motifs.append(Motif(header[0], name, _counts_to_probabilities(counts), counts, str(path)))
-
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith(">"):
-            finish()
-            header = line[1:].split(None, 1) or ["motif"]
-            header = [h.strip() for h in header]
-            rows = []
-            continue
-        if header is None:
-            header = [path.stem]
-        fields = line.replace("[", " ").replace("]", " ").split()
-        if len(rows) >= 4:
-            raise BpflowError(f"{path}:{lineno}: motif {header[0]} has more than 4 rows (A, C, G, T)")
-        if fields and fields[0].upper() in BASES:
-            if fields[0].upper() != BASES[len(rows)]:
-                raise BpflowError(f"{path}:{lineno}: expected the row of base {BASES[len(rows)]}")
-            fields = fields[1:]
-        try:
-            rows.append([float(f) for f in fields])
-        except ValueError:
-            raise BpflowError(f"{path}:{lineno}: not a row of numbers: {line!r}") from None
-    finish()
-    return motifs
-
-
-def _read_meme(text: str, path: Path) -> list[Motif]:
-    motifs: list[Motif] = []
-    lines = text.splitlines()
-    i = 0
-    current: list[str] | None = None
-    while i < len(lines):
-        line = lines[i].strip()
-        if line.startswith("MOTIF"):
-            parts = line.split()
-            current = parts[1:3] if len(parts) > 2 else parts[1:2] or ["motif"]
-        elif line.startswith("letter-probability matrix"):
-            width = None
-            fields = line.replace("=", " = ").split()
-            if "w" in fields:
-                width = int(fields[fields.index("w") + 2])
-            rows = []
-            i += 1
-            while i < len(lines) and (width is None or len(rows) < width):
-                values = lines[i].split()
-                if not values:
-                    if width is None and rows:
-                        break
-                    i += 1
-                    continue
-                try:
-                    rows.append([float(v) for v in values])
-                except ValueError:
-                    break
-                i += 1
-            probs = np.array(rows, dtype=np.float64)
-            ident = current or [f"motif{len(motifs) + 1}"]
-            if probs.ndim != 2 or probs.shape[1] != 4 or probs.shape[0] == 0:
-                raise BpflowError(f"{path}: motif {ident[0]}: expected rows of 4 probabilities")
-            if (probs < 0).any():
-                raise BpflowError(f"{path}: motif {ident[0]}: probabilities must be >= 0")
-            probs = probs / probs.sum(axis=1, keepdims=True)
-            probs = (probs + 1e-3) / (1 + 4e-3)
-            motifs.append(Motif(ident[0], ident[-1], probs, None, str(path)))
-            current = None
-            continue
-        i += 1
-    return motifs
-
-
-def _builtin_key(name: str) -> str | None:
-    wanted = name.lower()
-    for key, (file_name, _) in BUILTIN_MOTIFS.items():
-        if wanted in (key.lower(), file_name[: -len(".jaspar")].lower()):
-            return key
-    return None
-
-
-def builtin_motifs() -> dict[str, Motif]:
-    """The motifs shipped in bpflow/data/motifs, keyed by bpflow name (CTCF, Oct4-Sox2, Klf4)."""
-    out = {}
-    for key, (file_name, _) in BUILTIN_MOTIFS.items():
-        (motif,) = read_motif_file(MOTIF_DIR / file_name)
-        out[key] = motif
-    return out
-
-
-def load_motif(entry: dict) -> Motif:
-    """The Motif of a (resolved) config entry: a built-in name or ``file`` [+ ``matrix-id``]."""
-    if "file" in entry:
-        motifs = read_motif_file(entry["file"])
-        wanted = entry.get("matrix-id")
-        if wanted is None:
-            return motifs[0]
-        for motif in motifs:
-            if wanted in (motif.matrix_id, motif.name):
-                return motif
-        raise BpflowError(f"{entry['file']}: no motif with ID or name {wanted!r}")
-    key = _builtin_key(entry["name"])
-    if key is None:
-        raise BpflowError(f"motifs: {entry['name']!r} is not a built-in motif")
-    (motif,) = read_motif_file(MOTIF_DIR / BUILTIN_MOTIFS[key][0])
-    return motif
-
-
-# ---------------------------------------------------------------------------------------
-# Sequence helpers
-# ---------------------------------------------------------------------------------------
-
-_CODE_TABLE = np.full(256, N_CODE, dtype=np.uint8)
-for _i, _b in enumerate(BASES):
-    _CODE_TABLE[ord(_b)] = _i
-    _CODE_TABLE[ord(_b.lower())] = _i
-_LETTERS = np.frombuffer(b"ACGTN", dtype=np.uint8)
-
-
-def encode(seq: str | bytes) -> np.ndarray:
-    """Sequence -> uint8 codes (A=0, C=1, G=2, T=3, anything else 4)."""
-    if isinstance(seq, str):
-        seq = seq.encode("ascii", errors="replace")
-    return _CODE_TABLE[np.frombuffer(seq, dtype=np.uint8)]
-
-
-def decode(codes: np.ndarray) -> str:
-    return _LETTERS[np.asarray(codes, dtype=np.uint8)].tobytes().decode("ascii")
-
-
-def reverse_complement_codes(codes: np.ndarray) -> np.ndarray:
-    codes = np.asarray(codes, dtype=np.uint8)
-    return np.where(codes < N_CODE, 3 - codes, N_CODE).astype(np.uint8)[::-1]
 
 
 def background_composition(gc: float) -> np.ndarray:
@@ -838,7 +516,7 @@ def _write_fasta(path: Path, names: list[str], codes: list[np.ndarray], width: i
             header = f">{name}\n".encode()
             fh.write(header)
             offset += len(header)
-            letters = _LETTERS[seq]
+            letters = CODE_LETTERS[seq]
             full = len(seq) // width
             body = np.empty((full, width + 1), dtype=np.uint8)
             body[:, :width] = letters[:full * width].reshape(full, width)
@@ -853,16 +531,11 @@ def _write_fasta(path: Path, names: list[str], codes: list[np.ndarray], width: i
     return rows
 
 
-def _add_track(bw, chrom: str, values: np.ndarray) -> None:
-    """Dense tracks as fixed-step entries; sparse ones as their non-zero bases only."""
-    values = np.asarray(values, dtype=np.float32).astype(np.float64)
-    nonzero = np.flatnonzero(values)
-    if len(nonzero) == 0:
-        return
-    if len(nonzero) > len(values) // 2:
-        bw.addEntries(chrom, 0, values=values, span=1, step=1)
-    else:
-        bw.addEntries(chrom, nonzero.astype(np.int64), values=values[nonzero], span=1)
+def load_motif(entry: dict) -> Motif:
+    """The motif of a (resolved) config entry: ``file`` [+ ``matrix-id``], or a built-in name."""
+    if "file" in entry:
+        return motif_from_file(entry["file"], entry.get("matrix-id"))
+    return builtin_motifs()[builtin_key(entry["name"])]
 
 
 # ---------------------------------------------------------------------------------------
@@ -872,8 +545,6 @@ def _add_track(bw, chrom: str, values: np.ndarray) -> None:
 
 def simulate(config: dict, source: str = "simulate config") -> dict[str, str]:
     """Run the simulation of a config dict; return {file key: absolute path} of what it wrote."""
-    import pyBigWig
-
     cfg = resolve_config(config, source)
     started = time.monotonic()
     out = Path(cfg["output-dir"]).resolve()
@@ -910,43 +581,32 @@ def simulate(config: dict, source: str = "simulate config") -> dict[str, str]:
 
     totals = {"experiment-plus": 0, "experiment-minus": 0, "control-plus": 0, "control-minus": 0}
     bigwig_keys = [k for k in _BIGWIG_KEYS if cfg["write-control"] or not k.startswith("control")]
-    with contextlib.ExitStack() as stack:
-        writers = {}
-        for key in bigwig_keys:
-            tmp = stack.enter_context(atomic_output(paths[key]))
-            bw = pyBigWig.open(str(tmp), "w")
-            if bw is None:
-                raise BpflowError(f"{paths[key]}: cannot write a bigWig here")
-            # The dense truth tracks skip zoom levels (only genome browsers use them): 3x
-            # faster to write and a third smaller.
-            dense = key.startswith(("truth-bias", "truth-expected"))
-            bw.addHeader(list(zip(names, lengths)), maxZooms=0 if dense else 10)
-            writers[key] = bw
-        try:
-            sites_by_chrom = {c: [s for s in sites if s.chrom == c] for c in range(len(lengths))}
-            for c in progress(range(len(lengths)), total=len(lengths), desc="simulate", unit="chromosomes"):
-                name, length = names[c], lengths[c]
-                bias = compute_bias(codes[c], bias_params)
-                signal = footprint_signal(length, sites_by_chrom[c], motifs, cfg)
-                counts_rng = _rng(seed, _COUNTS, c)
-                control_rng = _rng(seed, _CONTROL, c)
-                for s, strand in enumerate(("plus", "minus")):
-                    b = bias[s].astype(np.float32).astype(np.float64)
-                    sig = signal[s].astype(np.float32).astype(np.float64)
-                    expected = cfg["depth"] * b * (1.0 + sig)
-                    observed = counts_rng.poisson(expected)
-                    totals[f"experiment-{strand}"] += int(observed.sum())
-                    _add_track(writers[f"truth-bias-{strand}"], name, b)
-                    _add_track(writers[f"truth-signal-{strand}"], name, sig)
-                    _add_track(writers[f"truth-expected-{strand}"], name, expected)
-                    _add_track(writers[f"experiment-{strand}"], name, observed)
-                    if cfg["write-control"]:
-                        control = control_rng.poisson(cfg["control-depth"] * b)
-                        totals[f"control-{strand}"] += int(control.sum())
-                        _add_track(writers[f"control-{strand}"], name, control)
-        finally:
-            for bw in writers.values():
-                bw.close()
+    # The dense truth tracks skip zoom levels (only genome browsers use them): 3x faster to
+    # write and a third smaller.
+    zooms = [0 if key.startswith(("truth-bias", "truth-expected")) else 10 for key in bigwig_keys]
+    with bigwig_writers([paths[k] for k in bigwig_keys], list(zip(names, lengths)), zooms) as opened:
+        writers = dict(zip(bigwig_keys, opened))
+        sites_by_chrom = {c: [s for s in sites if s.chrom == c] for c in range(len(lengths))}
+        for c in progress(range(len(lengths)), total=len(lengths), desc="simulate", unit="chromosomes"):
+            name, length = names[c], lengths[c]
+            bias = compute_bias(codes[c], bias_params)
+            signal = footprint_signal(length, sites_by_chrom[c], motifs, cfg)
+            counts_rng = _rng(seed, _COUNTS, c)
+            control_rng = _rng(seed, _CONTROL, c)
+            for s, strand in enumerate(("plus", "minus")):
+                b = bias[s].astype(np.float32).astype(np.float64)
+                sig = signal[s].astype(np.float32).astype(np.float64)
+                expected = cfg["depth"] * b * (1.0 + sig)
+                observed = counts_rng.poisson(expected)
+                totals[f"experiment-{strand}"] += int(observed.sum())
+                add_track(writers[f"truth-bias-{strand}"], name, b)
+                add_track(writers[f"truth-signal-{strand}"], name, sig)
+                add_track(writers[f"truth-expected-{strand}"], name, expected)
+                add_track(writers[f"experiment-{strand}"], name, observed)
+                if cfg["write-control"]:
+                    control = control_rng.poisson(cfg["control-depth"] * b)
+                    totals[f"control-{strand}"] += int(control.sum())
+                    add_track(writers[f"control-{strand}"], name, control)
 
     with atomic_output(paths["fasta"]) as tmp:
         fai_rows = _write_fasta(tmp, names, codes)
@@ -1039,11 +699,11 @@ def _motif_truth(motif: Motif, entry: dict, cfg: dict, planted: int) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="bpflow simulate",
-        description="Write a synthetic genome with planted TF motif sites, enzyme bias, "
-        "ChIP-nexus-like stranded counts (bigWig), peaks and the noiseless truth tracks.",
-        epilog="Either CONFIG.json, or --preset with --output-dir. Keys: docs/simulate.md.",
+    parser = step_parser(
+        "bpflow simulate",
+        "Write a synthetic genome with planted TF motif sites, enzyme bias, ChIP-nexus-like stranded counts "
+        "(bigWig), peaks and the noiseless truth tracks.  Either CONFIG.json, or --preset with --output-dir. "
+        "Keys: docs/simulate.md.",
     )
     parser.add_argument("config", nargs="?", help="JSON config (hyphenated keys)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="use a built-in size")
@@ -1053,9 +713,9 @@ def main(argv: list[str]) -> int:
                         help="print the full config of a preset as JSON and exit")
     args = parser.parse_args(argv)
     if args.show_preset:
-        cfg = copy.deepcopy(DEFAULTS)
-        cfg.update(copy.deepcopy(PRESETS[args.show_preset]))
-        cfg["output-dir"] = args.output_dir or f"simulated-{args.show_preset}"
+        cfg = resolve_config({"preset": args.show_preset,
+                              "output-dir": args.output_dir or f"simulated-{args.show_preset}"})
+        del cfg["preset"]
         print(json.dumps(cfg, indent=2))
         return 0
     if args.config and args.preset:
@@ -1074,6 +734,6 @@ def main(argv: list[str]) -> int:
         config["output-dir"] = args.output_dir
     if args.seed is not None:
         config["seed"] = args.seed
-    setup_logging(config.get("verbosity", "INFO") if isinstance(config, dict) else "INFO")
+    setup_logging(args.verbosity or (config.get("verbosity") if isinstance(config, dict) else None) or "INFO")
     simulate(config, source)
     return 0

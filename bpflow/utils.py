@@ -1,30 +1,22 @@
-"""Small shared helpers: user-facing errors, JSON configs, atomic outputs, progress."""
+"""Small shared helpers: user-facing errors, step command lines and configs, atomic outputs,
+logging, progress."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
+import math
+import numbers
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 logger = logging.getLogger("bpflow")
-
-
-# Log levels a step's `verbosity` key accepts (either case), as a JSON-schema fragment.
-VERBOSITY_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-VERBOSITY_SCHEMA = {"enum": [*VERBOSITY_LEVELS, *(level.lower() for level in VERBOSITY_LEVELS)]}
-
-# the genome and window geometry keys of the data steps (prepare-regions, prepare-data)
-WINDOW_SCHEMA_PROPERTIES = {
-    "genome": {"type": "string", "minLength": 1},
-    "input-length": {"type": "integer", "minimum": 1},
-    "output-length": {"type": "integer", "minimum": 1},
-    "max-jitter": {"type": "integer", "minimum": 0},
-}
 
 
 class BpflowError(ValueError):
@@ -32,6 +24,22 @@ class BpflowError(ValueError):
 
     A ValueError, so API callers can catch bad arguments the usual way.
     """
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def format_value(value, digits: int = 4) -> str:
+    """A number for a table: ``digits`` significant digits, "NA" for None, NaN and infinities."""
+    if value is None:
+        return "NA"
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        value = float(value)
+        return "NA" if not math.isfinite(value) else f"{value:.{digits}g}"
+    return str(value)
 
 
 def load_json_config(path: str | os.PathLike) -> dict:
@@ -50,26 +58,51 @@ def load_json_config(path: str | os.PathLike) -> dict:
 
 
 
-def read_step_config(argv, prog: str, description: str, docs: str) -> tuple[str, dict]:
-    """The command line of a step, ``PROG CONFIG.json``: returns (path, loaded config).
-    ``docs`` names the page that lists the config's keys (for --help)."""
-    import argparse
+VERBOSITY_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
+
+@dataclass
+class RunOptions:
+    """How to run a step (not what it computes): the command line's ``--verbosity`` and
+    ``--threads``; None where not given."""
+
+    verbosity: str | None = None
+    threads: int | None = None
+
+
+def step_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """An argument parser with the run-time options every step takes."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--verbosity", type=str.upper, choices=VERBOSITY_LEVELS, default=None,
+                        help="log level (overrides the config's verbosity key; default INFO)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="worker threads (overrides the config's num-threads key, where the step has one)")
+    return parser
+
+
+def read_step_config(argv, step: str, description: str, docs: str) -> tuple[str, dict, RunOptions]:
+    """The command line of a step, ``bpflow STEP CONFIG.json [--verbosity L] [--threads N]``.
+
+    Loads the config, checks it against the step's schema (filling defaults, see
+    :mod:`bpflow.schemas`), applies the run-time options (``verbosity``, and ``num-threads``
+    where the step has it) and sets up logging.  Returns (path, config, options).  ``docs``
+    names the page that lists the config's keys (for --help).
+    """
+    from bpflow import schemas
+
+    parser = step_parser(f"bpflow {step}", description)
     parser.add_argument("config", help=f"JSON configuration (keys: {docs})")
-    path = parser.parse_args(list(argv)).config
-    return path, load_json_config(path)
-
-def validate_config(config: dict, schema: dict, source: str) -> None:
-    """Validate ``config`` against a JSON schema; raise a one-line BpflowError on failure."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        err = errors[0]
-        where = "/".join(str(p) for p in err.absolute_path) or "(top level)"
-        raise BpflowError(f"{source}: key {where}: {err.message}")
+    args = parser.parse_args(list(argv))
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    options = RunOptions(args.verbosity, args.threads)
+    cfg = schemas.validate(load_json_config(args.config), step, args.config)
+    if options.verbosity is not None:
+        cfg["verbosity"] = options.verbosity
+    if options.threads is not None and "num-threads" in schemas.load_schema(step).get("properties", {}):
+        cfg["num-threads"] = options.threads
+    setup_logging(cfg.get("verbosity", "INFO"))
+    return args.config, cfg, options
 
 
 def temporary_path(path: str | os.PathLike) -> Path:

@@ -6,8 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
-from bpflow import batcher as batcher_module
-from bpflow.batcher import H5Batcher, revcomp_task_order
+from bpflow.formats.sequence import revcomp_task_order
+from bpflow.train import batcher as batcher_module
+from bpflow.train.batcher import H5Batcher
 from bpflow.utils import BpflowError
 
 from train_helpers import one_hot, synthetic_arrays, write_h5

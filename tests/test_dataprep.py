@@ -11,10 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
-from bpflow import coverage
+from bpflow.formats import bigwig, fasta
+from bpflow.formats.blocks import plan_blocks
 from bpflow.cli import main as cli
-from bpflow.dataprep import (_BASE_CODE, _COMPLEMENT_CODE, _deflate_codes, _deflate_one_hot, inspect_data, normalize_data_config, prepare_data,
-                             resolve_revcomp_order)
+from bpflow.formats.codec import BASE_CODE, COMPLEMENT_CODE, deflate_codes, deflate_one_hot
+from bpflow.formats.sequence import revcomp_task_order
+from bpflow.prepare.datasets import normalize_data_config, prepare_data
+from bpflow.prepare.inspect import inspect_data
 from bpflow.utils import BpflowError
 from data_helpers import (make_dataset_inputs, one_hot_reference, write_bed, write_bigwig, write_fasta,
                           write_json)
@@ -306,12 +309,12 @@ def test_failure_mid_write_leaves_no_partial_file(tmp_path):
     assert not any(".tmp" in p for p in os.listdir(tmp_path))
 
 
-def test_resolve_revcomp_order():
-    assert resolve_revcomp_order("auto", 1, "x") == [0]
-    assert resolve_revcomp_order("auto", 2, "x") == [1, 0]
-    assert resolve_revcomp_order([1, 0, 2], 3, "x") == [1, 0, 2]
+def test_revcomp_task_order():
+    assert revcomp_task_order("auto", 1, "x") == [0]
+    assert revcomp_task_order("auto", 2, "x") == [1, 0]
+    assert revcomp_task_order([1, 0, 2], 3, "x") == [1, 0, 2]
     with pytest.raises(BpflowError):
-        resolve_revcomp_order([0, 1], 3, "x")
+        revcomp_task_order([0, 1], 3, "x")
 
 
 def test_normalize_fills_defaults(hand_files):
@@ -394,10 +397,10 @@ def test_inspect_not_a_dataset(tmp_path):
 
 def test_plan_blocks_merges_close_windows_only():
     starts = np.array([500, 0, 100, 10_000, 10_050])
-    blocks = coverage.plan_blocks(starts, starts + 50, max_gap=1000, max_span=100_000)
+    blocks = plan_blocks(starts, starts + 50, max_gap=1000, max_span=100_000)
     assert [(b.start, b.end, sorted(b.index.tolist())) for b in blocks] == [(0, 550, [0, 1, 2]),
                                                                             (10_000, 10_100, [3, 4])]
-    small = coverage.plan_blocks(starts, starts + 50, max_gap=1000, max_span=200)
+    small = plan_blocks(starts, starts + 50, max_gap=1000, max_span=200)
     assert all(b.end - b.start <= 200 for b in small)
     assert sorted(i for b in small for i in b.index.tolist()) == [0, 1, 2, 3, 4]
 
@@ -405,27 +408,27 @@ def test_plan_blocks_merges_close_windows_only():
 def test_padded_reads_outside_chromosome(tmp_path):
     write_fasta(tmp_path / "g.fa", {"c": "ACGTACGTAC"})
     write_bigwig(tmp_path / "v.bw", {"c": 10}, {"c": np.arange(1, 11)})
-    with coverage.FastaFile(tmp_path / "g.fa") as fa:
+    with fasta.FastaFile(tmp_path / "g.fa") as fa:
         assert fa.fetch("c", -2, 3, pad=True) == b"NNACG"
         assert fa.fetch("c", 8, 13, pad=True) == b"ACNNN"
         assert fa.fetch("c", 12, 14, pad=True) == b"NN" and fa.fetch("c", -4, -1, pad=True) == b"NNN"
         with pytest.raises(BpflowError, match="runs off the end"):
             fa.fetch("c", 8, 13)
-    with coverage.BigWigFile(tmp_path / "v.bw") as bw:
+    with bigwig.BigWigFile(tmp_path / "v.bw") as bw:
         np.testing.assert_array_equal(bw.values("c", -2, 2, pad=True), [0, 0, 1, 2])
         np.testing.assert_array_equal(bw.values("c", 8, 12, pad=True), [9, 10, 0, 0])
         np.testing.assert_array_equal(bw.values("c", 12, 15, pad=True), [0, 0, 0])
         np.testing.assert_array_equal(bw.values("c", -5, -2, pad=True), [0, 0, 0])
     # A bigWig without any data (pyBigWig then returns no values at all) reads as zeros.
     write_bigwig(tmp_path / "empty.bw", {"c": 10}, {})
-    with coverage.BigWigFile(tmp_path / "empty.bw") as bw:
+    with bigwig.BigWigFile(tmp_path / "empty.bw") as bw:
         np.testing.assert_array_equal(bw.values("c", 2, 6), [0, 0, 0, 0])
 
 
 def test_window_sums_match_direct_sums():
     rng = np.random.default_rng(0)
     vals = rng.random((5, 40)).astype(np.float32)
-    sums = coverage.window_sums(vals, 7, 11)
+    sums = bigwig.window_sums(vals, 7, 11)
     np.testing.assert_allclose(sums, vals[:, 7:18].sum(axis=1, dtype=np.float64), rtol=1e-12)
 
 
@@ -433,29 +436,29 @@ def test_direct_one_hot_deflate_round_trips_through_zlib():
     rng = np.random.default_rng(0)
     for rows in [0, 1, 7, 8, 9, 17, 1001]:  # whole and partial groups of 8 rows
         x = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, rows)]
-        packed = _deflate_one_hot(x.tobytes())
+        packed = deflate_one_hot(x.tobytes())
         assert zlib.decompress(packed) == x.tobytes()
     assert len(packed) < 1001 * 5 / 8 + 30  # 5 bits per base plus headers
     for rows in [1, 8, 13, 1001]:  # with N (all-zero) rows, 4 bits each
         x = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, rows)]
         x[rng.random(rows) < 0.3] = 0
         x[-1] = 0
-        assert zlib.decompress(_deflate_one_hot(x.tobytes())) == x.tobytes()
+        assert zlib.decompress(deflate_one_hot(x.tobytes())) == x.tobytes()
     x = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, 64)]
     for bad in ([1, 1, 0, 0], [2, 0, 0, 0]):  # two bases in a row, a byte other than 0/1
         y = x.copy()
         y[9] = bad
-        assert _deflate_one_hot(y.tobytes()) is None
-    assert _deflate_one_hot(b"\x01\x00\x00") is None  # not whole rows
+        assert deflate_one_hot(y.tobytes()) is None
+    assert deflate_one_hot(b"\x01\x00\x00") is None  # not whole rows
 
 
 def test_deflate_from_base_codes_matches_one_hot():
     """Sequence chunks are coded from 1-byte base codes; the stream (Adler-32 included, which
     zlib verifies) must inflate to exactly the one-hot bytes, N rows and all."""
     seq = b"ACGTNacgtnRYK" * 7 + b"A"
-    codes = _BASE_CODE[np.frombuffer(seq, np.uint8)]
+    codes = BASE_CODE[np.frombuffer(seq, np.uint8)]
     assert codes[:5].tolist() == [1, 2, 4, 8, 0]
-    assert zlib.decompress(_deflate_codes(codes)) == one_hot_reference(seq.decode()).tobytes()
-    rc = _COMPLEMENT_CODE[codes[::-1]]
-    assert zlib.decompress(_deflate_codes(rc)) == one_hot_reference(seq.decode())[::-1, ::-1].tobytes()
-    assert zlib.decompress(_deflate_codes(codes[:8])) == one_hot_reference(seq[:8].decode()).tobytes()
+    assert zlib.decompress(deflate_codes(codes)) == one_hot_reference(seq.decode()).tobytes()
+    rc = COMPLEMENT_CODE[codes[::-1]]
+    assert zlib.decompress(deflate_codes(rc)) == one_hot_reference(seq.decode())[::-1, ::-1].tobytes()
+    assert zlib.decompress(deflate_codes(codes[:8])) == one_hot_reference(seq[:8].decode()).tobytes()

@@ -10,8 +10,9 @@ import keras
 import numpy as np
 import pytest
 
-from bpflow import footprints as F
-from bpflow.genome import one_hot_decode, one_hot_encode
+from bpflow.evaluate import footprints as F
+from bpflow.formats.motifs import as_motif, builtin_motifs, load_motifs
+from bpflow.formats.sequence import one_hot_decode, one_hot_encode
 from bpflow.utils import BpflowError
 
 pytestmark = pytest.mark.backend
@@ -134,24 +135,23 @@ def test_both_orientations_average_and_reverse_alone():
 
 
 def test_pwm_motifs_consensus_and_sampling():
-    from bpflow.simulate import builtin_motifs
 
-    spec = F.as_motif(builtin_motifs()["Oct4-Sox2"])
+    spec = as_motif(builtin_motifs()["Oct4-Sox2"])
     assert spec.consensus == "CTTTGTTATGCAAAT" and not spec.fixed
     pwm = np.array([[1, 0, 0, 0], [0.5, 0, 0.5, 0], [0, 0, 0, 1]], float)
-    inst = F.as_motif(pwm, "x").instances(4000, "sample", seed=5)
+    inst = as_motif(pwm, "x").instances(4000, "sample", seed=5)
     assert inst.shape == (4000, 3, 4) and (inst.sum(axis=2) == 1).all()
     assert (inst[:, 0, 0] == 1).all() and (inst[:, 2, 3] == 1).all()
     assert abs(inst[:, 1, 0].mean() - 0.5) < 0.03 and inst[:, 1, [1, 3]].sum() == 0
-    np.testing.assert_array_equal(inst, F.as_motif(pwm, "x").instances(4000, "sample", seed=5))
+    np.testing.assert_array_equal(inst, as_motif(pwm, "x").instances(4000, "sample", seed=5))
     # a PWM whose consensus is the k-mer gives the k-mer's response
     pwm_tf = 0.1 + 0.6 * one_hot_encode(TF)
     fp = F.footprint(kmer_model(TF), at_backgrounds(), pwm_tf)["head_0"]
     assert fp.profile_response == pytest.approx(expected_kmer_response()[0], rel=1e-5)
     with pytest.raises(BpflowError, match="A, C, G, T only"):
-        F.as_motif("GANTC")
+        as_motif("GANTC")
     with pytest.raises(BpflowError, match="shape"):
-        F.as_motif(np.ones((3, 5)))
+        as_motif(np.ones((3, 5)))
 
 
 def test_table_crops_longer_backgrounds_chunks_and_is_json():
@@ -196,15 +196,15 @@ def test_background_sequences_from_dataset(tmp_path):
 def test_load_motifs_and_from_files(tmp_path):
     jaspar = tmp_path / "m.jaspar"
     jaspar.write_text(">X1\tmine\nA [0 9 0]\nC [9 0 0]\nG [0 0 9]\nT [0 0 0]\n")
-    specs = F.load_motifs({"CTCF": "CTCF", "klf": {"builtin": "MA0039.2"}, "bias": "tacgtc",
+    specs = load_motifs({"CTCF": "CTCF", "klf": {"builtin": "MA0039.2"}, "bias": "tacgtc",
                            "seq": {"sequence": TF}, "mine": str(jaspar), "mine2": {"file": str(jaspar)}})
     assert specs["CTCF"].consensus == "TGGCCACCAGGGGGCGCTA" and specs["klf"].consensus == "TGGGTGGGGC"
     assert specs["bias"].consensus == "TACGTC" and specs["bias"].fixed and specs["seq"].consensus == TF
     assert specs["mine"].consensus == specs["mine2"].consensus == "CAG" and not specs["mine"].fixed
     with pytest.raises(BpflowError, match="exactly one"):
-        F.load_motifs({"x": {"sequence": "A", "builtin": "CTCF"}})
+        load_motifs({"x": {"sequence": "A", "builtin": "CTCF"}})
     with pytest.raises(BpflowError, match="not a built-in"):
-        F.load_motifs({"x": {"builtin": "Nanog"}})
+        load_motifs({"x": {"builtin": "Nanog"}})
     # whole path: dataset backgrounds (A/T only) -> table JSON
     data = tmp_path / "bg.h5"
     with h5py.File(data, "w") as f:

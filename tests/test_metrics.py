@@ -11,9 +11,10 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import multinomial, pearsonr, spearmanr
 
-from bpflow import metrics as M
+from bpflow.evaluate import measures as M
+from bpflow.evaluate import metrics
 from bpflow.cli import main as cli
-from bpflow.predict import PredictionWriter
+from bpflow.formats.predictions import PredictionWriter
 
 
 @pytest.fixture
@@ -199,7 +200,7 @@ def test_metrics_cli_known_values(tmp_path, rng, capsys):
         assert head["profile"]["mnll"]["mean"] == pytest.approx(np.mean(nll), rel=1e-5)
         assert head["num-regions"] == 3 and head["num-zero-observed"] == 0
     tsv = (tmp_path / "m.tsv").read_text().splitlines()
-    assert tsv[0].split("\t") == M.TSV_COLUMNS
+    assert tsv[0].split("\t") == metrics.TSV_COLUMNS
     assert [r.split("\t")[:3] for r in tsv[1:]] == [["peaks", "combined", "nexus"], ["peaks", "bias", "nexus"]]
     regions = (tmp_path / "r.tsv").read_text().splitlines()
     assert len(regions) == 1 + 2 * 3

@@ -11,9 +11,14 @@ import numpy as np
 import pyBigWig
 import pytest
 
-from bpflow import predict as P
+from bpflow.evaluate import bigwig, inference
+from bpflow.evaluate import predict as P
+from bpflow.formats.fasta import FastaFile
+from bpflow.formats.predictions import PredictionFile, PredictionWriter
+from bpflow.formats.sequence import revcomp_task_order
+from bpflow.utils import BpflowError
 from bpflow.cli import main as cli
-from bpflow.genome import one_hot_encode, reverse_complement_one_hot
+from bpflow.formats.sequence import one_hot_encode, reverse_complement_one_hot
 
 pytestmark = pytest.mark.backend  # runs models: checked under every Keras backend
 
@@ -58,23 +63,23 @@ def genome(tmp_path):
 
 
 def test_model_shape_and_task_orders():
-    shape = P.model_shape(tiny_model())
+    shape = inference.model_shape(tiny_model())
     assert (shape.input_length, shape.output_length, shape.num_tasks) == (IN, OUT, [TASKS])
     assert (shape.left_flank, shape.right_flank) == (5, 5)
-    assert P.auto_task_order(1) == [0] and P.auto_task_order(2) == [1, 0]
-    with pytest.raises(P.BpflowError, match="needs 1 or 2 tasks"):
-        P.auto_task_order(3)
-    names, orders = P.resolve_task_orders([{"head-name": "x", "num-tasks": 2, "revcomp-task-order": [0, 1]}],
+    assert revcomp_task_order("auto", 1, "x") == [0] and revcomp_task_order("auto", 2, "x") == [1, 0]
+    with pytest.raises(BpflowError, match="needs 1 or 2 tasks"):
+        revcomp_task_order("auto", 3, "x")
+    names, orders = inference.resolve_task_orders([{"head-name": "x", "num-tasks": 2, "revcomp-task-order": [0, 1]}],
                                           shape, "cfg")
     assert names == ["x"] and orders == [[0, 1]]
-    with pytest.raises(P.BpflowError, match="not a permutation"):
-        P.resolve_task_orders([{"revcomp-task-order": [0, 0]}], shape, "cfg")
-    with pytest.raises(P.BpflowError, match="num-tasks is 3"):
-        P.resolve_task_orders([{"num-tasks": 3}], shape, "cfg")
+    with pytest.raises(BpflowError, match="not a permutation"):
+        inference.resolve_task_orders([{"revcomp-task-order": [0, 0]}], shape, "cfg")
+    with pytest.raises(BpflowError, match="num-tasks is 3"):
+        inference.resolve_task_orders([{"num-tasks": 3}], shape, "cfg")
 
 
 def test_tile_starts_known_answer():
-    shape = P.ModelShape(IN, OUT, [TASKS])
+    shape = inference.ModelShape(IN, OUT, [TASKS])
     # first output start = left flank 5; last = 47 - 5 - 10 = 32, added after the stride grid
     assert P.tile_starts(47, shape, 4).tolist() == [5, 9, 13, 17, 21, 25, 29, 32]
     assert P.tile_starts(47, shape, 9).tolist() == [5, 14, 23, 32]
@@ -85,8 +90,8 @@ def test_tile_starts_known_answer():
 def test_revcomp_average_of_symmetric_model_changes_nothing():
     model = rc_symmetric_model()
     x = one_hot_encode("".join(np.random.default_rng(3).choice(list("ACGT"), 5 * IN))).reshape(5, IN, 4)
-    plain = P.predict_arrays(model, x, batch_size=2)
-    averaged = P.predict_arrays(model, x, batch_size=2, revcomp_average=True)
+    plain = inference.predict_arrays(model, x, batch_size=2)
+    averaged = inference.predict_arrays(model, x, batch_size=2, revcomp_average=True)
     # the model really is symmetric, and not trivially (profiles vary along the window)
     lg, _ = direct(model, reverse_complement_one_hot(x))
     np.testing.assert_allclose(lg[:, ::-1, ::-1], plain[0][0], atol=1e-5)
@@ -100,11 +105,11 @@ def test_revcomp_average_flips_positions_and_tasks():
     x = one_hot_encode("".join(np.random.default_rng(4).choice(list("ACGT"), 3 * IN))).reshape(3, IN, 4)
     fl, fc = direct(model, x)
     rl, rc = direct(model, reverse_complement_one_hot(x))
-    logits, logcounts = P.predict_arrays(model, x, revcomp_average=True)
+    logits, logcounts = inference.predict_arrays(model, x, revcomp_average=True)
     np.testing.assert_allclose(logits[0], (fl + rl[:, ::-1, [1, 0]]) / 2, atol=1e-6)
     np.testing.assert_allclose(logcounts[0], (fc + rc) / 2, atol=1e-6)
     # an explicit identity order keeps the tasks in place
-    logits, _ = P.predict_arrays(model, x, revcomp_average=True, task_orders=[[0, 1]])
+    logits, _ = inference.predict_arrays(model, x, revcomp_average=True, task_orders=[[0, 1]])
     np.testing.assert_allclose(logits[0], (fl + rl[:, ::-1, :]) / 2, atol=1e-6)
 
 
@@ -118,7 +123,7 @@ def test_predict_regions_equals_model_on_extracted_windows(tmp_path, genome):
     windows = [("chr1", 40), ("chr2", 20), ("chr1", 100)]
     x = np.stack([one_hot_encode(seqs[c][s - 5:s + OUT + 5]) for c, s in windows])
     want_logits, want_counts = direct(model, x)
-    with P.PredictionFile(tmp_path / "p.h5") as pf:
+    with PredictionFile(tmp_path / "p.h5") as pf:
         assert pf.num_samples == 3 and pf.output_length == OUT
         np.testing.assert_allclose(pf.logits(0), want_logits, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(pf.logcounts(0), want_counts, rtol=1e-6, atol=1e-6)
@@ -127,7 +132,7 @@ def test_predict_regions_equals_model_on_extracted_windows(tmp_path, genome):
         assert coords.start.tolist() == [40, 20, 100] and coords.stop.tolist() == [50, 30, 110]
         assert pf.chrom_sizes == {"chr1": 120, "chr2": 47}
         assert pf.file.attrs["output-length"] == OUT and not pf.file.attrs["revcomp-average"]
-    with pytest.raises(P.BpflowError, match="line 2.*30 bp wide"):
+    with pytest.raises(BpflowError, match=r"bed:2: .*30 bp wide"):
         P.predict_regions(model, fasta, bed, tmp_path / "q.h5", resize_regions=False)
     assert not (tmp_path / "q.h5").exists()
 
@@ -136,12 +141,12 @@ def test_predict_chromosomes_tiles(tmp_path, genome):
     fasta, seqs = genome
     model = tiny_model()
     P.predict_chromosomes(model, fasta, tmp_path / "t.h5", ["chr2", "chr1"], stride=8, batch_size=3)
-    starts = {"chr2": P.tile_starts(47, P.model_shape(model), 8), "chr1": P.tile_starts(120, P.model_shape(model), 8)}
+    starts = {"chr2": P.tile_starts(47, inference.model_shape(model), 8), "chr1": P.tile_starts(120, inference.model_shape(model), 8)}
     assert starts["chr2"].tolist() == [5, 13, 21, 29, 32]
     windows = [(c, int(s)) for c in ("chr2", "chr1") for s in starts[c]]
     x = np.stack([one_hot_encode(seqs[c][s - 5:s + OUT + 5]) for c, s in windows])
     want_logits, want_counts = direct(model, x)
-    with P.PredictionFile(tmp_path / "t.h5") as pf:
+    with PredictionFile(tmp_path / "t.h5") as pf:
         coords = pf.coords()
         assert list(zip(coords.names().tolist(), coords.start.tolist())) == windows
         np.testing.assert_allclose(pf.logits(0), want_logits, rtol=1e-6, atol=1e-6)
@@ -164,7 +169,7 @@ def test_predict_dataset_crops_and_keeps_samples(tmp_path):
     model = tiny_model()
     P.predict_dataset(model, tmp_path / "d.h5", tmp_path / "p.h5", batch_size=2)
     want_logits, want_counts = direct(model, seq[:, jitter:jitter + IN])
-    with P.PredictionFile(tmp_path / "p.h5") as pf:
+    with PredictionFile(tmp_path / "p.h5") as pf:
         np.testing.assert_allclose(pf.logits(0), want_logits, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(pf.logcounts(0), want_counts, rtol=1e-6, atol=1e-6)
         assert pf.coords().start.tolist() == (np.arange(n) * 50 + jitter).tolist()
@@ -173,19 +178,19 @@ def test_predict_dataset_crops_and_keeps_samples(tmp_path):
 
 
 def test_prefetch_keeps_order_and_reraises():
-    assert list(P.prefetch(iter(range(50)), depth=2)) == list(range(50))
+    assert list(inference.prefetch(iter(range(50)), depth=2)) == list(range(50))
 
     def failing():
         yield 1
-        raise P.BpflowError("chrZ: boom")
+        raise BpflowError("chrZ: boom")
 
     got = []
-    with pytest.raises(P.BpflowError, match="boom"):
-        for item in P.prefetch(failing()):
+    with pytest.raises(BpflowError, match="boom"):
+        for item in inference.prefetch(failing()):
             got.append(item)
     assert got == [1]
     # leaving early stops the producer (an endless one) without hanging
-    it = P.prefetch(iter(int, 1))
+    it = inference.prefetch(iter(int, 1))
     assert next(it) == 0
     it.close()
 
@@ -193,18 +198,18 @@ def test_prefetch_keeps_order_and_reraises():
 def test_failure_mid_run_leaves_no_output(tmp_path, genome, monkeypatch):
     fasta, _ = genome
     (tmp_path / "r.bed").write_text("".join(f"chr1\t{s}\t{s + OUT}\n" for s in range(10, 100, 10)))
-    g = P.Genome(fasta)
+    g = FastaFile(fasta)
     calls = []
-    real = g.batch
+    real = g.one_hot_windows
 
     def flaky(*args):
         calls.append(1)
         if len(calls) == 3:
-            raise P.BpflowError("disk went away")
+            raise BpflowError("disk went away")
         return real(*args)
 
-    monkeypatch.setattr(g, "batch", flaky)
-    with pytest.raises(P.BpflowError, match="disk went away"):
+    monkeypatch.setattr(g, "one_hot_windows", flaky)
+    with pytest.raises(BpflowError, match="disk went away"):
         P.predict_regions(tiny_model(), g, tmp_path / "r.bed", tmp_path / "p.h5", batch_size=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["genome.fa", "genome.fa.fai", "r.bed"]
 
@@ -224,7 +229,7 @@ def _fake_predictions(path, strand=False):
     logcounts[2] = math.log(4)
     logcounts[3] = math.log(80)
     rows = [3, 0, 1, 2]  # chr2 row first, then chr1 unsorted
-    w = P.PredictionWriter(path, 4, 4, [2], ["chr1", "chr2"], [30, 10],
+    w = PredictionWriter(path, 4, 4, [2], ["chr1", "chr2"], [30, 10],
                            strand_dtype=h5py.string_dtype() if strand else None)
     chrom = np.array([0, 0, 0, 1])[rows]
     start = np.array([2, 4, 20, 0])[rows]
@@ -242,7 +247,7 @@ def _values(path, chrom, start, stop):
 def test_bigwig_profile_mode_averages_overlaps(tmp_path):
     _fake_predictions(tmp_path / "p.h5")
     out = [tmp_path / "t0.bw", tmp_path / "t1.bw"]
-    P.predictions_to_bigwig(tmp_path / "p.h5", out, head=0, mode="profile")
+    bigwig.predictions_to_bigwig(tmp_path / "p.h5", out, head=0, mode="profile")
     nan = np.nan
     t0 = _values(out[0], "chr1", 0, 26)
     t1 = _values(out[1], "chr1", 0, 26)
@@ -259,14 +264,14 @@ def test_bigwig_profile_mode_averages_overlaps(tmp_path):
 def test_bigwig_logits_and_counts_modes(tmp_path, genome):
     fasta, _ = genome  # sizes from the FASTA index instead of the file
     logits = _fake_predictions(tmp_path / "p.h5")
-    P.predictions_to_bigwig(tmp_path / "p.h5", [tmp_path / "l0.bw", tmp_path / "l1.bw"], mode="logits",
+    bigwig.predictions_to_bigwig(tmp_path / "p.h5", [tmp_path / "l0.bw", tmp_path / "l1.bw"], mode="logits",
                             genome=fasta)
     l1 = _values(tmp_path / "l1.bw", "chr1", 2, 8)
     np.testing.assert_allclose(l1, [0, 0, 0, 0, 0, math.log(5)], atol=1e-6)
     np.testing.assert_allclose(_values(tmp_path / "l0.bw", "chr1", 20, 24), logits[2, :, 0], atol=1e-6)
     with pyBigWig.open(str(tmp_path / "l0.bw")) as bw:
         assert bw.chroms() == {"chr1": 120, "chr2": 47}
-    P.predictions_to_bigwig(tmp_path / "p.h5", [tmp_path / "c.bw"], mode="counts")
+    bigwig.predictions_to_bigwig(tmp_path / "p.h5", [tmp_path / "c.bw"], mode="counts")
     # exp(logcounts) / 4 per base: 2 on [2,6), 6 on [4,8), mean 4 where they overlap
     np.testing.assert_allclose(_values(tmp_path / "c.bw", "chr1", 2, 8), [2, 2, 4, 4, 6, 6], rtol=1e-6)
     np.testing.assert_allclose(_values(tmp_path / "c.bw", "chr2", 0, 4), [20] * 4, rtol=1e-6)
@@ -274,7 +279,7 @@ def test_bigwig_logits_and_counts_modes(tmp_path, genome):
 
 def test_bigwig_skips_reverse_strand_samples(tmp_path):
     _fake_predictions(tmp_path / "p.h5", strand=True)  # the chr2 window is "-"
-    P.predictions_to_bigwig(tmp_path / "p.h5", [tmp_path / "c.bw"], mode="counts")
+    bigwig.predictions_to_bigwig(tmp_path / "p.h5", [tmp_path / "c.bw"], mode="counts")
     assert np.isnan(_values(tmp_path / "c.bw", "chr2", 0, 4)).all()
     np.testing.assert_allclose(_values(tmp_path / "c.bw", "chr1", 2, 4), [2, 2], rtol=1e-6)
 
@@ -313,7 +318,7 @@ def test_predict_cli_with_saved_model_and_revcomp(tmp_path, genome, capsys):
     x = np.stack([one_hot_encode(seqs["chr1"][s - 5:s + OUT + 5]) for s in (40, 60)])
     fl, fc = direct(model, x)
     rl, rc = direct(model, reverse_complement_one_hot(x))
-    with P.PredictionFile(tmp_path / "p.h5") as pf:
+    with PredictionFile(tmp_path / "p.h5") as pf:
         assert pf.head_name(0) == "nexus" and pf.file.attrs["revcomp-average"]
         np.testing.assert_allclose(pf.logits(0), (fl + rl[:, ::-1, ::-1]) / 2, atol=1e-5)
         np.testing.assert_allclose(pf.logcounts(0), (fc + rc) / 2, atol=1e-5)

@@ -15,7 +15,11 @@ import numpy as np
 import pytest
 
 import bpflow  # noqa: F401  (registers custom objects)
-from bpflow import qc, report, training
+from bpflow.cli import main as cli
+from bpflow.evaluate import qc
+from bpflow.formats.dataset import read_windows
+from bpflow.report import figures as report
+from bpflow.train import recipes, settings, steps
 from bpflow.layers import SimpleTransform
 from bpflow.models import combinedModel
 from bpflow.utils import BpflowError
@@ -34,7 +38,7 @@ RES_ARGS = (th.RESIDUAL_ARCH["filters"], th.RESIDUAL_ARCH["layers"], th.RESIDUAL
 def test_counts_offset_is_the_mean_difference():
     x = np.array([1.0, 2.0, 3.0, 0.5])
     y = np.array([2.0, 2.0, 5.0, 0.5])
-    slope, offset = qc.fit_counts_offset(x, y)
+    slope, offset = recipes.fit_counts_offset(x, y)
     assert slope == 1.0
     assert offset == pytest.approx(np.mean(np.log1p(np.expm1(y)) - x))  # (1 + 0 + 2 + 0) / 4
     assert offset == pytest.approx(0.75)
@@ -42,16 +46,16 @@ def test_counts_offset_is_the_mean_difference():
 
 def test_counts_linear_recovers_a_line_and_falls_back_to_a_shift():
     x = np.linspace(-1, 3, 9)
-    slope, offset = qc.fit_counts_linear(x, 2.5 * x - 0.25)
+    slope, offset = recipes.fit_counts_linear(x, 2.5 * x - 0.25)
     assert slope == pytest.approx(2.5) and offset == pytest.approx(-0.25)
     # noisy: the least-squares line, checked against numpy's polyfit
     rng = np.random.default_rng(0)
     y = 0.7 * x + 1.0 + rng.normal(0, 0.3, x.size)
-    assert qc.fit_counts_linear(x, y) == pytest.approx(tuple(np.polyfit(x, y, 1)))
+    assert recipes.fit_counts_linear(x, y) == pytest.approx(tuple(np.polyfit(x, y, 1)))
     # predictions that do not vary: only the shift is identifiable
-    assert qc.fit_counts_linear(np.full(4, 2.0), [1.0, 2.0, 3.0, 4.0]) == pytest.approx((1.0, 0.5))
+    assert recipes.fit_counts_linear(np.full(4, 2.0), [1.0, 2.0, 3.0, 4.0]) == pytest.approx((1.0, 0.5))
     with pytest.raises(BpflowError):
-        qc.fit_counts_offset([], [])
+        recipes.fit_counts_offset([], [])
 
 
 def test_set_linear_transform_makes_the_layer_exactly_linear():
@@ -62,10 +66,10 @@ def test_set_linear_transform_makes_the_layer_exactly_linear():
         if term[0] == "sigmoid":
             term[1].assign(2.0)
             term[4].assign(1.0)
-    qc.set_linear_transform(layer, 0.5, 1.25)
+    recipes.set_linear_transform(layer, 0.5, 1.25)
     np.testing.assert_allclose(np.asarray(layer(x)), 0.5 * x + 1.25, rtol=1e-6)
     with pytest.raises(BpflowError, match="linear"):
-        qc.set_linear_transform(SimpleTransform(["sigmoid"]), 1.0, 0.0)
+        recipes.set_linear_transform(SimpleTransform(["sigmoid"]), 1.0, 0.0)
 
 
 def test_read_windows_center_crops_and_sums(tmp_path):
@@ -74,11 +78,11 @@ def test_read_windows_center_crops_and_sums(tmp_path):
     seq[1, 5, :] = [0, 0, 0, 1]
     prof = np.arange(2 * 8 * 2, dtype=np.float32).reshape(2, 8, 2)
     path = th.write_h5(tmp_path / "d.h5", seq, [prof])
-    s, t = qc.read_windows(path, 6, 4, 1)
+    s, t = read_windows(path, 6, 4, 1)
     assert s.shape == (2, 6, 4) and s[1, 3, 3] == 1       # position 5 of 10 is 3 of the central 6
     assert t[:, 0] == pytest.approx(prof[:, 2:6, :].sum(axis=(1, 2)))
     with pytest.raises(BpflowError, match="center-crop"):
-        qc.read_windows(path, 7, 4, 1)
+        read_windows(path, 7, 4, 1)
 
 
 # --------------------------------------------------------------------------- tiny simulation
@@ -138,19 +142,24 @@ def tiny(tmp_path_factory):
                           **{"epochs": 30, "learning-rate": 0.02, "batch-size": 32, "seed": 3,
                              "early-stopping-patience": 30, "counts-schedule": "profile-first",
                              "counts-phase-trainable": "counts-layers"})
-    training.train_solo(solo)
+    steps.train_bias(solo)
     tr = th.transformation_config(tmp, f["pk_bias_train"], f["pk_bias_val"], tmp / "bias.keras", heads=[head()],
                                   **{"epochs": 4, "batch-size": 32, "seed": 3})
     tr["settings"]["profile-architecture"] = {"name": "simple", "types": ["linear", "sigmoid"]}
     tr["counts-train-data"], tr["counts-val-data"] = f["bg_bias_train"], f["bg_bias_val"]
-    tr_record = training.train_transformation(tr)
+    tr_record = steps.train_transformation(tr)
     comb = th.combined_config(tmp, f["pk_train"], f["pk_val"], tmp / "transformation.keras",
                               heads=[head(**{"use-bias-counts": True})],
                               **{"epochs": 12, "learning-rate": 0.01, "batch-size": 32, "seed": 3,
                                  "counts-schedule": "profile-first"})
-    comb["qc"] = {"motifs": {"tf": MOTIF}, "bias-motifs": {"bias-kmer": "TATATA"},
-                  "background-data": f["bg_val"], "num-sequences": 48}
-    comb_record = training.train_combined(comb)
+    comb_record = steps.train_combined(comb)
+    qc_config = {"combined-model-file": str(tmp / "combined_combined.keras"),
+                 "residual-model-file": str(tmp / "combined_residual.keras"),
+                 "bias-model-file": str(tmp / "transformation.keras"), "heads": [{"head-name": "h0"}],
+                 "data": f["pk_val"], "motifs": {"tf": MOTIF}, "bias-motifs": {"bias-kmer": "TATATA"},
+                 "background-data": f["bg_val"], "num-sequences": 48, "output-json": str(tmp / "combined.qc.json")}
+    (tmp / "qc.json").write_text(json.dumps(qc_config))
+    assert cli(["qc-combined", str(tmp / "qc.json")]) == 0
     return {"tmp": tmp, "files": f, "transformation": tr_record, "combined": comb_record, "configs": (tr, comb)}
 
 
@@ -163,11 +172,11 @@ def test_default_recipe_counts_fit_is_the_background_shift(tiny):
     h = fit["heads"]["h0"]
     model = keras.saving.load_model(tiny["tmp"] / "transformation.keras", compile=False)
     solo = next(layer for layer in model.layers if isinstance(layer, keras.Model))
-    seq, tot = qc.read_windows(tiny["files"]["bg_bias_train"], th.needed(th.BIAS_ARCH), th.OUTPUT_LENGTH, 1)
-    _, pred = qc.predict_logcounts(solo, seq)
+    seq, tot = read_windows(tiny["files"]["bg_bias_train"], th.needed(th.BIAS_ARCH), th.OUTPUT_LENGTH, 1)
+    pred = qc.predict_logcounts(solo, seq)
     assert h["slope"] == 1.0
     assert h["offset"] == pytest.approx(np.mean(np.log1p(tot[:, 0]) - pred[0]), abs=1e-4)
-    _, transformed = qc.predict_logcounts(model, seq)
+    transformed = qc.predict_logcounts(model, seq)
     np.testing.assert_allclose(transformed[0], pred[0] + h["offset"], atol=1e-4)
     assert h["train-mse-after"] <= h["train-mse-before"] + 1e-9
     # the profile part was trained on the peaks with the counts loss switched off
@@ -209,7 +218,7 @@ def test_qc_flags_a_collapsed_residual_counts_head(tiny):
 
     tmp = tiny["tmp"]
     model = keras.saving.load_model(tmp / "transformation.keras", compile=False)
-    qc.set_linear_transform(model.get_layer("transformation_logcounts_h0"), 1.0, 12.0)
+    recipes.set_linear_transform(model.get_layer("transformation_logcounts_h0"), 1.0, 12.0)
     combined, residual, bias = combinedModel(
         th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, *RES_ARGS, [{"head-name": "h0", "num-tasks": 1}], model)
     out = qc.counts_qc(combined, residual, bias, [tiny["files"]["pk_val"]], ["h0"], [True])
@@ -239,20 +248,20 @@ def test_counts_data_keys_are_checked(tiny, tmp_path):
     bad = json.loads(json.dumps(tr))
     del bad["counts-val-data"]
     with pytest.raises(BpflowError, match="go together"):
-        training.check_config(bad, "transformation")
+        settings.check_config(bad, "transformation")
     bad = json.loads(json.dumps(tr))
     bad["settings"]["counts-architecture"] = {"name": "passthrough"}
     with pytest.raises(BpflowError, match="linear term"):
-        training.check_config(bad, "transformation")
+        settings.check_config(bad, "transformation")
     bad = json.loads(json.dumps(tr))
     bad["settings"]["counts-fit"] = "median"
     with pytest.raises(BpflowError, match="counts-fit"):
-        training.check_config(bad, "transformation")
+        settings.check_config(bad, "transformation")
     bad = json.loads(json.dumps(tr))
     del bad["counts-train-data"], bad["counts-val-data"]
     bad["settings"]["counts-fit"] = "shift"
     with pytest.raises(BpflowError, match="only used with counts-train-data"):
-        training.check_config(bad, "transformation")
+        settings.check_config(bad, "transformation")
 
 
 def test_residual_counts_start_at_the_mean_training_total(tiny):
@@ -263,17 +272,17 @@ def test_residual_counts_start_at_the_mean_training_total(tiny):
     combined, residual, bias = combinedModel(
         th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, *RES_ARGS,
         [{"head-name": "h0", "num-tasks": 1}], model)
-    heads = [training.HeadSpec("h0", 1, 1.0, 10.0, None, use_bias_counts=True)]
-    out = training.init_residual_counts(residual, bias, heads, [tiny["files"]["pk_train"]])
-    seq, tot = qc.read_windows(tiny["files"]["pk_train"], th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, 1)
-    _, b = qc.predict_logcounts(bias, seq)
+    heads = [settings.HeadSpec("h0", 1, 1.0, 10.0, None, use_bias_counts=True)]
+    out = recipes.init_residual_counts(residual, bias, heads, [tiny["files"]["pk_train"]])
+    seq, tot = read_windows(tiny["files"]["pk_train"], th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, 1)
+    b = qc.predict_logcounts(bias, seq)
     expected = np.log(np.mean(1 + tot[:, 0]) - np.mean(np.exp(b[0].astype(np.float64))))
     assert out["h0"] == pytest.approx(expected, rel=1e-5)
     dense = residual.get_layer("residual_logcounts_h0")
     assert float(np.asarray(dense.bias)[0]) == pytest.approx(expected, rel=1e-5)
     # without bias counts the residual alone must reach the mean
     heads[0].use_bias_counts = False
-    out = training.init_residual_counts(residual, bias, heads, [tiny["files"]["pk_train"]])
+    out = recipes.init_residual_counts(residual, bias, heads, [tiny["files"]["pk_train"]])
     assert out["h0"] == pytest.approx(np.log(np.mean(1 + tot[:, 0])), rel=1e-6)
     # the fixture's combined run recorded the same start
     assert tiny["combined"]["residual-counts-init"]["h0"] == pytest.approx(expected, rel=1e-4)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from bpflow.cli import main as cli
-from bpflow.regions import (IntervalSet, _apportion, gc_bin, normalize_regions_config, prepare_regions)
+from bpflow.formats.bed import IntervalSet
+from bpflow.prepare.background import apportion, gc_bin
+from bpflow.prepare.regions import normalize_regions_config, prepare_regions
 from bpflow.utils import BpflowError
 from data_helpers import random_sequence, read_bed_rows, write_bed, write_bigwig, write_fasta, write_json
 
@@ -320,7 +322,7 @@ def test_background_distance_gc_match_counts_and_seed(bg_setup):
         # GC histogram: exactly the peaks' histogram scaled to the target (largest remainders).
         gc = np.array([_gc(bg_setup["seqs"][chrom][s - 20:s + OUT + 20]) for s in starts])
         hist = np.bincount(gc_bin(gc, 10), minlength=10)
-        np.testing.assert_array_equal(hist, _apportion(target, peak_hist))
+        np.testing.assert_array_equal(hist, apportion(target, peak_hist))
         assert np.abs(hist / target - peak_hist / peak_hist.sum()).max() <= 1 / target + 1e-9
     assert sum(summary["background"][s]["rejected"]["high-counts"] for s in bg) > 0
     # Same seed: same regions; another seed: different ones.
@@ -345,14 +347,14 @@ def test_background_without_gc_match_is_not_gc_matched(bg_setup):
     assert np.mean(gc > 0.6) < 0.6  # peaks are all in GC 0.7 segments
 
 
-def test_interval_set_and_apportion():
+def test_interval_set_andapportion():
     s = IntervalSet(np.array(["a", "a", "a"], dtype=object), [10, 15, 40], [20, 30, 50], expand=2)
     # Merged after expansion: [8, 32), [38, 52)
     got = s.overlaps("a", [0, 0, 32, 31, 52, 37], [8, 9, 38, 33, 60, 39])
     assert got.tolist() == [False, True, False, True, False, True]
     assert s.overlaps("b", [0], [100]).tolist() == [False]
-    assert _apportion(10, np.array([1, 1, 1])).tolist() == [4, 3, 3]
-    assert _apportion(7, np.array([0, 2, 5])).tolist() == [0, 2, 5]
+    assert apportion(10, np.array([1, 1, 1])).tolist() == [4, 3, 3]
+    assert apportion(7, np.array([0, 2, 5])).tolist() == [0, 2, 5]
     assert gc_bin(np.array([0.0, 0.099, 0.1, 0.95, 1.0]), 10).tolist() == [0, 0, 1, 9, 9]
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bpflow import report as R
-from bpflow.predict import PredictionWriter
+from bpflow.evaluate import footprints as F
+from bpflow.formats.predictions import PredictionWriter
+from bpflow.report import figures as R
 from bpflow.utils import BpflowError
 
 OUT, JITTER, TASKS = 10, 2, 2
@@ -138,9 +139,9 @@ def test_footprint_plot_and_tables(tmp_path):
     out = tmp_path / "fp.png"
     R.plot_footprints(table, out)
     assert is_png(out)
-    R.footprint_tsv(table, tmp_path / "fp.tsv")
+    F.footprint_tsv(table, tmp_path / "fp.tsv")
     lines = (tmp_path / "fp.tsv").read_text().splitlines()
-    assert lines[0].split("\t") == R.FOOTPRINT_COLUMNS
+    assert lines[0].split("\t") == F.FOOTPRINT_COLUMNS
     assert lines[2].split("\t")[:4] == ["residual", "nexus", "bias", "0"]
     assert lines[1].split("\t")[3] == "0.4"
     R.footprint_table_html(table, tmp_path / "fp.html", caption="a < b")

@@ -12,8 +12,15 @@ import pyfaidx
 import pytest
 
 from bpflow import cli
+from bpflow import schemas
 from bpflow import simulate as sim
+from bpflow.formats import motifs as motif_files
 from bpflow.utils import BpflowError
+
+# the schema's defaults (bpflow/schemas/simulate.schema.json)
+_SCHEMA = schemas.load_schema("simulate")["properties"]
+DEFAULTS = {k: v["default"] for k, v in _SCHEMA.items() if "default" in v}
+MOTIF_DEFAULTS = {k: v["default"] for k, v in _SCHEMA["motifs"]["items"]["properties"].items() if "default" in v}
 
 TINY = {
     "seed": 7,
@@ -86,9 +93,9 @@ def test_builtin_pwms_parse_with_known_consensus_and_rows_summing_to_one():
 
 
 def test_readme_names_every_matrix_and_the_licence():
-    readme = (sim.MOTIF_DIR / "README.md").read_text()
-    for file_name, _ in sim.BUILTIN_MOTIFS.values():
-        assert (sim.MOTIF_DIR / file_name).is_file()
+    readme = (motif_files.MOTIF_DIR / "README.md").read_text()
+    for file_name in motif_files.BUILTIN_FILES.values():
+        assert (motif_files.MOTIF_DIR / file_name).is_file()
         assert file_name in readme
     assert "CC BY 4.0" in readme
 
@@ -96,7 +103,7 @@ def test_readme_names_every_matrix_and_the_licence():
 def test_read_motif_file_jaspar_without_brackets_and_meme(tmp_path):
     jaspar = tmp_path / "m.jaspar"
     jaspar.write_text(">X1\tToy\n9 0\n0 10\n0 0\n1 0\n")
-    (motif,) = sim.read_motif_file(jaspar)
+    (motif,) = motif_files.read_motif_file(jaspar)
     assert (motif.matrix_id, motif.name, motif.consensus) == ("X1", "Toy", "AC")
     assert motif.probabilities[0, 0] == pytest.approx(9.2 / 10.8)
     assert motif.probabilities[1, 3] == pytest.approx(0.2 / 10.8)
@@ -108,7 +115,7 @@ def test_read_motif_file_jaspar_without_brackets_and_meme(tmp_path):
         " 0.7 0.1 0.1 0.1\n 0.0 0.0 1.0 0.0\n\n"
         "MOTIF M2\nletter-probability matrix: alength= 4 w= 1\n 0.25 0.25 0.25 0.25\n"
     )
-    first, second = sim.read_motif_file(meme)
+    first, second = motif_files.read_motif_file(meme)
     assert (first.matrix_id, first.name, first.consensus) == ("M1", "first", "AG")
     assert second.matrix_id == "M2" and second.length == 1
     np.testing.assert_allclose(first.probabilities.sum(axis=1), 1.0)
@@ -117,7 +124,7 @@ def test_read_motif_file_jaspar_without_brackets_and_meme(tmp_path):
     bad = tmp_path / "bad.jaspar"
     bad.write_text(">X\nA [ 1 2 ]\nC [ 1 ]\nG [ 1 2 ]\nT [ 1 2 ]\n")
     with pytest.raises(BpflowError, match="4 rows"):
-        sim.read_motif_file(bad)
+        motif_files.read_motif_file(bad)
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,7 +177,7 @@ def test_bias_track_recomputes_from_truth_json_and_motif_factor(tiny):
     params = truth["bias"]
     fasta = pyfaidx.Fasta(paths["fasta"])
     factor = params["motif-factor"]
-    assert factor == sim.DEFAULTS["bias-motif-factor"]
+    assert factor == DEFAULTS["bias-motif-factor"]
     n_occurrences = 0
     for chrom in truth["chromosomes"]:
         codes = sim.encode(str(fasta[chrom][:]))
@@ -346,8 +353,8 @@ def test_peaks_are_narrowpeak_at_the_sites(tiny):
     sites = _sites(paths["sites"])
     peaks = _sites(paths["peaks"])
     assert len(peaks) == len(sites) == truth["num-peaks"]
-    sd = sim.DEFAULTS["summit-jitter-sd"]
-    low, high = sim.DEFAULTS["peak-width"]
+    sd = DEFAULTS["summit-jitter-sd"]
+    low, high = DEFAULTS["peak-width"]
     assert sorted(peaks, key=lambda p: (p[0], int(p[1]))) == peaks
     offsets = []
     for peak in peaks:
@@ -377,7 +384,7 @@ def test_outputs_load_and_truth_json_describes_them(tiny):
             bw.close()
     assert set(truth) >= {"model", "seed", "depth", "control-depth", "chromosomes", "splits", "motifs",
                           "bias", "files", "config", "num-sites", "num-peaks", "total-counts"}
-    assert truth["bias"]["motif"] == sim.DEFAULTS["bias-motif"]
+    assert truth["bias"]["motif"] == DEFAULTS["bias-motif"]
     assert truth["splits"] == {"train": ["chr1", "chr2"], "val": [], "test": []}
     gc = sim._gc_of(sim.encode(str(fasta["chr1"][:])))
     assert abs(gc - 0.41) < 0.05 and truth["gc"]["realized"]["chr1"] == pytest.approx(gc, abs=1e-6)
@@ -426,9 +433,9 @@ def test_config_file_with_preset_and_overrides(tmp_path):
     assert cli.main(["simulate", str(config)]) == 0
     truth = json.loads((tmp_path / "o" / "truth.json").read_text())
     assert truth["motifs"][0]["footprint-offsets"] == [9, 4]
-    assert truth["motifs"][0]["footprint-sigma"] == sim.BUILTIN_MOTIFS["CTCF"][1]["footprint-sigma"]
+    assert truth["motifs"][0]["footprint-sigma"] == sim.BUILTIN_SETTINGS["CTCF"]["footprint-sigma"]
     assert truth["motifs"][1]["consensus"] == "ACTG" and truth["motifs"][1]["num-sites"] == 4
-    assert truth["motifs"][1]["footprint-offsets"] == sim.MOTIF_DEFAULTS["footprint-offsets"]
+    assert truth["motifs"][1]["footprint-offsets"] == MOTIF_DEFAULTS["footprint-offsets"]
     fasta = pyfaidx.Fasta(str(tmp_path / "o" / "genome.fa"))
     mine = [r for r in _sites(tmp_path / "o" / "sites.bed") if r[3] == "Mine"]
     planted = [sim.encode(str(fasta[r[0]][int(r[1]):int(r[2])])) for r in mine]

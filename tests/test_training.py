@@ -12,9 +12,12 @@ import numpy as np
 import pytest
 
 import bpflow  # noqa: F401  (registers custom objects for load_model)
-from bpflow import cli, training
-from bpflow.batcher import H5Batcher
-from bpflow.training import HeadSpec, TrainingState, initial_counts_weight, update_counts_weight
+from bpflow import cli
+from bpflow.train import loop
+from bpflow.train import steps as training
+from bpflow.train.batcher import H5Batcher
+from bpflow.train.loop import TrainingState, initial_counts_weight, update_counts_weight
+from bpflow.train.settings import HeadSpec
 from bpflow.utils import BpflowError
 
 import train_helpers as th
@@ -227,6 +230,18 @@ def test_a_finished_run_is_not_redone(pipeline):
     before = path.stat().st_mtime_ns
     again = training.train_solo(pipeline["configs"]["solo"], callbacks=[Fail()])
     assert again["history"] == pipeline["solo"]["history"]
+    assert path.stat().st_mtime_ns == before
+    # nor when only how it runs changed (log level, data loading threads and cache, where the
+    # checkpoint would go): the fingerprint covers what changes the weights
+    config = json.loads(json.dumps(pipeline["configs"]["solo"]))
+    config["verbosity"] = "DEBUG"
+    config["settings"].update({"data-workers": 1, "data-cache-mb": 64,
+                               "checkpoint-dir": str(pipeline["tmp"] / "elsewhere")})
+    assert training.train_solo(config, callbacks=[Fail()])["fingerprint"] == pipeline["solo"]["fingerprint"]
+    # what changes the weights does count
+    config["settings"]["seed"] = config["settings"].get("seed", 1234) + 1
+    with pytest.raises(AssertionError, match="training ran again"):
+        training.train_solo(config, callbacks=[Fail()])
     assert path.stat().st_mtime_ns == before
 
 
@@ -483,7 +498,7 @@ if os.environ["KERAS_BACKEND"] == "tensorflow":
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
 import numpy as np
-from bpflow import training
+from bpflow.train import steps as training
 config = json.loads(sys.argv[1])
 rec = training.train_solo(config)
 model = keras.saving.load_model(config["settings"]["output-prefix"] + ".keras")
@@ -526,11 +541,11 @@ def test_recompiling_keeps_one_lambda_variable_per_head():
     model = soloModel(th.needed(th.BIAS_ARCH), th.OUTPUT_LENGTH, 4, 1, 5, 3,
                       [h.as_model_head() for h in heads], "solo")
     n = len(model.weights)
-    first = training.compile_model(model, heads, 0.01, [5.0, 3.0])
-    second = training.compile_model(model, heads, 0.01, [7.0, 2.0])
+    first = loop.compile_model(model, heads, 0.01, [5.0, 3.0])
+    second = loop.compile_model(model, heads, 0.01, [7.0, 2.0])
     assert len(model.weights) == n + 2
     ids = {id(v) for v in model.weights}
     assert all(id(v) in ids for v in second) and not any(id(v) in ids for v in first)
     assert [float(np.asarray(v)) for v in second] == [7.0, 2.0]
-    training.detach_counts_weights(model)
+    loop.detach_counts_weights(model)
     assert len(model.weights) == n

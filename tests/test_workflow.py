@@ -19,8 +19,10 @@ SNAKEFILE = REPO / "Snakefile"
 BIN = Path(sys.executable).parent
 SNAKEMAKE = BIN / "snakemake"
 
-STEP_RULES = ["simulate", "regions_sampled", "regions", "dataset", "train_bias", "fit_transformation",
-              "train_combined", "predict", "metrics", "footprints", "report_figures"]
+STEP_RULES = ["simulate", "regions_sampled", "regions", "dataset", "train_bias", "train_transformation",
+              "train_combined", "qc_combined", "predict", "metrics", "footprints", "report_figures",
+              "report_footprints"]
+TRAIN_RULES = ("train_bias", "train_transformation", "train_combined")
 
 
 # ------------------------------------------------------------------------------------------
@@ -72,11 +74,54 @@ def step_json(job) -> dict:
     return json.loads(job.params.text)
 
 
+def config_name(job) -> str:
+    return Path(str(job.output[0])).name.removesuffix(".json")
+
+
+def config_jobs(dag, prefix: str) -> dict:
+    """{config name: job} of the step_config jobs whose config name starts with ``prefix``."""
+    return {config_name(j): j for j in dag.jobs if j.rule.name == "step_config" and config_name(j).startswith(prefix)}
+
+
 def config_job_for(dag, path: str):
     for job in dag.jobs:
         if job.rule.name.endswith("_config") and str(job.output[0]) == path:
             return job
     raise AssertionError(f"no job writes {path}")
+
+
+# config name -> the step that reads it
+CONFIG_STEPS = [("regions_", "prepare-regions"), ("data_", "prepare-data"), ("train_bias", "train-bias"),
+                ("train_transformation", "train-transformation"), ("train_combined", "train-combined"),
+                ("qc_combined", "qc-combined"), ("predict_", "predict"), ("metrics_", "metrics"),
+                ("footprints", "footprints"), ("report_", "report-figures")]
+
+
+def check_step_schemas(dag) -> int:
+    """Validate every step JSON of the DAG with the step's schema (and the data steps' own
+    cross-key checks); return how many."""
+    from bpflow import schemas, simulate
+    from bpflow.prepare import datasets, regions
+
+    checked = 0
+    for job in dag.jobs:
+        if job.rule.name == "simulate_config":
+            simulate.resolve_config(step_json(job), config_name(job))
+            checked += 1
+            continue
+        if job.rule.name != "step_config":
+            continue
+        cfg, name = step_json(job), config_name(job)
+        (step,) = [step for prefix, step in CONFIG_STEPS if name.startswith(prefix)]
+        assert "verbosity" not in cfg and "num-threads" not in cfg, name  # run-time settings: command line
+        if step == "prepare-regions":
+            regions.normalize_regions_config(cfg, name)
+        elif step == "prepare-data":
+            datasets.normalize_data_config(cfg, name)
+        else:
+            schemas.validate(cfg, step, name)
+        checked += 1
+    return checked
 
 
 def write_yaml(path: Path, obj) -> Path:
@@ -98,42 +143,6 @@ def needed(out, arch):
     return needed_input_length(out, arch["layers"], arch["input-filter-width"], arch["output-filter-width"])
 
 
-def check_step_schemas(dag, stages: bool = False) -> int:
-    """Validate every step JSON of the DAG with the step's own module (the training stages'
-    only with ``stages``); return how many."""
-    from bpflow import dataprep, footprints, metrics, predict, regions, simulate
-    from bpflow.utils import validate_config
-
-    checked = 0
-    for job in dag.jobs:
-        if not job.rule.name.endswith("_config"):
-            continue
-        cfg = step_json(job)
-        name = Path(str(job.output[0])).name
-        if job.rule.name == "simulate_config":
-            simulate.resolve_config(cfg, name)
-        elif job.rule.name == "regions_config":
-            regions.normalize_regions_config(cfg, name)
-        elif job.rule.name == "dataset_config":
-            dataprep.normalize_data_config(cfg, name)
-        elif job.rule.name == "predict_config":
-            validate_config(cfg, predict.PREDICT_SCHEMA, name)
-        elif job.rule.name == "metrics_config":
-            validate_config(cfg, metrics.METRICS_SCHEMA, name)
-        elif job.rule.name == "footprints_config":
-            validate_config(cfg, footprints.FOOTPRINTS_SCHEMA, name)
-        elif job.rule.name == "train_config":
-            if not stages:
-                continue
-            training = pytest.importorskip("bpflow.training")
-            step = {"bias": "solo", "transformation": "transformation", "combined": "combined"}[job.wildcards.stage]
-            validate_config(cfg, training.SCHEMAS[step], name)
-        else:
-            raise AssertionError(f"unexpected config rule {job.rule.name}")
-        checked += 1
-    return checked
-
-
 # ------------------------------------------------------------------------------------------
 # The demo (the bare `snakemake --cores 2`)
 
@@ -149,16 +158,16 @@ def test_demo_dag_has_the_expected_jobs(demo_dag):
     assert {r: counts.get(r, 0) for r in STEP_RULES} == {
         "simulate": 1, "regions_sampled": 1, "regions": 0,
         # peaks train/val/test, bias-background train/val (bias model), bias-peaks
-        # train/val (transformation), background val (train-combined's QC), background test
-        # (evaluation)
+        # train/val (transformation), background val (qc-combined's footprints), background
+        # test (evaluation)
         "dataset": 9,
-        "train_bias": 1, "fit_transformation": 1, "train_combined": 1,
+        "train_bias": 1, "train_transformation": 1, "train_combined": 1, "qc_combined": 1,
         "predict": 6, "metrics": 2,  # 3 models x (peaks, background); metrics per region set
-        "footprints": 1, "report_figures": 1,
+        "footprints": 1, "report_figures": 1, "report_footprints": 1,
     }
-    # every step job reads a config JSON written by its own small rule
-    assert counts["dataset_config"] == 9 and counts["train_config"] == 3
-    assert counts["regions_config"] == 1 and counts["simulate_config"] == 1
+    # every step job reads a config JSON written by the one step_config rule
+    assert counts["step_config"] == 9 + 1 + 3 + 1 + 6 + 2 + 1 + 2 and counts["simulate_config"] == 1
+    assert sorted(config_jobs(demo_dag, "train_")) == ["train_bias", "train_combined", "train_transformation"]
     datasets = sorted(Path(str(j.output[0])).name for j in jobs_by_rule(demo_dag)["dataset"])
     assert datasets == ["background_test.h5", "background_val.h5", "bias-background_train.h5", "bias-background_val.h5",
                         "bias-peaks_train.h5", "bias-peaks_val.h5", "peaks_test.h5", "peaks_train.h5",
@@ -168,16 +177,19 @@ def test_demo_dag_has_the_expected_jobs(demo_dag):
 def test_demo_dag_runs_the_stages_in_order(demo_dag):
     jobs = {rule: js for rule, js in jobs_by_rule(demo_dag).items()}
     level = level_of(demo_dag)
-    chain = ["simulate", "regions_sampled", "dataset", "train_bias", "fit_transformation", "train_combined"]
+    chain = ["simulate", "regions_sampled", "dataset", "train_bias", "train_transformation", "train_combined",
+             "qc_combined"]
     firsts = [min(level[j] for j in jobs[r]) for r in chain]
     assert firsts == sorted(firsts) and len(set(firsts)) == len(firsts)
     (combined,) = jobs["train_combined"]
-    (transformation,) = jobs["fit_transformation"]
+    (transformation,) = jobs["train_transformation"]
     (bias,) = jobs["train_bias"]
+    (qc,) = jobs["qc_combined"]
     up = {j.rule.name for j in ancestors(demo_dag, combined)}
-    assert set(chain[:-1]) <= up
+    assert set(chain[:-2]) <= up
     assert "train_combined" not in {j.rule.name for j in ancestors(demo_dag, transformation)}
-    assert "fit_transformation" not in {j.rule.name for j in ancestors(demo_dag, bias)}
+    assert "train_transformation" not in {j.rule.name for j in ancestors(demo_dag, bias)}
+    assert "train_combined" in {j.rule.name for j in ancestors(demo_dag, qc)}
     # the stages read the datasets meant for them
     assert sorted(Path(str(f)).name for f in bias.input if str(f).endswith(".h5")) == [
         "bias-background_train.h5", "bias-background_val.h5"]
@@ -185,18 +197,27 @@ def test_demo_dag_runs_the_stages_in_order(demo_dag):
     assert sorted(Path(str(f)).name for f in transformation.input if str(f).endswith(".h5")) == [
         "bias-background_train.h5", "bias-background_val.h5", "bias-peaks_train.h5", "bias-peaks_val.h5"]
     assert sorted(Path(str(f)).name for f in combined.input if str(f).endswith(".h5")) == [
-        "background_val.h5", "peaks_train.h5", "peaks_val.h5"]  # background val: the QC's footprints
+        "peaks_train.h5", "peaks_val.h5"]
     assert str(transformation.input.bias).endswith("models/bias.keras")
     assert str(combined.input.transformation).endswith("models/transformation.keras")
+    assert sorted(str(f) for f in combined.output) == sorted(
+        f"results/demo/models/{x}" for x in ("combined.keras", "residual.keras", "combined.history.json",
+                                             "combined.loss.png"))
+    # qc-combined reads the saved models, the validation peaks, the background and the truth
+    assert sorted(str(f) for f in qc.input) == sorted(
+        ["results/demo/configs/qc_combined.json", "results/demo/models/combined.keras",
+         "results/demo/models/residual.keras", "results/demo/models/transformation.keras",
+         "results/demo/data/peaks_val.h5", "results/demo/data/background_val.h5",
+         "results/simulated/demo-seed0/truth.json"])
 
 
-def test_demo_resources_and_logs(demo_dag):
+def test_demo_resources_logs_and_command_lines(demo_dag):
     cfg = demo_config()
     for job in demo_dag.jobs:
         if job.rule.name == "all":
             continue
         assert job.log, f"rule {job.rule.name} has no log"
-        if job.rule.name in ("train_bias", "fit_transformation", "train_combined"):
+        if job.rule.name in TRAIN_RULES:
             assert job.resources["gpu"] == 1
             assert job.resources["mem_mb"] == cfg["resources"]["training"]["mem-mb"]
             assert job.resources["runtime"] == cfg["resources"]["training"]["runtime"]
@@ -208,6 +229,14 @@ def test_demo_resources_and_logs(demo_dag):
             assert job.threads == cfg["resources"]["data"]["threads"]
         if job.rule.name.endswith("_config"):
             assert job.is_local
+        elif job.rule.name in STEP_RULES:
+            # every step is `bpflow <step> CONFIG.json`, how to run it on the command line
+            step = {"dataset": "prepare-data", "regions_sampled": "prepare-regions",
+                    "report_footprints": "report-figures"}.get(
+                job.rule.name, job.rule.name.replace("_", "-"))
+            assert job.rule.shellcmd == (f"bpflow {step} {{input.config}} --threads {{threads}} "
+                                         "--verbosity {resources.verbosity} > {log} 2>&1"), job.rule.name
+            assert job.resources["verbosity"] == cfg.get("verbosity", "INFO")
 
 
 def test_demo_step_configs_pass_each_step_schema_and_lengths(demo_dag):
@@ -215,18 +244,18 @@ def test_demo_step_configs_pass_each_step_schema_and_lengths(demo_dag):
     out = cfg["output-length"]
     res_len, bias_len = needed(out, cfg["residual-architecture"]), needed(out, cfg["bias-architecture"])
     assert res_len > bias_len
-    data = {Path(str(j.output[0])).name: step_json(j) for j in jobs_by_rule(demo_dag)["dataset_config"]}
-    assert data["data_peaks_train.json"]["input-length"] == res_len
-    assert data["data_background_test.json"]["input-length"] == res_len
-    assert data["data_bias-background_train.json"]["input-length"] == bias_len
-    assert data["data_bias-peaks_val.json"]["input-length"] == bias_len
-    assert data["data_bias-background_train.json"]["regions"].endswith("regions/peaks_background_train.bed")
-    assert data["data_peaks_val.json"]["regions"].endswith("regions/peaks_val.bed")
-    assert data["data_bias-background_val.json"]["heads"][0]["bigwig-files"] == [
+    data = {name: step_json(j) for name, j in config_jobs(demo_dag, "data_").items()}
+    assert data["data_peaks_train"]["input-length"] == res_len
+    assert data["data_background_test"]["input-length"] == res_len
+    assert data["data_bias-background_train"]["input-length"] == bias_len
+    assert data["data_bias-peaks_val"]["input-length"] == bias_len
+    assert data["data_bias-background_train"]["regions"].endswith("regions/peaks_background_train.bed")
+    assert data["data_peaks_val"]["regions"].endswith("regions/peaks_val.bed")
+    assert data["data_bias-background_val"]["heads"][0]["bigwig-files"] == [
         "results/simulated/demo-seed0/experiment.plus.bw", "results/simulated/demo-seed0/experiment.minus.bw"]
     for d in data.values():
         assert d["max-jitter"] == cfg["max-jitter"] and d["output-length"] == out
-    train = {j.wildcards.stage: step_json(j) for j in jobs_by_rule(demo_dag)["train_config"]}
+    train = {name.removeprefix("train_"): step_json(j) for name, j in config_jobs(demo_dag, "train_").items()}
     assert train["bias"]["settings"]["architecture"]["input-length"] == bias_len
     assert train["bias"]["settings"]["architecture"]["filters"] == cfg["bias-architecture"]["filters"]
     assert train["combined"]["settings"]["architecture"]["input-length"] == res_len
@@ -237,26 +266,22 @@ def test_demo_step_configs_pass_each_step_schema_and_lengths(demo_dag):
     assert train["transformation"]["counts-train-data"] == "results/demo/data/bias-background_train.h5"
     assert train["transformation"]["counts-val-data"] == "results/demo/data/bias-background_val.h5"
     assert train["transformation"]["settings"]["counts-fit"] == "shift"
-    qc = train["combined"]["qc"]
+    assert train["combined"]["settings"]["combined-model-file"] == "results/demo/models/combined.keras"
+    assert train["combined"]["settings"]["residual-model-file"] == "results/demo/models/residual.keras"
+    assert "qc" not in train["combined"]
+    qc = step_json(config_jobs(demo_dag, "qc_")["qc_combined"])
     assert qc["truth-json"] == "results/simulated/demo-seed0/truth.json" and qc["enabled"] is True
     assert qc["background-data"] == "results/demo/data/background_val.h5"
-    assert qc["min-residual-share"] == 0.1
-    (combined,) = jobs_by_rule(demo_dag)["train_combined"]
-    assert str(combined.output.qc) == "results/demo/models/combined.qc.json"
-    assert {"results/demo/data/background_val.h5", "results/simulated/demo-seed0/truth.json"} <= {
-        str(f) for f in combined.input}
+    assert qc["data"] == "results/demo/data/peaks_val.h5"
+    assert qc["min-residual-share"] == 0.1 and qc["output-json"] == "results/demo/qc/combined.json"
     assert train["combined"]["train-data"] == "results/demo/data/peaks_train.h5"
     assert train["combined"]["settings"]["transformation-model"]["transformation-model-file"].endswith(
         "models/transformation.keras")
     assert train["combined"]["heads"][0]["use-bias-counts"] is True
-    regions = step_json(jobs_by_rule(demo_dag)["regions_config"][0])
+    regions = step_json(config_jobs(demo_dag, "regions_")["regions_peaks"])
     assert regions["input-length"] == res_len and "background" in regions
     assert regions["splits"]["test-chroms"] == cfg["splits"]["test"]
-    assert check_step_schemas(demo_dag) == 20
-
-
-def test_demo_training_configs_pass_the_training_schemas(demo_dag):
-    assert check_step_schemas(demo_dag, stages=True) == 23
+    assert check_step_schemas(demo_dag) == 1 + 9 + 1 + 3 + 1 + 6 + 2 + 1 + 2
 
 
 # ------------------------------------------------------------------------------------------
@@ -311,20 +336,20 @@ def test_three_experiments_dag(three_dag):
         # control-peaks, bias-background; userC as simA.  No test sets without evaluation.
         # Plus background val for train-combined's QC (simA, userC; simB trains on it).
         "dataset": 2 * (3 + 4 + 3) + 2,
-        "train_bias": 3, "fit_transformation": 3, "train_combined": 3,
-        "predict": 0, "metrics": 0, "footprints": 0, "report_figures": 0,
+        "train_bias": 3, "train_transformation": 3, "train_combined": 3, "qc_combined": 3,
+        "predict": 0, "metrics": 0, "footprints": 0, "report_figures": 0, "report_footprints": 0,
     }
     level = level_of(three_dag)
     for e in ("simA", "simB", "userC"):
         mine = [j for j in three_dag.jobs if j.wildcards.get("experiment") == e]
         first = {r: min((level[j] for j in mine if j.rule.name == r), default=None)
-                 for r in ("dataset", "train_bias", "fit_transformation", "train_combined")}
-        assert first["dataset"] < first["train_bias"] < first["fit_transformation"] < first["train_combined"]
+                 for r in ("dataset", "train_bias", "train_transformation", "train_combined")}
+        assert first["dataset"] < first["train_bias"] < first["train_transformation"] < first["train_combined"]
         (combined,) = [j for j in mine if j.rule.name == "train_combined"]
         up = ancestors(three_dag, combined)
         assert {j.wildcards.get("experiment") for j in up if j.rule.name != "simulate" and
                 not j.rule.name.startswith("simulate")} == {e}
-        assert {"train_bias", "fit_transformation", "dataset"} <= {j.rule.name for j in up}
+        assert {"train_bias", "train_transformation", "dataset"} <= {j.rule.name for j in up}
     (sim,) = by_rule["simulate"]
     for e in ("simA", "simB"):
         (bias,) = [j for j in by_rule["train_bias"] if j.wildcards.experiment == e]
@@ -332,9 +357,10 @@ def test_three_experiments_dag(three_dag):
 
 
 def test_three_experiments_bias_sources_and_defaults(three_dag):
-    data = {(j.wildcards.experiment, j.wildcards.dataset, j.wildcards.split): step_json(j)
-            for j in jobs_by_rule(three_dag)["dataset_config"]}
-    train = {(j.wildcards.experiment, j.wildcards.stage): step_json(j) for j in jobs_by_rule(three_dag)["train_config"]}
+    configs = {(j.wildcards.experiment, config_name(j)): step_json(j) for j in jobs_by_rule(three_dag)["step_config"]}
+    data = {(e, *name.removeprefix("data_").rsplit("_", 1)): c for (e, name), c in configs.items()
+            if name.startswith("data_")}
+    train = {(e, name.removeprefix("train_")): c for (e, name), c in configs.items() if name.startswith("train_")}
     sim = "results/simulated/ci-seed0"
     experiment_bw = [f"{sim}/experiment.plus.bw", f"{sim}/experiment.minus.bw"]
     # background: sampled background regions with the experiment's bigWigs
@@ -353,15 +379,15 @@ def test_three_experiments_bias_sources_and_defaults(three_dag):
     assert "counts-fit" not in train[("simB", "transformation")]["settings"]
     assert train[("simA", "transformation")]["counts-val-data"] == "results/simA/data/bias-background_val.h5"
     assert train[("userC", "transformation")]["counts-train-data"] == "results/userC/data/bias-background_train.h5"
-    assert "truth-json" not in train[("userC", "combined")]["qc"]
+    assert "truth-json" not in configs[("userC", "qc_combined")]
     assert data[("simB", "bias-background", "train")]["heads"][0]["bigwig-files"] == experiment_bw
     assert train[("simB", "combined")]["train-data"] == [
         "results/simB/data/peaks_train.h5", "results/simB/data/background_train.h5"]
     # bed: the user's background BED, split by its own prepare-regions run
     c = data[("userC", "bias-background", "val")]
     assert c["regions"] == "results/userC/regions/background_val.bed"
-    regions = {(j.wildcards.experiment, j.wildcards.regionset): step_json(j)
-               for j in jobs_by_rule(three_dag)["regions_config"]}
+    regions = {(e, name.removeprefix("regions_")): c for (e, name), c in configs.items()
+               if name.startswith("regions_")}
     assert set(regions) == {("simA", "peaks"), ("simB", "peaks"), ("userC", "peaks"), ("userC", "background")}
     assert "background" not in regions[("userC", "peaks")]
     assert regions[("userC", "background")]["splits"]["regions"][0].endswith("user/background.bed")
@@ -378,8 +404,8 @@ def test_three_experiments_bias_sources_and_defaults(three_dag):
         assert bias["counts-schedule"] == comb["counts-schedule"] == "profile-first"
         assert bias["counts-phase-trainable"] == "counts-layers" and "counts-phase-trainable" not in comb
         assert "counts-schedule" not in train[(e, "transformation")]["settings"]
-    assert check_step_schemas(three_dag) == 1 + 4 + 22
-    assert check_step_schemas(three_dag, stages=True) == 1 + 4 + 22 + 9
+    # a simulation, 4 region sets, 22 datasets, 3 x 3 training stages, 3 QCs
+    assert check_step_schemas(three_dag) == 1 + 4 + 22 + 9 + 3
 
 
 # ------------------------------------------------------------------------------------------
@@ -436,8 +462,10 @@ def test_dry_run_of_many_experiments(tmp_path):
     proc = subprocess.run([str(SNAKEMAKE), "-n", "--configfile", str(cfgfile), "-d", str(tmp_path), "-s",
                            str(SNAKEFILE)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "train_combined           30" in proc.stdout
-    assert "simulate                 10" in proc.stdout   # a{i} and b{i} share one simulation per seed
+    counts = dict(line.split() for line in proc.stdout.splitlines() if len(line.split()) == 2
+                  and line.split()[1].isdigit())
+    assert counts["train_combined"] == "30" and counts["qc_combined"] == "30"
+    assert counts["simulate"] == "10"   # a{i} and b{i} share one simulation per seed
 
 
 # ------------------------------------------------------------------------------------------
@@ -445,7 +473,6 @@ def test_dry_run_of_many_experiments(tmp_path):
 
 
 def test_ci_end_to_end(tmp_path, monkeypatch):
-    pytest.importorskip("bpflow.training")
     import h5py
     import keras
 
@@ -460,8 +487,8 @@ def test_ci_end_to_end(tmp_path, monkeypatch):
     models = {
         "bias": (res / "models" / "bias.keras", bias_len),
         "transformation": (res / "models" / "transformation.keras", bias_len),
-        "combined": (res / "models" / "combined_combined.keras", res_len),
-        "residual": (res / "models" / "combined_residual.keras", res_len),
+        "combined": (res / "models" / "combined.keras", res_len),
+        "residual": (res / "models" / "residual.keras", res_len),
     }
     for name, (path, length) in models.items():
         model = keras.saving.load_model(str(path), compile=False)
@@ -469,9 +496,11 @@ def test_ci_end_to_end(tmp_path, monkeypatch):
         assert tuple(model.outputs[0].shape) == (None, out, 2), name
     for stage in ("bias", "transformation", "combined"):
         history = json.loads((res / "models" / f"{stage}.history.json").read_text())
-        assert history
+        assert history["step"] == f"train-{stage}" and history["completed"]
         assert (res / "models" / f"{stage}.loss.png").stat().st_size > 0
-        assert (res / "logs" / f"{'fit_transformation' if stage == 'transformation' else 'train_' + stage}.log").exists()
+        assert (res / "logs" / f"train_{stage}.log").exists()
+    qc = json.loads((res / "qc" / "combined.json").read_text())
+    assert qc["step"] == "qc-combined" and "nexus" in qc["counts"]["heads"] and "nexus" in qc["motifs"]["heads"]
     with h5py.File(res / "data" / "peaks_train.h5") as f:
         assert f["sequence"].shape[1:] == (res_len + 2 * ci["max-jitter"], 4)
     with h5py.File(res / "data" / "bias-background_train.h5") as f:
@@ -482,16 +511,28 @@ def test_ci_end_to_end(tmp_path, monkeypatch):
         metrics = json.loads((res / "metrics" / f"{regionset}_test.json").read_text())
         assert metrics
         assert (res / "metrics" / f"{regionset}_test.tsv").read_text().count("\n") > 1
+    for name in REPORT_FIGURES + ["footprints.html", "footprints.png"]:
+        assert (res / "report" / name).stat().st_size > 0, name
+    # the data steps ran with the threads Snakemake granted, on their command line
+    assert "1 thread(s)" in (res / "logs" / "data_peaks_train.log").read_text()
     # nothing is left to do: a second run (same command) schedules no job
     dag = run_workflow(tmp_path, [REPO / "config" / "ci.yaml"])
     assert [j.rule.name for j in dag.needrun_jobs(exclude_finished=False)] == []
+
+    def rerun(**change):
+        override = write_yaml(tmp_path / "change.yaml", change)
+        dag = run_workflow(tmp_path, [REPO / "config" / "ci.yaml", override])
+        return sorted(j.rule.name for j in dag.needrun_jobs(exclude_finished=False))
+
+    # how to run (verbosity, threads) and what the quality checks flag rerun no training
+    assert rerun(verbosity="DEBUG") == []
+    assert rerun(resources={"training": {"threads": 1}, "data": {"threads": 2}}) == []
+    assert rerun(experiments={"ci": {"training": {"qc": {"min-residual-share": 0.3}}}}) == [
+        "all", "qc_combined", "report_figures", "step_config"]
     # a hyperparameter change reruns its stage and what follows, nothing before it
-    override = write_yaml(tmp_path / "more-epochs.yaml",
-                          {"experiments": {"ci": {"training": {"combined": {"epochs": 3}}}}})
-    dag = run_workflow(tmp_path, [REPO / "config" / "ci.yaml", override])
-    rerun = sorted(j.rule.name for j in dag.needrun_jobs(exclude_finished=False))
-    assert rerun == ["all", "footprints", "metrics", "metrics", "predict", "predict", "predict", "predict",
-                     "report_figures", "train_combined", "train_config"]
+    assert rerun(experiments={"ci": {"training": {"combined": {"epochs": 3}}}}) == [
+        "all", "footprints", "metrics", "metrics", "predict", "predict", "predict", "predict", "qc_combined",
+        "report_figures", "report_footprints", "step_config", "train_combined"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -509,34 +550,43 @@ def test_demo_footprints_and_report_jobs(demo_dag):
     assert inputs == sorted([
         "results/demo/configs/footprints.json", "results/demo/data/background_test.h5",
         "results/demo/models/transformation.keras",
-        "results/demo/models/combined_combined.keras", "results/demo/models/combined_residual.keras",
+        "results/demo/models/combined.keras", "results/demo/models/residual.keras",
         "results/simulated/demo-seed0/truth.json"])
     assert fp.resources["gpu"] == 1 and fp.benchmark
     cfg = step_json(config_job_for(demo_dag, "results/demo/configs/footprints.json"))
     # a simulate experiment without a footprints block: the truth's TF motifs and bias motif
     assert cfg["simulation-truth"] == "results/simulated/demo-seed0/truth.json"
     assert "motifs" not in cfg and "bias-motifs" not in cfg
-    assert cfg["models"] == {"combined": "results/demo/models/combined_combined.keras",
-                             "residual": "results/demo/models/combined_residual.keras",
+    assert cfg["models"] == {"combined": "results/demo/models/combined.keras",
+                             "residual": "results/demo/models/residual.keras",
                              "bias": "results/demo/models/transformation.keras"}
     assert cfg["background-h5"] == "results/demo/data/background_test.h5"
     assert (cfg["num-backgrounds"], cfg["orientations"], cfg["pwm-mode"], cfg["seed"]) == (500, "both", "consensus", 0)
     assert cfg["head-names"] == ["nexus"]
     # predictions average the two strands by default (experiment key revcomp-average)
-    predict_cfgs = [step_json(j) for j in by_rule["predict_config"]]
+    predict_cfgs = [step_json(j) for j in config_jobs(demo_dag, "predict_").values()]
     assert len(predict_cfgs) == 6 and all(c["revcomp-average"] is True for c in predict_cfgs)
-    assert {Path(str(f)).name for f in fp.output} == {f"footprints.{x}" for x in ("json", "tsv", "html", "png")}
+    assert {Path(str(f)).name for f in fp.output} == {"footprints.json", "footprints.tsv"}
     (figs,) = by_rule["report_figures"]
     assert sorted(Path(str(f)).name for f in figs.output) == sorted(REPORT_FIGURES)
+    assert {str(f) for f in figs.input if "qc" in str(f)} == {"results/demo/qc/combined.json"}
     assert {Path(str(f)).name for f in figs.input} == {
-        "peaks_test.json", "background_test.json", "peaks_test.h5", "background_test.h5", "combined.qc.json",
-        *(f"{m}_{r}_test.h5" for m in ("combined", "residual", "bias") for r in ("peaks", "background"))}
+        "report_figures.json", "peaks_test.json", "background_test.json", "peaks_test.h5", "background_test.h5",
+        "combined.json", *(f"{m}_{r}_test.h5" for m in ("combined", "residual", "bias") for r in ("peaks", "background"))}
+    (fp_figs,) = by_rule["report_footprints"]
+    assert sorted(str(f) for f in fp_figs.output) == ["results/demo/report/footprints.html",
+                                                      "results/demo/report/footprints.png"]
+    figures = step_json(config_job_for(demo_dag, "results/demo/configs/report_figures.json"))["figures"]
+    assert [f["figure"] for f in figures] == ["metrics-table", "counts-scatter", "counts-scatter", "example-regions",
+                                              "qc-table"]
+    assert sorted(Path(f["output"]).name for f in figures) == sorted(REPORT_FIGURES)
     # every figure and table of the report is marked for `snakemake --report`
     marked = {Path(str(f)).name for job in demo_dag.jobs for f in job.output if is_flagged(f, "report")}
     assert marked == {"bias.loss.png", "transformation.loss.png", "combined.loss.png", "peaks_test.tsv",
                       "background_test.tsv", "footprints.html", "footprints.png", *REPORT_FIGURES}
     (all_job,) = by_rule["all"]
-    assert {str(f) for f in fp.output} | {str(f) for f in figs.output} <= {str(f) for f in all_job.input}
+    outputs = {str(f) for job in (fp, figs, fp_figs) for f in job.output}
+    assert outputs <= {str(f) for f in all_job.input}
 
 
 def test_footprint_motifs_from_the_config(tmp_path):
@@ -544,14 +594,13 @@ def test_footprint_motifs_from_the_config(tmp_path):
     user = tmp_path / "user"
     user.mkdir()
     (user / "bias.jaspar").write_text(">M1 tn5\nA [ 1 0 0 ]\nC [ 0 1 0 ]\nG [ 0 0 1 ]\nT [ 0 0 0 ]\n")
-    for name in ("genome.fa", "peaks.bed", "plus.bw", "minus.bw"):
-        (user / name).write_text("")
+    files = dry_run.empty_user_inputs(user)
     ci = cfg["experiments"]["ci"]
     ci["footprints"] = {"motifs": {"CTCF": {"builtin": "CTCF"}, "mine": "GATTACA"}, "num-backgrounds": 64,
                         "orientations": "forward"}
     plain = {k: copy.deepcopy(v) for k, v in ci.items() if k not in ("simulate", "footprints")}
-    plain.update({"genome": str(user / "genome.fa"), "peaks": str(user / "peaks.bed")})
-    plain["heads"] = [{"head-name": "chip", "bigwigs": [str(user / "plus.bw"), str(user / "minus.bw")]}]
+    plain.update({"genome": files["genome.fa"], "peaks": files["peaks.bed"]})
+    plain["heads"] = [{"head-name": "chip", "bigwigs": [files["plus.bw"], files["minus.bw"]]}]
     cfg["experiments"]["nomotif"] = plain
     cfg["experiments"]["biasonly"] = copy.deepcopy(plain)
     cfg["experiments"]["biasonly"]["footprints"] = {"bias-motif": {"file": str(user / "bias.jaspar")}}
@@ -560,6 +609,7 @@ def test_footprint_motifs_from_the_config(tmp_path):
     fps = {j.wildcards.experiment: j for j in jobs_by_rule(dag)["footprints"]}
     assert sorted(fps) == ["biasonly", "ci"]           # no motif at all: no footprints job
     assert len(jobs_by_rule(dag)["report_figures"]) == 3
+    assert sorted(j.wildcards.experiment for j in jobs_by_rule(dag)["report_footprints"]) == ["biasonly", "ci"]
     ci_json = step_json(config_job_for(dag, "results/ci/configs/footprints.json"))
     # given TF motifs replace the simulation's; its bias motif still comes from the truth
     assert ci_json["motifs"] == {"CTCF": {"builtin": "CTCF"}, "mine": "GATTACA"}
@@ -569,9 +619,15 @@ def test_footprint_motifs_from_the_config(tmp_path):
     assert b_json["bias-motifs"] == {"bias": {"file": str(user / "bias.jaspar")}}
     assert "motifs" not in b_json and "simulation-truth" not in b_json
     assert str(user / "bias.jaspar") in {str(f) for f in fps["biasonly"].input}
-    averaged = {(j.wildcards.experiment, step_json(j)["revcomp-average"]) for j in jobs_by_rule(dag)["predict_config"]}
+    # the quality checks use the same motifs (and read the motif file)
+    qcs = {j.wildcards.experiment: j for j in jobs_by_rule(dag)["qc_combined"]}
+    b_qc = step_json(config_job_for(dag, "results/biasonly/configs/qc_combined.json"))
+    assert b_qc["bias-motifs"] == {"bias": {"file": str(user / "bias.jaspar")}} and "truth-json" not in b_qc
+    assert str(user / "bias.jaspar") in {str(f) for f in qcs["biasonly"].input}
+    averaged = {(j.wildcards.experiment, step_json(j)["revcomp-average"]) for j in jobs_by_rule(dag)["step_config"]
+                if config_name(j).startswith("predict_")}
     assert averaged == {("ci", True), ("nomotif", True), ("biasonly", False)}
-    assert check_step_schemas(dag) > 0   # every footprints config passes the step's schema
+    assert check_step_schemas(dag) > 0   # every config passes its step's schema
 
 
 @pytest.mark.parametrize("footprints, message", [
@@ -591,24 +647,17 @@ def test_bad_footprint_config_fails_before_any_job(tmp_path, footprints, message
     assert not (tmp_path / "results").exists()
 
 
-def _load_script(name):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"bpflow_script_{name}", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_footprints_script_known_answers(tmp_path, capsys):
-    """The workflow's footprint step on hand-built models whose responses are known: a
-    residual that sees only the TF k-mer gives exactly 0 for the bias motif, a bias model that
-    sees only the bias k-mer gives exactly 0 for the TF motif (the fast stand-in for the demo's
-    residual-footprint check; test_footprints.py derives the expected sizes)."""
+def test_footprints_and_report_steps_known_answers(tmp_path, capsys):
+    """`bpflow footprints` on hand-built models whose responses are known: a residual that
+    sees only the TF k-mer gives exactly 0 for the bias motif, a bias model that sees only
+    the bias k-mer gives exactly 0 for the TF motif (the fast stand-in for the demo's
+    residual-footprint check; test_footprints.py derives the expected sizes); then
+    `bpflow report-figures` draws its table and plots."""
     import h5py
-    from test_footprints import BIAS, IN, OUT, TF, at_backgrounds, expected_kmer_response, kmer_model
+    from test_footprints import BIAS, IN, TF, at_backgrounds, expected_kmer_response, kmer_model
 
-    from bpflow.genome import one_hot_encode
+    from bpflow.cli import main as cli
+    from bpflow.formats.sequence import one_hot_encode
 
     models = {}
     for label, kmer in (("combined", TF), ("residual", TF), ("bias", BIAS)):
@@ -623,11 +672,9 @@ def test_footprints_script_known_answers(tmp_path, capsys):
     # keys sorted as the workflow writes them: the plot rows still come combined, residual, bias
     config = {"models": dict(sorted(models.items())), "background-h5": str(tmp_path / "background_test.h5"),
               "simulation-truth": str(tmp_path / "truth.json"), "orientations": "forward",
-              "head-names": ["nexus"], "output-json": f"{out}.json", "output-tsv": f"{out}.tsv",
-              "output-html": f"{out}.html", "output-png": f"{out}.png"}
+              "head-names": ["nexus"], "output-json": f"{out}.json", "output-tsv": f"{out}.tsv"}
     (tmp_path / "fp.json").write_text(json.dumps(config))
-    script = _load_script("footprints")
-    assert script.main([str(tmp_path / "fp.json")]) == 0
+    assert cli(["footprints", str(tmp_path / "fp.json"), "--verbosity", "warning"]) == 0
     table = json.loads(Path(f"{out}.json").read_text())
     assert list(table["models"]) == ["combined", "residual", "bias"]
     assert table["tf-motifs"] == ["TF1"] and table["bias-motifs"] == ["bias"]
@@ -646,6 +693,10 @@ def test_footprints_script_known_answers(tmp_path, capsys):
     assert [(r[0], r[2]) for r in rows[1:]] == [(m, x) for m in ("combined", "residual", "bias")
                                                for x in ("TF1", "bias")]
     assert float(rows[3][3]) == pytest.approx(profile, rel=1e-3) and float(rows[4][3]) == 0.0   # residual
+    figures = {"figures": [{"figure": "footprints-table", "footprints": f"{out}.json", "output": f"{out}.html"},
+                           {"figure": "footprints-plot", "footprints": f"{out}.json", "output": f"{out}.png"}]}
+    (tmp_path / "figs.json").write_text(json.dumps(figures))
+    assert cli(["report-figures", str(tmp_path / "figs.json")]) == 0
     html = Path(f"{out}.html").read_text()
     assert "bias/TF profile-response ratio: combined 0, residual 0, bias NA" in html
     assert Path(f"{out}.png").read_bytes().startswith(b"\x89PNG")
@@ -653,41 +704,49 @@ def test_footprints_script_known_answers(tmp_path, capsys):
     config["models"]["bias"] = str(tmp_path / "missing.keras")
     config["output-json"] = str(tmp_path / "other.json")
     (tmp_path / "bad.json").write_text(json.dumps(config))
-    assert script.main([str(tmp_path / "bad.json")]) == 2
+    assert cli(["footprints", str(tmp_path / "bad.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("footprints: error:") and "missing.keras not found" in err[-1]
+    assert err[-1].startswith("bpflow footprints: error:") and "missing.keras" in err[-1]
     assert not (tmp_path / "other.json").exists()
 
 
-def test_report_figures_script_pearson_matches_scipy(tmp_path, capsys):
-    """scripts/report_figures.py, several figures in one process: the counts Pearson it
-    prints (and draws) equals scipy's on the forward-strand samples."""
+def test_report_figures_step_pearson_matches_scipy(tmp_path, capsys, caplog):
+    """`bpflow report-figures`, several figures in one process: the counts Pearson it logs
+    (and draws) equals scipy's on the forward-strand samples."""
+    import logging
+
     import numpy as np
     from scipy import stats
     from test_report import TOTALS, make_dataset, make_predictions
 
-    data = make_dataset(tmp_path / "data.h5")
+    from bpflow.cli import main as cli
+
+    data = str(make_dataset(tmp_path / "data.h5"))
     obs = np.log1p(TOTALS)
     combined = obs + np.linspace(-0.5, 0.4, len(TOTALS)) ** 2
-    preds = {"combined": make_predictions(tmp_path / "combined.h5", combined),
-             "bias": make_predictions(tmp_path / "bias.h5", -obs, seed=3)}
-    args = [f"--prediction={k}={v}" for k, v in preds.items()]
-    script = _load_script("report_figures")
-    code = script.main(["counts-scatter", "--data", str(data), *args, "--region-set", "peaks",
-                        "-o", str(tmp_path / "counts.png"), "+",
-                        "example-regions", "--data", str(data), *args, "--num", "2",
-                        "-o", str(tmp_path / "examples.png")])
-    assert code == 0
-    out = capsys.readouterr().out
+    preds = {"combined": str(make_predictions(tmp_path / "combined.h5", combined)),
+             "bias": str(make_predictions(tmp_path / "bias.h5", -obs, seed=3))}
+    figures = [{"figure": "counts-scatter", "data": data, "predictions": preds, "region-set": "peaks",
+                "output": str(tmp_path / "counts.png")},
+               {"figure": "example-regions", "data": data, "predictions": preds, "num": 2,
+                "output": str(tmp_path / "examples.png")}]
+    (tmp_path / "figs.json").write_text(json.dumps({"figures": figures}))
+    with caplog.at_level(logging.INFO, logger="bpflow.report"):
+        assert cli(["report-figures", str(tmp_path / "figs.json")]) == 0
     forward = slice(0, None, 2)
     r = stats.pearsonr(obs[forward], combined[forward])[0]
-    assert f"combined {r:.4f}" in out and "bias -1.0000" in out
-    assert "example regions (sample indices): [2, 6]" in out     # highest forward totals, ties -> lower
+    assert f"combined {r:.4f}" in caplog.text and "bias -1.0000" in caplog.text
+    assert "example regions (sample indices): [2, 6]" in caplog.text   # highest forward totals, ties -> lower
     for name in ("counts.png", "examples.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
-    assert script.main(["metrics-table", "--metrics", str(tmp_path / "none.json"), "-o",
-                        str(tmp_path / "m.html")]) == 2
-    assert "metrics JSON not found" in capsys.readouterr().err
+    # every input is checked before any figure is drawn
+    figures.insert(0, {"figure": "metrics-table", "metrics": [str(tmp_path / "none.json")],
+                       "output": str(tmp_path / "m.html")})
+    figures[1]["output"] = str(tmp_path / "counts2.png")
+    (tmp_path / "bad.json").write_text(json.dumps({"figures": figures}))
+    assert cli(["report-figures", str(tmp_path / "bad.json")]) == 2
+    assert "key figures/0 (metrics-table): file not found" in capsys.readouterr().err
+    assert not (tmp_path / "counts2.png").exists()
 
 
 # The demo's known answers (docs/evaluation.md, "The demo's evaluation"): combined counts
@@ -733,14 +792,16 @@ def test_demo_residual_ignores_the_bias_motif_and_combined_counts_correlate(tmp_
 
 
 def test_footprints_step_config_errors(tmp_path):
-    from bpflow.footprints import run_footprints_config, simulation_motifs
+    from bpflow.evaluate.footprints import run_footprints_config
+    from bpflow.formats.motifs import simulation_motifs
     from bpflow.utils import BpflowError
 
     truth = tmp_path / "truth.json"
     truth.write_text(json.dumps({"motifs": [{"name": "bias", "probabilities": [[1, 0, 0, 0]] * 3}],
                                  "bias": {"motif": "TACGTC"}}))
     tfs, bias = simulation_motifs(truth)
-    assert list(tfs) == ["bias"] and tfs["bias"].shape == (3, 4) and bias == {"bias": "TACGTC"}
+    assert list(tfs) == ["bias"] and tfs["bias"].probabilities.shape == (3, 4)
+    assert list(bias) == ["bias"] and bias["bias"].consensus == "TACGTC" and bias["bias"].fixed
     base = {"models": {"residual": str(tmp_path / "r.keras")}, "background-h5": str(tmp_path / "bg.h5"),
             "output-json": str(tmp_path / "out.json")}
     cases = [

@@ -165,7 +165,7 @@ for jid, line in jobs.items():
     state = re.search(r"\bJobState=(\w+)", line).group(1)
     rules.setdefault(m.group(1), []).append((jid, int(gpu.group(1)) if gpu else 0, state))
 problems = []
-for rule, expected in [("train_bias", 1), ("fit_transformation", 1), ("train_combined", 1),
+for rule, expected in [("train_bias", 1), ("train_transformation", 1), ("train_combined", 1),
                        ("simulate", 0), ("regions_sampled", 0), ("dataset", 0)]:
     found = rules.get(rule, [])
     if not found:
@@ -180,7 +180,7 @@ local = {"simulate_config", "regions_config", "dataset_config", "train_config"} 
 if local:
     problems.append(f"config-writing rules were submitted to SLURM: {sorted(local)}")
 run = Path(sys.argv[2]) / "results" / "ci" / "models"
-for name in ("bias.keras", "transformation.keras", "combined_combined.keras", "combined_residual.keras"):
+for name in ("bias.keras", "transformation.keras", "combined.keras", "residual.keras"):
     if not (run / name).is_file():
         problems.append(f"missing output {run / name}")
 print(f"{sum(len(v) for v in rules.values())} SLURM jobs of {len(rules)} rules")

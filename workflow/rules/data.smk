@@ -1,18 +1,6 @@
-# Region sets per split, then one HDF5 dataset per (dataset, split).
-
-
-rule regions_config:
-    output:
-        "results/{experiment}/configs/regions_{regionset}.json",
-    params:
-        text=lambda wc: json_text(
-            regions_json(wc.experiment, wc.regionset, RES["data"]["threads"])
-        ),
-    log:
-        "results/{experiment}/logs/configs/regions_{regionset}.log",
-    localrule: True
-    run:
-        write_text(output[0], params.text)
+# Region sets per split, then one HDF5 dataset per (dataset, split).  Their configs:
+# configs/regions_<regionset>.json (bpflow prepare-regions) and
+# configs/data_<dataset>_<split>.json (bpflow prepare-data).
 
 
 # Peaks split by chromosome and filtered, plus background regions sampled away from them
@@ -42,12 +30,13 @@ rule regions_sampled:
         experiment=SAMPLED,
     threads: RES["data"]["threads"]
     resources:
+        verbosity=config["verbosity"],
         mem_mb=RES["data"]["mem-mb"],
         runtime=RES["data"]["runtime"],
     conda:
         "../../envs/bpflow.yaml"
     shell:
-        "bpflow prepare-regions {input.config} > {log} 2>&1"
+        f"bpflow prepare-regions {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
 
 # bias-source bed: the peaks without background sampling, and the user's background BED
@@ -75,26 +64,13 @@ rule regions:
         experiment=OWN_BED,
     threads: RES["data"]["threads"]
     resources:
+        verbosity=config["verbosity"],
         mem_mb=RES["data"]["mem-mb"],
         runtime=RES["data"]["runtime"],
     conda:
         "../../envs/bpflow.yaml"
     shell:
-        "bpflow prepare-regions {input.config} > {log} 2>&1"
-
-
-rule dataset_config:
-    output:
-        "results/{experiment}/configs/data_{dataset}_{split}.json",
-    params:
-        text=lambda wc: json_text(
-            data_json(wc.experiment, wc.dataset, wc.split, RES["data"]["threads"])
-        ),
-    log:
-        "results/{experiment}/logs/configs/data_{dataset}_{split}.log",
-    localrule: True
-    run:
-        write_text(output[0], params.text)
+        f"bpflow prepare-regions {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
 
 rule dataset:
@@ -110,9 +86,10 @@ rule dataset:
         "results/{experiment}/benchmarks/data_{dataset}_{split}.tsv"
     threads: RES["data"]["threads"]
     resources:
+        verbosity=config["verbosity"],
         mem_mb=RES["data"]["mem-mb"],
         runtime=RES["data"]["runtime"],
     conda:
         "../../envs/bpflow.yaml"
     shell:
-        "bpflow prepare-data {input.config} > {log} 2>&1"
+        f"bpflow prepare-data {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"

@@ -1,20 +1,29 @@
-# Evaluation (config key `evaluate: true`): predictions of the combined, residual and
-# (transformed) bias models on the held-out test chromosomes, peaks and background
-# separately, their metrics (docs/evaluation.md) and the marginal footprints of the TF and
-# bias motifs (docs/footprints.md).  The report figures: report.smk.
+# Evaluation.  The quality checks of the combined model (qc_combined: always, after
+# train_combined; docs/qc.md), and with `evaluate: true` the predictions of the combined,
+# residual and (transformed) bias models on the held-out test chromosomes, peaks and
+# background separately, their metrics (docs/evaluation.md) and the marginal footprints of
+# the TF and bias motifs (docs/footprints.md).  The report figures: report.smk.
 
-rule predict_config:
+
+rule qc_combined:
+    input:
+        config="results/{experiment}/configs/qc_combined.json",
+        models=lambda wc: [model_file(wc.experiment, m) for m in ("combined", "residual", "transformation")],
+        data=lambda wc: qc_files(wc.experiment),
     output:
-        "results/{experiment}/configs/predict_{model}_{regionset}.json",
-    params:
-        text=lambda wc: json_text(predict_json(wc.experiment, wc.model, wc.regionset)),
+        "results/{experiment}/qc/combined.json",
     log:
-        "results/{experiment}/logs/configs/predict_{model}_{regionset}.log",
-    wildcard_constraints:
-        model="|".join(EVAL_MODELS),
-    localrule: True
-    run:
-        write_text(output[0], params.text)
+        "results/{experiment}/logs/qc_combined.log",
+    threads: EVAL["threads"]
+    resources:
+        verbosity=config["verbosity"],
+        gpu=EVAL["gpu"],
+        mem_mb=EVAL["mem-mb"],
+        runtime=EVAL["runtime"],
+    conda:
+        "../../envs/bpflow.yaml"
+    shell:
+        f"bpflow qc-combined {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
 
 rule predict:
@@ -32,26 +41,14 @@ rule predict:
         model="|".join(EVAL_MODELS),
     threads: EVAL["threads"]
     resources:
+        verbosity=config["verbosity"],
         gpu=EVAL["gpu"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
     conda:
         "../../envs/bpflow.yaml"
     shell:
-        "TF_NUM_INTRAOP_THREADS={threads} TF_NUM_INTEROP_THREADS=2 "
-        "bpflow predict {input.config} > {log} 2>&1"
-
-
-rule metrics_config:
-    output:
-        "results/{experiment}/configs/metrics_{regionset}.json",
-    params:
-        text=lambda wc: json_text(metrics_json(wc.experiment, wc.regionset)),
-    log:
-        "results/{experiment}/logs/configs/metrics_{regionset}.log",
-    localrule: True
-    run:
-        write_text(output[0], params.text)
+        f"bpflow predict {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
 
 rule metrics:
@@ -75,29 +72,18 @@ rule metrics:
         "results/{experiment}/logs/metrics_{regionset}.log",
     threads: 1
     resources:
+        verbosity=config["verbosity"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
     conda:
         "../../envs/bpflow.yaml"
     shell:
-        "bpflow metrics {input.config} > {log} 2>&1"
+        f"bpflow metrics {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
 
 # Marginal footprints (docs/footprints.md): each TF motif and the bias motif inserted into
 # the test chromosomes' background sequences, scored by the combined, residual and bias
 # models.  Runs for experiments with motifs (key `footprints`, or a simulate block).
-rule footprints_config:
-    output:
-        "results/{experiment}/configs/footprints.json",
-    params:
-        text=lambda wc: json_text(footprints_json(wc.experiment)),
-    log:
-        "results/{experiment}/logs/configs/footprints.log",
-    localrule: True
-    run:
-        write_text(output[0], params.text)
-
-
 rule footprints:
     input:
         config="results/{experiment}/configs/footprints.json",
@@ -107,33 +93,17 @@ rule footprints:
     output:
         json="results/{experiment}/footprints/footprints.json",
         tsv="results/{experiment}/footprints/footprints.tsv",
-        html=report(
-            "results/{experiment}/footprints/footprints.html",
-            caption="../report/footprints_table.rst",
-            category="{experiment}",
-            subcategory="Footprints",
-            labels={"experiment": "{experiment}", "content": "table"},
-        ),
-        png=report(
-            "results/{experiment}/footprints/footprints.png",
-            caption="../report/footprints.rst",
-            category="{experiment}",
-            subcategory="Footprints",
-            labels={"experiment": "{experiment}", "content": "plots"},
-        ),
     log:
         "results/{experiment}/logs/footprints.log",
     benchmark:
         "results/{experiment}/benchmarks/footprints.tsv"
-    params:
-        script=os.path.join(SCRIPTS, "footprints.py"),
     threads: EVAL["threads"]
     resources:
+        verbosity=config["verbosity"],
         gpu=EVAL["gpu"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
     conda:
         "../../envs/bpflow.yaml"
     shell:
-        "TF_NUM_INTRAOP_THREADS={threads} TF_NUM_INTEROP_THREADS=2 "
-        "python {params.script} {input.config} > {log} 2>&1"
+        f"bpflow footprints {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"

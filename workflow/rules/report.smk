@@ -1,12 +1,13 @@
 # The run report (`snakemake --report results/report.html`): figures and tables drawn by
-# bpflow.report through scripts/report_figures.py, each marked with report(...) under its
-# experiment's category.  The training stages' loss plots (train.smk), the metrics TSVs and
-# the footprints (evaluate.smk) are marked where they are made.  One job per experiment
-# draws all of this rule's figures (Keras is imported once).
+# `bpflow report-figures` (bpflow.report), each marked with report(...) under its
+# experiment's category.  The training stages' loss plots (train.smk) and the metrics TSVs
+# (evaluate.smk) are marked where they are made.  One job per experiment draws the
+# evaluation figures (one process), another the footprint figures of experiments with motifs.
 
 
 rule report_figures:
     input:
+        config="results/{experiment}/configs/report_figures.json",
         metrics=expand("results/{{experiment}}/metrics/{regionset}_test.json", regionset=REGION_SETS),
         predictions=expand(
             "results/{{experiment}}/predictions/{model}_{regionset}_test.h5",
@@ -14,7 +15,7 @@ rule report_figures:
             regionset=REGION_SETS,
         ),
         data=expand("results/{{experiment}}/data/{regionset}_test.h5", regionset=REGION_SETS),
-        qc="results/{experiment}/models/combined.qc.json",
+        qc="results/{experiment}/qc/combined.json",
     output:
         metrics=report(
             "results/{experiment}/report/metrics.html",
@@ -49,18 +50,48 @@ rule report_figures:
             caption="../report/qc.rst",
             category="{experiment}",
             subcategory="Quality checks",
-            labels={"experiment": "{experiment}", "checks": "train-combined"},
+            labels={"experiment": "{experiment}", "checks": "qc-combined"},
         ),
     log:
         "results/{experiment}/logs/report_figures.log",
-    params:
-        script=os.path.join(SCRIPTS, "report_figures.py"),
-        args=lambda wc: report_figures_args(wc.experiment),
     threads: 1
     resources:
+        verbosity=config["verbosity"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
     conda:
         "../../envs/bpflow.yaml"
     shell:
-        "python {params.script} {params.args} > {log} 2>&1"
+        f"bpflow report-figures {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
+
+
+rule report_footprints:
+    input:
+        config="results/{experiment}/configs/report_footprints.json",
+        footprints="results/{experiment}/footprints/footprints.json",
+    output:
+        html=report(
+            "results/{experiment}/report/footprints.html",
+            caption="../report/footprints_table.rst",
+            category="{experiment}",
+            subcategory="Footprints",
+            labels={"experiment": "{experiment}", "content": "table"},
+        ),
+        png=report(
+            "results/{experiment}/report/footprints.png",
+            caption="../report/footprints.rst",
+            category="{experiment}",
+            subcategory="Footprints",
+            labels={"experiment": "{experiment}", "content": "plots"},
+        ),
+    log:
+        "results/{experiment}/logs/report_footprints.log",
+    threads: 1
+    resources:
+        verbosity=config["verbosity"],
+        mem_mb=EVAL["mem-mb"],
+        runtime=EVAL["runtime"],
+    conda:
+        "../../envs/bpflow.yaml"
+    shell:
+        f"bpflow report-figures {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"

@@ -31,9 +31,10 @@ rule simulate:
         "results/simulated/benchmarks/{sim}.tsv"
     threads: RES["simulate"]["threads"]
     resources:
+        verbosity=config["verbosity"],
         mem_mb=RES["simulate"]["mem-mb"],
         runtime=RES["simulate"]["runtime"],
     conda:
         "../../envs/bpflow.yaml"
     shell:
-        "bpflow simulate {input.config} > {log} 2>&1"
+        f"bpflow simulate {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"

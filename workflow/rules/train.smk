@@ -1,23 +1,8 @@
-# The three training stages.  They declare one GPU; locally profiles/default serialises
-# them (`resources: gpu: 1`), on SLURM the executor plugin asks for `--gpus=1`.  Each stage
-# checkpoints every epoch outside its declared outputs, so after a failed or killed job the
-# same command resumes training instead of starting over.
-
-TRAIN = RES["training"]
-
-
-rule train_config:
-    output:
-        "results/{experiment}/configs/train_{stage}.json",
-    params:
-        text=lambda wc: json_text(TRAIN_JSON[wc.stage](wc.experiment)),
-    log:
-        "results/{experiment}/logs/configs/train_{stage}.log",
-    wildcard_constraints:
-        stage="bias|transformation|combined",
-    localrule: True
-    run:
-        write_text(output[0], params.text)
+# The three training stages, each `bpflow train-<stage> configs/train_<stage>.json`.  They
+# declare one GPU; locally profiles/default serialises them (`resources: gpu: 1`), on SLURM
+# the executor plugin asks for `--gpus=1`.  Each stage checkpoints every epoch outside its
+# declared outputs, so after a failed or killed job the same command resumes training
+# instead of starting over.
 
 
 rule train_bias:
@@ -41,17 +26,17 @@ rule train_bias:
         "results/{experiment}/benchmarks/train_bias.tsv"
     threads: TRAIN["threads"]
     resources:
+        verbosity=config["verbosity"],
         gpu=TRAIN["gpu"],
         mem_mb=TRAIN["mem-mb"],
         runtime=TRAIN["runtime"],
     conda:
         "../../envs/bpflow.yaml"
     shell:
-        "TF_NUM_INTRAOP_THREADS={threads} TF_NUM_INTEROP_THREADS=2 "
-        "bpflow train-solo {input.config} > {log} 2>&1"
+        f"bpflow train-bias {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
 
-rule fit_transformation:
+rule train_transformation:
     input:
         config="results/{experiment}/configs/train_transformation.json",
         bias="results/{experiment}/models/bias.keras",
@@ -69,19 +54,19 @@ rule fit_transformation:
             labels={"experiment": "{experiment}", "stage": "transformation"},
         ),
     log:
-        "results/{experiment}/logs/fit_transformation.log",
+        "results/{experiment}/logs/train_transformation.log",
     benchmark:
-        "results/{experiment}/benchmarks/fit_transformation.tsv"
+        "results/{experiment}/benchmarks/train_transformation.tsv"
     threads: TRAIN["threads"]
     resources:
+        verbosity=config["verbosity"],
         gpu=TRAIN["gpu"],
         mem_mb=TRAIN["mem-mb"],
         runtime=TRAIN["runtime"],
     conda:
         "../../envs/bpflow.yaml"
     shell:
-        "TF_NUM_INTRAOP_THREADS={threads} TF_NUM_INTEROP_THREADS=2 "
-        "bpflow train-transformation {input.config} > {log} 2>&1"
+        f"bpflow train-transformation {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
 
 rule train_combined:
@@ -90,12 +75,10 @@ rule train_combined:
         transformation="results/{experiment}/models/transformation.keras",
         train=lambda wc: stage_data_files(wc.experiment, "combined", "train"),
         val=lambda wc: stage_data_files(wc.experiment, "combined", "val"),
-        qc=lambda wc: combined_qc_files(wc.experiment),
     output:
-        combined="results/{experiment}/models/combined_combined.keras",
-        residual="results/{experiment}/models/combined_residual.keras",
+        combined="results/{experiment}/models/combined.keras",
+        residual="results/{experiment}/models/residual.keras",
         history="results/{experiment}/models/combined.history.json",
-        qc="results/{experiment}/models/combined.qc.json",
         plot=report(
             "results/{experiment}/models/combined.loss.png",
             caption="../report/loss.rst",
@@ -109,11 +92,11 @@ rule train_combined:
         "results/{experiment}/benchmarks/train_combined.tsv"
     threads: TRAIN["threads"]
     resources:
+        verbosity=config["verbosity"],
         gpu=TRAIN["gpu"],
         mem_mb=TRAIN["mem-mb"],
         runtime=TRAIN["runtime"],
     conda:
         "../../envs/bpflow.yaml"
     shell:
-        "TF_NUM_INTRAOP_THREADS={threads} TF_NUM_INTEROP_THREADS=2 "
-        "bpflow train-combined {input.config} > {log} 2>&1"
+        f"bpflow train-combined {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"

@@ -1,0 +1,586 @@
+"""The training loop shared by every stage: :func:`fit_model`.
+
+It takes any model with BPReveal's output order (each head's profile logits, then each
+head's log counts) and:
+
+- streams batches from the HDF5 files (:class:`bpflow.train.batcher.H5Batcher`);
+- minimises, per head, ``profile-loss-weight`` x multinomial NLL + lambda x MSE of the log
+  counts, the counts target being ``log(1 + total counts of the head in the window)``;
+- adapts lambda to ``counts-loss-frac-target`` (:func:`update_counts_weight`), stops early and
+  halves the learning rate on a plateau, comparing validation losses re-expressed with the
+  current lambda;
+- checkpoints after every epoch and resumes from the checkpoint when run again;
+- stops at once on a NaN or infinite loss;
+- trains data-parallel over every device when asked (:mod:`bpflow.train.runtime`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from bpflow.losses import CountsMSE, MultinomialNLL, multinomial_nll
+from bpflow.train.batcher import H5Batcher
+from bpflow.train.runtime import Runtime
+from bpflow.train.settings import HeadSpec, TrainSettings
+from bpflow.utils import BpflowError, atomic_output
+
+logger = logging.getLogger("bpflow.train")
+
+CHECKPOINT_FORMAT = "bpflow-checkpoint/1"
+
+# BPReveal's starting lambda when only counts-loss-frac-target is given:
+# INITIAL_LAMBDA_FACTOR * mean total counts per training window * target.
+INITIAL_LAMBDA_FACTOR = 37.0
+
+# --------------------------------------------------------------------------- adaptive lambda
+
+
+def initial_counts_weight(mean_counts: float, frac_target: float) -> float:
+    """BPReveal's starting lambda: 37 x mean total counts per training window x target."""
+    return INITIAL_LAMBDA_FACTOR * float(mean_counts) * float(frac_target)
+
+
+def update_counts_weight(weight: float, profile_loss: float, counts_loss: float, frac_target: float,
+                         epoch: int) -> float:
+    """The counts-loss weight (lambda) for the epoch after ``epoch`` (0-based).
+
+    Aims for ``lambda * c / (lambda * c + p) = t``: the candidate is ``t * p / ((1 - t) * c)``
+    where ``p`` is the head's weighted profile loss and ``c`` its raw counts loss.  After
+    epochs 0 and 1 lambda jumps to the candidate, changing by at most 10x; later it moves to
+    ``0.3 * candidate + 0.7 * lambda``, changing by at most 2x.
+    """
+    t = float(frac_target)
+    if counts_loss > 0:
+        candidate = t * profile_loss / ((1.0 - t) * counts_loss)
+    else:
+        candidate = math.inf  # counts already perfect: raise lambda as far as allowed
+    if epoch <= 1:
+        new, factor = candidate, 10.0
+    else:
+        new, factor = 0.3 * candidate + 0.7 * weight, 2.0
+    return float(min(max(new, weight / factor), weight * factor))
+
+
+# --------------------------------------------------------------------------- compile
+
+
+def _squared_error(y_true, y_pred):
+    y_pred = keras.ops.convert_to_tensor(y_pred)
+    y_true = keras.ops.cast(y_true, y_pred.dtype)
+    return keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
+
+
+def _output_names(model, heads: Sequence[HeadSpec]) -> tuple[list[str], list[str]]:
+    names = list(model.output_names)
+    n = len(heads)
+    if len(names) != 2 * n:
+        raise BpflowError(f"model {model.name!r} has {len(names)} outputs, but the config has {n} heads "
+                          f"(expected {2 * n}: a profile and a counts output per head)")
+    for i, head in enumerate(heads):
+        tasks = model.outputs[i].shape[-1]
+        if tasks != head.num_tasks:
+            raise BpflowError(f"model {model.name!r}: head {i} ({head.name}) has {tasks} task(s), the config "
+                              f"says num-tasks {head.num_tasks}")
+    return names[:n], names[n:]
+
+
+def compile_model(model, heads: Sequence[HeadSpec], learning_rate: float, counts_weights: Sequence[float],
+                  jit_compile="auto") -> list:
+    """Compile ``model`` with bpflow's losses; return the lambda variables (one per head).
+
+    Losses: ``profile-loss-weight`` x :class:`MultinomialNLL` per profile output and
+    :class:`CountsMSE` (weight lambda) per counts output.  Weighted metrics ``nll`` and ``mse``
+    report the raw (unweighted) terms.  The lambda variables are attached to the model
+    (attributes ``counts_loss_weight_<i>``) so that the JAX backend reads them as state instead
+    of baking them into the compiled step; :func:`detach_counts_weights` removes them.
+    """
+    _output_names(model, heads)
+    detach_counts_weights(model)  # a model compiled before (an earlier stage) keeps no stale lambda
+    losses = [MultinomialNLL(name=f"profile_nll_{i}") for i in range(len(heads))]
+    counts = [CountsMSE(w, name=f"counts_mse_{i}") for i, w in enumerate(counts_weights)]
+    weights = [h.profile_weight for h in heads] + [1.0] * len(heads)
+    metrics = ([[keras.metrics.MeanMetricWrapper(multinomial_nll, name="nll")] for _ in heads]
+               + [[keras.metrics.MeanMetricWrapper(_squared_error, name="mse")] for _ in heads])
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=losses + counts,
+                  loss_weights=weights, weighted_metrics=metrics, jit_compile=jit_compile)
+    variables = []
+    for i, loss in enumerate(counts):
+        setattr(model, f"counts_loss_weight_{i}", loss.weight)
+        variables.append(loss.weight)
+    return variables
+
+
+def detach_counts_weights(model) -> None:
+    """Remove the lambda variables that :func:`compile_model` attached to ``model``."""
+    i = 0
+    while hasattr(model, f"counts_loss_weight_{i}"):
+        delattr(model, f"counts_loss_weight_{i}")
+        i += 1
+
+
+def _value(variable) -> np.ndarray:
+    return np.array(keras.ops.convert_to_numpy(variable.value))
+
+
+def _model_variables(model, exclude) -> list:
+    ids = {id(v) for v in exclude}
+    return [v for v in model.weights if id(v) not in ids]
+
+
+def copy_weights(source, target, exclude=()) -> None:
+    """Copy weights between two builds of the same architecture, matched by variable path
+    (by position when paths are not unique)."""
+    src = _model_variables(source, exclude)
+    dst = list(target.weights)
+    src_paths = [v.path for v in src]
+    dst_paths = [v.path for v in dst]
+    if len(set(src_paths)) == len(src) and sorted(src_paths) == sorted(dst_paths):
+        by_path = {v.path: v for v in src}
+        pairs = [(by_path[v.path], v) for v in dst]
+    elif len(src) == len(dst):
+        pairs = list(zip(src, dst))
+    else:
+        raise BpflowError(f"cannot copy weights of {source.name!r} ({len(src)} variables) to "
+                          f"{target.name!r} ({len(dst)} variables)")
+    for s, d in pairs:
+        value = _value(s)
+        if tuple(value.shape) != tuple(d.shape):
+            raise BpflowError(f"weight {s.path} has shape {value.shape}, the rebuilt model expects {d.shape}")
+        d.assign(value)
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class _NanWatch(keras.callbacks.Callback):
+    """Flags the first batch whose running training loss is NaN or infinite and stops fit.
+
+    The loss is read in Keras's helper threads (``async_safe``: no device sync per step); the
+    stop is requested from ``on_train_batch_begin`` in the training loop's own thread (setting
+    ``stop_training`` from a helper thread can end an epoch while the JAX backend still holds
+    donated buffers), so training stops within a step or two of the bad batch.
+    """
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.bad = None
+        self._lock = threading.Lock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.bad is not None:
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not logs or "loss" not in logs:
+            return
+        value = float(np.asarray(logs["loss"]))
+        if not math.isfinite(value):
+            with self._lock:  # helper threads may report batches out of order: keep the first
+                if self.bad is None or (self.epoch, int(batch)) < self.bad[:2]:
+                    self.bad = (self.epoch, int(batch), value)
+
+
+def _terms(logs: dict, prefix: str, profile_names, counts_names, heads) -> dict:
+    out = {}
+    for head, pname, cname in zip(heads, profile_names, counts_names):
+        out[f"{head.name}_profile"] = float(logs[f"{prefix}{pname}_nll"])
+        out[f"{head.name}_counts"] = float(logs[f"{prefix}{cname}_mse"])
+    return out
+
+
+def _total(terms: dict, heads, lambdas) -> float:
+    return float(sum(h.profile_weight * terms[f"{h.name}_profile"] + lam * terms[f"{h.name}_counts"]
+                     for h, lam in zip(heads, lambdas)))
+
+
+class TrainingState:
+    """Everything about a run besides the weights: epochs done, lambdas, learning rate, early
+    stopping and plateau counters, the best epoch's validation terms, and the history.
+
+    :meth:`end_epoch` is the per-epoch bookkeeping (pure Python, no Keras); the checkpoint
+    stores :meth:`to_json`.
+    """
+
+    def __init__(self, heads: Sequence[HeadSpec], lambdas: Sequence[float], learning_rate: float,
+                 epochs: int, early_stopping_patience: int, plateau_patience: int):
+        self.heads = list(heads)
+        self.epochs = int(epochs)
+        self.early_stopping_patience = int(early_stopping_patience)
+        self.plateau_patience = int(plateau_patience)
+        self.epochs_done = 0
+        self.lambdas = [float(x) for x in lambdas]
+        self.learning_rate = float(learning_rate)
+        self.best_terms: dict | None = None
+        self.best_epoch: int | None = None
+        self.es_wait = 0
+        self.lr_wait = 0
+        self.stopped = False
+        self.stop_reason = ""
+        self.initial: dict = {}
+        self.history: dict[str, list] = {"epoch": [], "loss": [], "val_loss": []}
+        for h in self.heads:
+            for key in (f"{h.name}_profile", f"{h.name}_counts"):
+                self.history[key] = []
+                self.history[f"val_{key}"] = []
+            self.history[f"{h.name}_counts_weight"] = []
+        self.history["learning_rate"] = []
+        self.history["seconds"] = []
+
+    _SAVED = ("epochs_done", "lambdas", "learning_rate", "best_terms", "best_epoch", "es_wait", "lr_wait",
+              "stopped", "stop_reason", "initial", "history")
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self._SAVED}
+
+    def load_json(self, obj: dict) -> None:
+        for k in self._SAVED:
+            setattr(self, k, obj[k])
+
+    def best_total(self) -> float | None:
+        """The best validation loss, re-expressed with the current lambdas."""
+        if self.best_terms is None:
+            return None
+        return _total(self.best_terms, self.heads, self.lambdas)
+
+    def end_epoch(self, epoch: int, train_terms: dict, val_terms: dict, seconds: float = 0.0) -> dict:
+        """Record epoch ``epoch`` (0-based) and decide what comes next.
+
+        ``*_terms``: raw per-head losses ``<head>_profile`` (multinomial NLL) and
+        ``<head>_counts`` (MSE).  The epoch's losses use the lambdas it was trained with; the
+        validation loss is compared with the best epoch's terms re-expressed with those same
+        lambdas.  Then the plateau and early-stopping counters move, and lambda is updated for
+        the next epoch from the validation terms after epoch 0 and the training terms later.
+        Returns ``{"improved", "loss", "val_loss", "lambdas" (used), "learning_rate" (used),
+        "notes"}``.
+        """
+        lambdas = list(self.lambdas)
+        learning_rate = self.learning_rate
+        loss = _total(train_terms, self.heads, lambdas)
+        val_loss = _total(val_terms, self.heads, lambdas)
+        h = self.history
+        h["epoch"].append(epoch + 1)
+        h["loss"].append(loss)
+        h["val_loss"].append(val_loss)
+        for key, v in train_terms.items():
+            h[key].append(v)
+        for key, v in val_terms.items():
+            h[f"val_{key}"].append(v)
+        for head, lam in zip(self.heads, lambdas):
+            h[f"{head.name}_counts_weight"].append(lam)
+        h["learning_rate"].append(learning_rate)
+        h["seconds"].append(seconds)
+
+        best = self.best_total()
+        improved = best is None or val_loss < best
+        notes = []
+        if improved:
+            self.best_terms, self.best_epoch = dict(val_terms), epoch + 1
+            self.es_wait = self.lr_wait = 0
+            notes.append("best")
+        else:
+            self.es_wait += 1
+            self.lr_wait += 1
+            if self.lr_wait >= self.plateau_patience:
+                self.learning_rate /= 2.0
+                self.lr_wait = 0
+                notes.append(f"learning rate -> {self.learning_rate:.3g}")
+            if self.es_wait >= self.early_stopping_patience:
+                self.stopped = True
+                self.stop_reason = (f"early stopping: no improvement of the validation loss for "
+                                    f"{self.es_wait} epochs (best: epoch {self.best_epoch})")
+        source = val_terms if epoch == 0 else train_terms
+        for i, head in enumerate(self.heads):
+            if head.frac_target is None:
+                continue
+            p = head.profile_weight * source[f"{head.name}_profile"]
+            c = source[f"{head.name}_counts"]
+            self.lambdas[i] = update_counts_weight(self.lambdas[i], p, c, head.frac_target, epoch)
+        self.epochs_done = epoch + 1
+        if self.epochs_done >= self.epochs and not self.stopped:
+            self.stopped = True
+            self.stop_reason = f"finished all {self.epochs} epochs"
+        return {"improved": improved, "loss": loss, "val_loss": val_loss, "lambdas": lambdas,
+                "learning_rate": learning_rate, "notes": notes}
+
+
+class _Controller(keras.callbacks.Callback):
+    """Per-epoch bookkeeping around :meth:`TrainingState.end_epoch`: best weights, lambda and
+    learning-rate assignment, the log line, the checkpoint."""
+
+    def __init__(self, trainer: "_Fit"):
+        super().__init__()
+        self.trainer = trainer
+        self.t0 = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.trainer.train_data.set_epoch(epoch)
+        self.t0 = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        tr = self.trainer
+        if tr.nan_watch.bad is not None:
+            self.model.stop_training = True
+            return
+        seconds = time.monotonic() - self.t0
+        st = tr.state
+        train_terms = _terms(logs, "", tr.profile_names, tr.counts_names, tr.heads)
+        val_terms = _terms(logs, "val_", tr.profile_names, tr.counts_names, tr.heads)
+        bad = [k for k, v in {**train_terms, **{f"val_{k}": v for k, v in val_terms.items()}}.items()
+               if not math.isfinite(v)]
+        if bad:
+            tr.nan_watch.bad = (epoch, None, bad[0])
+            self.model.stop_training = True
+            return
+        out = st.end_epoch(epoch, train_terms, val_terms, seconds)
+        if out["improved"]:
+            tr.best_weights = [_value(v) for v in tr.model_variables]
+        for var, lam in zip(tr.lambda_vars, st.lambdas):
+            var.assign(lam)
+        self.model.optimizer.learning_rate = st.learning_rate
+        logger.info("%s", _epoch_line(epoch + 1, st.epochs, seconds, out["loss"], out["val_loss"], train_terms,
+                                      val_terms, tr.heads, out["lambdas"], st.lambdas, out["learning_rate"],
+                                      out["notes"]))
+        tr.write_checkpoint()
+        if st.stopped:
+            if st.stop_reason.startswith("early"):
+                logger.info("%s", st.stop_reason)
+            self.model.stop_training = True
+
+
+def _epoch_line(epoch, epochs, seconds, loss, val_loss, train_terms, val_terms, heads, lambdas, new_lambdas,
+                lr, notes) -> str:
+    parts = [f"epoch {epoch}/{epochs} ({seconds:.1f} s): loss {loss:.4g} val {val_loss:.4g}"]
+    for h, lam, new in zip(heads, lambdas, new_lambdas):
+        lam_txt = f"lambda {lam:.4g}" + (f"->{new:.4g}" if new != lam else "")
+        parts.append(f"{h.name}: profile {train_terms[f'{h.name}_profile']:.4g} val "
+                     f"{val_terms[f'{h.name}_profile']:.4g}, counts {train_terms[f'{h.name}_counts']:.4g} val "
+                     f"{val_terms[f'{h.name}_counts']:.4g}, {lam_txt}")
+    parts.append(f"lr {lr:.3g}")
+    line = " | ".join(parts)
+    if notes:
+        line += " [" + "; ".join(notes) + "]"
+    return line
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def fingerprint(step: str, config: dict, files: Sequence) -> str:
+    """A hash of the config, the backend and the size and mtime of every input file: a
+    checkpoint or a finished run is reused only when it matches."""
+    items = []
+    for path in files:
+        st = Path(path).stat()
+        items.append([str(Path(path).resolve()), st.st_size, st.st_mtime_ns])
+    blob = json.dumps({"step": step, "config": config, "files": items, "backend": keras.backend.backend(),
+                       "format": CHECKPOINT_FORMAT}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class _Fit:
+    """One call of :func:`fit_model` (holds what the callbacks need)."""
+
+    def __init__(self, model, heads, settings, rt, train_data, val_data, lambda_vars, checkpoint_path,
+                 fingerprint_value):
+        self.model = model
+        self.heads = heads
+        self.settings = settings
+        self.rt = rt
+        self.train_data = train_data
+        self.val_data = val_data
+        self.lambda_vars = lambda_vars
+        self.model_variables = _model_variables(model, lambda_vars)
+        self.profile_names, self.counts_names = _output_names(model, heads)
+        self.checkpoint_path = Path(checkpoint_path)
+        self.fingerprint = fingerprint_value
+        self.state: TrainingState | None = None
+        self.best_weights: list | None = None
+        self.nan_watch = _NanWatch()
+
+    def write_checkpoint(self) -> None:
+        arrays = {}
+        for i, v in enumerate(self.model_variables):
+            arrays[f"w_{i}"] = _value(v)
+        opt_vars = list(self.model.optimizer.variables)
+        for i, v in enumerate(opt_vars):
+            arrays[f"o_{i}"] = _value(v)
+        best_is_current = self.state.best_epoch == self.state.epochs_done
+        if self.best_weights is not None and not best_is_current:
+            for i, w in enumerate(self.best_weights):
+                arrays[f"b_{i}"] = w
+        meta = {
+            "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
+            "variables": [v.path for v in self.model_variables],
+            "optimizer-variables": [v.path for v in opt_vars],
+            "best-is-current": bool(best_is_current), "has-best": self.best_weights is not None,
+            "state": self.state.to_json(),
+        }
+        arrays["meta"] = np.array(json.dumps(meta))
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(self.checkpoint_path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+    def read_checkpoint(self) -> bool:
+        """Restore from the checkpoint if there is one for this run; True if restored."""
+        path = self.checkpoint_path
+        if not path.is_file():
+            return False
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("fingerprint") != self.fingerprint:
+                    logger.warning("%s was written for a different config or different input files; "
+                                   "starting afresh", path)
+                    return False
+                if meta["variables"] != [v.path for v in self.model_variables]:
+                    logger.warning("%s does not match the model's variables; starting afresh", path)
+                    return False
+                weights = [z[f"w_{i}"] for i in range(len(self.model_variables))]
+                with self.rt.scope():
+                    if not self.model.optimizer.built:
+                        self.model.optimizer.build(self.model.trainable_variables)
+                opt_vars = list(self.model.optimizer.variables)
+                if meta["optimizer-variables"] != [v.path for v in opt_vars]:
+                    logger.warning("%s does not match the optimizer's variables; starting afresh", path)
+                    return False
+                opt_values = [z[f"o_{i}"] for i in range(len(opt_vars))]
+                best = None
+                if meta["has-best"]:
+                    best = weights if meta["best-is-current"] else \
+                        [z[f"b_{i}"] for i in range(len(self.model_variables))]
+        except (OSError, KeyError, ValueError) as err:
+            logger.warning("cannot read the checkpoint %s (%s); starting afresh", path, err)
+            return False
+        for v, w in zip(self.model_variables, weights):
+            v.assign(w)
+        for v, w in zip(opt_vars, opt_values):
+            v.assign(w)
+        self.state.load_json(meta["state"])
+        self.best_weights = [np.array(w) for w in best] if best is not None else None
+        for var, lam in zip(self.lambda_vars, self.state.lambdas):
+            var.assign(lam)
+        self.model.optimizer.learning_rate = self.state.learning_rate
+        logger.info("resuming from %s after epoch %d", path, self.state.epochs_done)
+        return True
+
+
+def _verbose() -> int:
+    return 1 if sys.stdout.isatty() and sys.stderr.isatty() else 0
+
+
+def fit_model(model, heads: Sequence[HeadSpec], settings: TrainSettings, rt: Runtime, train_data, val_data, *,
+              fingerprint_value: str, checkpoint_path=None, callbacks=(), batcher_options=None) -> dict:
+    """Train ``model`` (built inside ``rt.scope()``) and leave it at its best weights.
+
+    ``train_data`` / ``val_data``: an HDF5 path or a list of paths (concatenated).  The model's
+    outputs must be each head's profile logits then each head's log counts.  Returns the
+    record of the run: ``history`` (per-epoch terms), ``initial`` (validation terms before
+    training), ``best-epoch``, ``stop-reason``, data statistics.
+
+    Resumes from ``checkpoint_path`` (default ``<checkpoint-dir>/checkpoint.npz``) when it
+    holds a checkpoint with the same ``fingerprint_value``; writes it after every epoch.
+    Raises :class:`BpflowError` on a NaN or infinite loss.
+    """
+    input_length = model.inputs[0].shape[1]
+    output_length = model.outputs[0].shape[1]
+    num_tasks = [h.num_tasks for h in heads]
+    _output_names(model, heads)
+    orders = [h.revcomp_order for h in heads]
+    options = dict(cache_mb=settings.data_cache_mb, workers=settings.data_workers)
+    options.update(batcher_options or {})
+    train = H5Batcher(train_data, num_tasks, input_length, output_length, settings.batch_size,
+                      max_jitter=settings.max_jitter, shuffle=True, seed=settings.seed,
+                      reverse_complement=settings.reverse_complement, revcomp_orders=orders,
+                      batch_multiple=rt.num_devices, name="train-data", **options)
+    val = None
+    try:
+        val = H5Batcher(val_data, num_tasks, input_length, output_length, settings.batch_size, max_jitter=0,
+                        shuffle=False, batch_multiple=rt.num_devices, sample_weights=True, name="val-data",
+                        **options)
+        logger.info("%s", train.describe())
+        logger.info("%s", val.describe())
+        t0 = time.monotonic()
+        train_stats = train.scan()
+        val_stats = val.scan()
+        for head, ts, vs in zip(heads, train_stats, val_stats):
+            logger.info("head %s: mean counts per window %.4g (train), %.4g (val); windows without counts: "
+                        "%d of %d (train), %d of %d (val)", head.name, ts.mean_total, vs.mean_total,
+                        ts.zero_windows, ts.num_samples, vs.zero_windows, vs.num_samples)
+        logger.debug("data checked in %.1f s", time.monotonic() - t0)
+        lambdas = []
+        for head, stats in zip(heads, train_stats):
+            if head.counts_weight is not None:
+                lambdas.append(head.counts_weight)
+                continue
+            if stats.mean_total <= 0:
+                raise BpflowError(f"train-data: head {head.name!r} has no counts in any window, so "
+                                  "counts-loss-frac-target cannot set lambda; give counts-loss-weight")
+            lambdas.append(initial_counts_weight(stats.mean_total, head.frac_target))
+        with rt.scope():
+            lambda_vars = compile_model(model, heads, settings.learning_rate, lambdas, settings.jit_compile)
+        fit = _Fit(model, heads, settings, rt, train, val, lambda_vars,
+                   checkpoint_path or Path(settings.checkpoint_dir) / "checkpoint.npz", fingerprint_value)
+        fit.state = TrainingState(heads, lambdas, settings.learning_rate, settings.epochs,
+                                  settings.early_stopping_patience, settings.plateau_patience)
+        resumed = fit.read_checkpoint()
+        if not resumed:
+            initial = model.evaluate(val, verbose=0, return_dict=True)
+            terms = _terms(initial, "", fit.profile_names, fit.counts_names, heads)
+            fit.state.initial = {"val_loss": _total(terms, heads, lambdas),
+                                 **{f"val_{k}": v for k, v in terms.items()}}
+            logger.info("before training: val loss %.4g (%s)", fit.state.initial["val_loss"],
+                        ", ".join(f"{h.name} lambda {lam:.4g}" for h, lam in zip(heads, lambdas)))
+        st = fit.state
+        if not st.stopped and st.epochs_done < settings.epochs:
+            train.set_epoch(st.epochs_done)  # Keras may fetch a first batch before on_epoch_begin
+            model.fit(train, validation_data=val, epochs=settings.epochs, initial_epoch=st.epochs_done,
+                      callbacks=[fit.nan_watch, _Controller(fit), *callbacks], verbose=_verbose(), shuffle=False)
+        if fit.nan_watch.bad is not None:
+            epoch, batch, what = fit.nan_watch.bad
+            where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
+            raise BpflowError(f"training stopped: the loss became NaN or infinite in {where} ({what}); "
+                              "check the data for extreme values or lower learning-rate (the checkpoint "
+                              "keeps the last good epoch)")
+        if fit.best_weights is not None:
+            for v, w in zip(fit.model_variables, fit.best_weights):
+                v.assign(w)
+        record = {
+            "initial": st.initial,
+            "history": st.history,
+            "best-epoch": st.best_epoch,
+            "best-val-loss": st.history["val_loss"][st.best_epoch - 1] if st.best_epoch else None,
+            "epochs-run": st.epochs_done,
+            "stopped-early": st.stop_reason.startswith("early"),
+            "stop-reason": st.stop_reason,
+            "final-counts-loss-weight": {h.name: lam for h, lam in zip(heads, st.lambdas)},
+            "final-learning-rate": st.learning_rate,
+            "train-samples": train.num_samples,
+            "val-samples": val.num_samples,
+            "train-counts": {h.name: vars(s) for h, s in zip(heads, train_stats)},
+            "val-counts": {h.name: vars(s) for h, s in zip(heads, val_stats)},
+        }
+        logger.info("best epoch %s (val loss %.4g); %s", st.best_epoch, record["best-val-loss"] or float("nan"),
+                    st.stop_reason)
+        return record
+    finally:
+        train.close()
+        if val is not None:
+            val.close()
