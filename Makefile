@@ -6,14 +6,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CORES ?= 2
 
-.PHONY: install demo test test-tf test-jax lint clean
+.PHONY: install demo test test-tf test-jax lint format clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e '.[tensorflow,jax,workflow,test]'
+	$(BIN)/python -m pip install -e '.[tensorflow,jax,workflow,test,lint]'
 	touch $@
 
 demo: install
@@ -25,8 +25,18 @@ test: install
 	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -q tests
 	KERAS_BACKEND=jax $(BIN)/python -m pytest -q -m backend tests
 
+# ruff (format check and lint) on the Python code, snakefmt on the workflow, snakemake --lint
 lint: install
+	$(BIN)/ruff format --check bpflow tests benchmarks
+	$(BIN)/ruff check bpflow tests benchmarks
+	$(BIN)/snakefmt --check Snakefile workflow
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/snakemake --lint
+
+# rewrite the code in the formatters' style
+format: install
+	$(BIN)/ruff format bpflow tests benchmarks
+	$(BIN)/ruff check --fix bpflow tests benchmarks
+	$(BIN)/snakefmt Snakefile workflow
 
 clean:
 	rm -rf results .snakemake

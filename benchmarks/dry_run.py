@@ -34,8 +34,10 @@ SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 def ci_defaults() -> dict:
     """config/ci.yaml's data, architecture and training keys: small defaults for every experiment."""
     ci = yaml.safe_load((REPO / "config" / "ci.yaml").read_text())["experiments"]["ci"]
-    return {k: copy.deepcopy(ci[k]) for k in ("splits", "output-length", "max-jitter", "bias-architecture",
-                                              "residual-architecture", "training")}
+    return {
+        k: copy.deepcopy(ci[k])
+        for k in ("splits", "output-length", "max-jitter", "bias-architecture", "residual-architecture", "training")
+    }
 
 
 def empty_user_inputs(workdir: Path) -> dict:
@@ -53,15 +55,20 @@ def empty_user_inputs(workdir: Path) -> dict:
 def many_experiment_config(workdir: Path, groups: int) -> dict:
     f = empty_user_inputs(workdir)
     user_experiment = {
-        "genome": f["genome.fa"], "peaks": f["peaks.bed"],
+        "genome": f["genome.fa"],
+        "peaks": f["peaks.bed"],
         "heads": [{"head-name": "chip", "bigwigs": [f["plus.bw"], f["minus.bw"]]}],
-        "bias-source": "bed", "background-bed": f["background.bed"],
+        "bias-source": "bed",
+        "background-bed": f["background.bed"],
     }
     experiments = {}
     for i in range(groups):
         experiments[f"a{i}"] = {"simulate": {"preset": "ci", "seed": i}, "heads": [{"head-name": "nexus"}]}
-        experiments[f"b{i}"] = {"simulate": {"preset": "ci", "seed": i}, "heads": [{"head-name": "nexus"}],
-                                "bias-source": "control"}
+        experiments[f"b{i}"] = {
+            "simulate": {"preset": "ci", "seed": i},
+            "heads": [{"head-name": "nexus"}],
+            "bias-source": "control",
+        }
         experiments[f"c{i}"] = copy.deepcopy(user_experiment)
     return {"defaults": ci_defaults(), "experiments": experiments, "evaluate": True}
 
@@ -85,10 +92,16 @@ def main(argv=None) -> int:
             if proc.returncode != 0:
                 sys.exit(f"dry_run: snakemake -n failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     match = re.search(r"^total\s+(\d+)", proc.stdout, flags=re.M)
-    result = {"experiments": 3 * args.groups, "jobs": int(match.group(1)) if match else None,
-              "fastest_s": round(min(times), 2), "median_s": round(statistics.median(times), 2)}
-    print(f"{result['experiments']} experiments, {result['jobs']} jobs planned: "
-          f"fastest {result['fastest_s']:.2f} s, median {result['median_s']:.2f} s of {args.repeat}")
+    result = {
+        "experiments": 3 * args.groups,
+        "jobs": int(match.group(1)) if match else None,
+        "fastest_s": round(min(times), 2),
+        "median_s": round(statistics.median(times), 2),
+    }
+    print(
+        f"{result['experiments']} experiments, {result['jobs']} jobs planned: "
+        f"fastest {result['fastest_s']:.2f} s, median {result['median_s']:.2f} s of {args.repeat}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0

@@ -49,7 +49,7 @@ def write_genome(path: Path, lengths: list[int], seed: int) -> dict[str, int]:
             seq = letters[rng.integers(0, 4, n)].tobytes().decode()
             fh.write(f">chr{i}\n")
             for a in range(0, n, 60):
-                fh.write(seq[a:a + 60] + "\n")
+                fh.write(seq[a : a + 60] + "\n")
     return {f"chr{i}": n for i, n in enumerate(lengths, 1)}
 
 
@@ -71,26 +71,37 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--regions", type=int, default=512, help="number of BED regions (default 512)")
     parser.add_argument("--batch-size", type=int, default=64, help="windows per model call (default 64)")
-    parser.add_argument("--chrom-lengths", type=int, nargs="+", default=[1_500_000, 1_000_000],
-                        help="synthetic chromosome lengths (default 1.5 Mb and 1 Mb)")
+    parser.add_argument(
+        "--chrom-lengths",
+        type=int,
+        nargs="+",
+        default=[1_500_000, 1_000_000],
+        help="synthetic chromosome lengths (default 1.5 Mb and 1 Mb)",
+    )
     parser.add_argument("--revcomp-average", action="store_true", help="also predict reverse complements")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="time the prediction and the bigWig step this many times; report the fastest "
-                             "(and the median) - useful on a shared machine (default 1)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="time the prediction and the bigWig step this many times; report the fastest "
+        "(and the median) - useful on a shared machine (default 1)",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", help="keep the genome, BED, predictions and bigWigs here (default: a "
-                                          "temporary directory, deleted afterwards)")
+    parser.add_argument(
+        "--workdir",
+        help="keep the genome, BED, predictions and bigWigs here (default: a temporary directory, deleted afterwards)",
+    )
     parser.add_argument("--json", help="write the numbers to this JSON file")
     args = parser.parse_args(argv)
 
     import keras
 
     import bpflow
-    from bpflow.models import soloModel
     from bpflow.evaluate.bigwig import predictions_to_bigwig
     from bpflow.evaluate.inference import model_shape, predict_batch
     from bpflow.evaluate.predict import predict_regions
     from bpflow.formats.fasta import FastaFile
+    from bpflow.models import soloModel
 
     keras.utils.set_random_seed(args.seed)
     tmp = None
@@ -107,23 +118,37 @@ def main(argv=None) -> int:
         genome = FastaFile(work / "genome.fa")  # builds the .fai index
         setup_s = time.perf_counter() - t
 
-        model = soloModel(INPUT, OUTPUT, FILTERS, LAYERS, IN_WIDTH, OUT_WIDTH,
-                          [{"head-name": "atac", "num-tasks": 2}], "chrombpnet_like")
+        model = soloModel(
+            INPUT,
+            OUTPUT,
+            FILTERS,
+            LAYERS,
+            IN_WIDTH,
+            OUT_WIDTH,
+            [{"head-name": "atac", "num-tasks": 2}],
+            "chrombpnet_like",
+        )
         shape = model_shape(model)
         t = time.perf_counter()
-        predict_batch(model, np.zeros((args.batch_size, INPUT, 4), np.float32), shape.num_heads,
-                      args.revcomp_average)
+        predict_batch(model, np.zeros((args.batch_size, INPUT, 4), np.float32), shape.num_heads, args.revcomp_average)
         warmup_s = time.perf_counter() - t
 
         predict_times, bigwig_times = [], []
         for _ in range(max(1, args.repeat)):
             t = time.perf_counter()
-            predict_regions(model, genome, work / "regions.bed", work / "predictions.h5",
-                            batch_size=args.batch_size, revcomp_average=args.revcomp_average)
+            predict_regions(
+                model,
+                genome,
+                work / "regions.bed",
+                work / "predictions.h5",
+                batch_size=args.batch_size,
+                revcomp_average=args.revcomp_average,
+            )
             predict_times.append(time.perf_counter() - t)
             t = time.perf_counter()
-            predictions_to_bigwig(work / "predictions.h5", [work / "pred.plus.bw", work / "pred.minus.bw"],
-                                  genome=work / "genome.fa")
+            predictions_to_bigwig(
+                work / "predictions.h5", [work / "pred.plus.bw", work / "pred.minus.bw"], genome=work / "genome.fa"
+            )
             bigwig_times.append(time.perf_counter() - t)
         genome.close()
         predict_s, bigwig_s = min(predict_times), min(bigwig_times)
@@ -140,7 +165,7 @@ def main(argv=None) -> int:
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s)",
         "model": f"soloModel({INPUT}, {OUTPUT}, {FILTERS}, {LAYERS}, {IN_WIDTH}, {OUT_WIDTH}), 1 head x 2 tasks, "
-                 f"{model.count_params()} parameters",
+        f"{model.count_params()} parameters",
         "regions": n,
         "batch-size": args.batch_size,
         "revcomp-average": args.revcomp_average,

@@ -55,9 +55,9 @@ def generate(workdir: Path, genome_size: int, num_regions: int, seed: int = 0) -
             seq = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, n)]
             for _ in range(3):  # N runs like assembly gaps; some regions overlap them
                 a = int(rng.integers(0, n - 100_000))
-                seq[a:a + int(rng.integers(20_000, 100_000))] = ord("N")
+                seq[a : a + int(rng.integers(20_000, 100_000))] = ord("N")
             text = seq.tobytes()
-            fh.write("\n".join(text[i:i + 60].decode() for i in range(0, n, 60)))
+            fh.write("\n".join(text[i : i + 60].decode() for i in range(0, n, 60)))
             fh.write("\n")
     bigwigs = []
     for strand in ("plus", "minus"):
@@ -120,17 +120,24 @@ def child_baseline(inputs: dict, output: str) -> dict:
     rows = 110  # same chunk shape as bpflow uses for these lengths
     buf_regions = 512
     with h5py.File(output, "w") as f:
-        seq_ds = f.create_dataset("sequence", (2 * n, seq_len, 4), np.uint8, chunks=(rows, seq_len, 4),
-                                  compression="gzip", compression_opts=1)
-        head_ds = f.create_dataset("head_0", (2 * n, head_len, 2), np.float32, chunks=(rows, head_len, 2),
-                                   compression="gzip", compression_opts=1)
+        seq_ds = f.create_dataset(
+            "sequence", (2 * n, seq_len, 4), np.uint8, chunks=(rows, seq_len, 4), compression="gzip", compression_opts=1
+        )
+        head_ds = f.create_dataset(
+            "head_0",
+            (2 * n, head_len, 2),
+            np.float32,
+            chunks=(rows, head_len, 2),
+            compression="gzip",
+            compression_opts=1,
+        )
         seq_buf = np.zeros((2 * buf_regions, seq_len, 4), np.uint8)
         head_buf = np.zeros((2 * buf_regions, head_len, 2), np.float32)
         for b0 in range(0, n, buf_regions):
             b1 = min(n, b0 + buf_regions)
             for k, (chrom, s, e) in enumerate(regions[b0:b1]):
                 s, e = int(s), int(e)
-                seq = fasta[chrom][s - pad:e + pad]
+                seq = fasta[chrom][s - pad : e + pad]
                 onehot = table[np.frombuffer(seq.encode(), np.uint8)]
                 seq_buf[2 * k] = onehot
                 seq_buf[2 * k + 1] = onehot[::-1, ::-1]
@@ -139,8 +146,8 @@ def child_baseline(inputs: dict, output: str) -> dict:
                     head_buf[2 * k, :, t] = vals
                     head_buf[2 * k + 1, :, 1 - t] = vals[::-1]
             m = 2 * (b1 - b0)
-            seq_ds[2 * b0:2 * b1] = seq_buf[:m]
-            head_ds[2 * b0:2 * b1] = head_buf[:m]
+            seq_ds[2 * b0 : 2 * b1] = seq_buf[:m]
+            head_ds[2 * b0 : 2 * b1] = head_buf[:m]
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "rss_after_import_mb": after_import, "peak_rss_mb": _peak_mb()}
 
@@ -149,10 +156,19 @@ def child_bpflow(inputs: dict, output: str, threads: int, compression: str) -> d
     from bpflow.prepare.datasets import prepare_data
 
     after_import = _rss_mb()
-    cfg = {"genome": inputs["genome"], "input-length": INPUT, "output-length": OUTPUT, "max-jitter": JITTER,
-           "regions": inputs["regions"], "output-h5": output, "reverse-complement": True,
-           "heads": [{"bigwig-files": inputs["bigwigs"], "revcomp-task-order": "auto"}],
-           "num-threads": threads, "compression": compression, "verbosity": "WARNING"}
+    cfg = {
+        "genome": inputs["genome"],
+        "input-length": INPUT,
+        "output-length": OUTPUT,
+        "max-jitter": JITTER,
+        "regions": inputs["regions"],
+        "output-h5": output,
+        "reverse-complement": True,
+        "heads": [{"bigwig-files": inputs["bigwigs"], "revcomp-task-order": "auto"}],
+        "num-threads": threads,
+        "compression": compression,
+        "verbosity": "WARNING",
+    }
     if compression == "gzip":
         cfg["compression-level"] = 1
     start = time.perf_counter()
@@ -178,7 +194,7 @@ def same_contents(a: str, b: str) -> bool:
             if fb[name].shape != fa[name].shape:
                 return False
             for s0 in range(0, n, 2048):
-                if not np.array_equal(fa[name][s0:s0 + 2048], fb[name][s0:s0 + 2048]):
+                if not np.array_equal(fa[name][s0 : s0 + 2048], fb[name][s0 : s0 + 2048]):
                     return False
     return True
 
@@ -188,8 +204,9 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=20000, help="number of regions (default 20000)")
     parser.add_argument("--genome-size", type=int, default=50_000_000, help="synthetic genome size (50 Mb)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="threads for the bpflow run")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs per variant; the fastest and the median are reported (default 3)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per variant; the fastest and the median are reported (default 3)"
+    )
     parser.add_argument("--workdir", help="directory for inputs and outputs (default: a temporary one)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -214,32 +231,48 @@ def main() -> None:
     inputs = generate(workdir, args.genome_size, args.regions)
     inputs_json = workdir / "inputs.json"
     inputs_json.write_text(json.dumps(inputs))
-    print(f"generated {args.genome_size / 1e6:g} Mb genome, 2 bigWigs, {args.regions} regions "
-          f"in {time.perf_counter() - t0:.1f} s ({workdir})")
+    print(
+        f"generated {args.genome_size / 1e6:g} Mb genome, 2 bigWigs, {args.regions} regions "
+        f"in {time.perf_counter() - t0:.1f} s ({workdir})"
+    )
     runs = [
-        ("baseline: per-region pyfaidx + pyBigWig, h5py gzip-1", ["baseline", str(inputs_json), str(workdir / "base.h5")]),
+        (
+            "baseline: per-region pyfaidx + pyBigWig, h5py gzip-1",
+            ["baseline", str(inputs_json), str(workdir / "base.h5")],
+        ),
         ("bpflow, 1 thread, compression gzip-1", ["bpflow", str(inputs_json), str(workdir / "gz.h5"), "1", "gzip"]),
         ("bpflow, 1 thread (default compression)", ["bpflow", str(inputs_json), str(workdir / "b1.h5"), "1", "fast"]),
-        (f"bpflow, {args.threads} threads (default compression)",
-         ["bpflow", str(inputs_json), str(workdir / "bn.h5"), str(args.threads), "fast"]),
+        (
+            f"bpflow, {args.threads} threads (default compression)",
+            ["bpflow", str(inputs_json), str(workdir / "bn.h5"), str(args.threads), "fast"],
+        ),
     ]
     results = []
     for label, child_args in runs:
         reps = [run_child(child_args) for _ in range(max(1, args.repeat))]
         rates = sorted(args.regions / r["seconds"] for r in reps)
-        r = {"label": label, "regions_per_s": rates[-1], "median_regions_per_s": float(np.median(rates)),
-             "seconds": min(x["seconds"] for x in reps), "peak_rss_mb": max(x["peak_rss_mb"] for x in reps),
-             "rss_after_import_mb": min(x["rss_after_import_mb"] for x in reps),
-             "file_mb": os.path.getsize(child_args[2]) / 1e6}
+        r = {
+            "label": label,
+            "regions_per_s": rates[-1],
+            "median_regions_per_s": float(np.median(rates)),
+            "seconds": min(x["seconds"] for x in reps),
+            "peak_rss_mb": max(x["peak_rss_mb"] for x in reps),
+            "rss_after_import_mb": min(x["rss_after_import_mb"] for x in reps),
+            "file_mb": os.path.getsize(child_args[2]) / 1e6,
+        }
         results.append(r)
-        print(f"  {label:<55} {r['seconds']:6.2f} s  {r['regions_per_s']:7.0f} regions/s "
-              f"(median of {len(reps)}: {r['median_regions_per_s']:6.0f})  peak RSS {r['peak_rss_mb']:4.0f} MB "
-              f"(after imports {r['rss_after_import_mb']:4.0f} MB, +{r['peak_rss_mb'] - r['rss_after_import_mb']:.0f} MB)"
-              f"  file {r['file_mb']:.0f} MB")
+        print(
+            f"  {label:<55} {r['seconds']:6.2f} s  {r['regions_per_s']:7.0f} regions/s "
+            f"(median of {len(reps)}: {r['median_regions_per_s']:6.0f})  peak RSS {r['peak_rss_mb']:4.0f} MB "
+            f"(after imports {r['rss_after_import_mb']:4.0f} MB, +{r['peak_rss_mb'] - r['rss_after_import_mb']:.0f} MB)"
+            f"  file {r['file_mb']:.0f} MB"
+        )
     base, base_median = results[0]["regions_per_s"], results[0]["median_regions_per_s"]
     for r in results[1:]:
-        print(f"  speed-up over the baseline, {r['label']}: {r['regions_per_s'] / base:.1f}x fastest vs fastest, "
-              f"{r['median_regions_per_s'] / base_median:.1f}x median vs median")
+        print(
+            f"  speed-up over the baseline, {r['label']}: {r['regions_per_s'] / base:.1f}x fastest vs fastest, "
+            f"{r['median_regions_per_s'] / base_median:.1f}x median vs median"
+        )
     ok = all(same_contents(str(workdir / "base.h5"), str(workdir / name)) for name in ("gz.h5", "b1.h5", "bn.h5"))
     print(f"  outputs identical to the baseline's: {ok}")
     if tmp is not None:

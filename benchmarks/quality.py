@@ -54,35 +54,68 @@ def workflow_config(args) -> dict:
     options = {}
     if args.scale != 1.0:
         options["chromosome-lengths"] = [int(round(n * args.scale)) for n in preset["chromosome-lengths"]]
-        options["motifs"] = [{**m, "num-sites": max(1, int(round(m["num-sites"] * args.scale)))}
-                             for m in preset["motifs"]]
+        options["motifs"] = [
+            {**m, "num-sites": max(1, int(round(m["num-sites"] * args.scale)))} for m in preset["motifs"]
+        ]
         options["splits"] = preset["splits"]
     splits = preset["splits"]
-    sim = {"preset": args.preset, "seed": args.seed, "name": f"quality-{args.preset}-x{args.scale:g}-s{args.seed}",
-           "options": options}
+    sim = {
+        "preset": args.preset,
+        "seed": args.seed,
+        "name": f"quality-{args.preset}-x{args.scale:g}-s{args.seed}",
+        "options": options,
+    }
     base = {
         "simulate": sim,
-        "heads": [{"head-name": "nexus", "profile-loss-weight": 1, "counts-loss-frac-target": args.counts_frac,
-                   "use-bias-counts": True}],
+        "heads": [
+            {
+                "head-name": "nexus",
+                "profile-loss-weight": 1,
+                "counts-loss-frac-target": args.counts_frac,
+                "use-bias-counts": True,
+            }
+        ],
         "bias-source": "background",
         "regions": {"background": {"ratio": args.background_ratio}},
         "splits": splits,
         "output-length": args.output_length,
         "max-jitter": args.max_jitter,
-        "bias-architecture": {"filters": args.bias_filters, "layers": args.bias_layers, "input-filter-width": 11,
-                              "output-filter-width": 25},
-        "residual-architecture": {"filters": args.residual_filters, "layers": args.residual_layers,
-                                  "input-filter-width": 15, "output-filter-width": 25},
+        "bias-architecture": {
+            "filters": args.bias_filters,
+            "layers": args.bias_layers,
+            "input-filter-width": 11,
+            "output-filter-width": 25,
+        },
+        "residual-architecture": {
+            "filters": args.residual_filters,
+            "layers": args.residual_layers,
+            "input-filter-width": 15,
+            "output-filter-width": 25,
+        },
         "footprints": {"num-backgrounds": 50},
         "training": {
             "seed": args.seed,
-            "bias": {"epochs": args.bias_epochs, "batch-size": 64, "learning-rate": 0.004,
-                     "early-stopping-patience": 5, "learning-rate-plateau-patience": 2},
-            "transformation": {"epochs": args.transformation_epochs, "batch-size": 64, "learning-rate": 0.02,
-                               "early-stopping-patience": 3, "learning-rate-plateau-patience": 2},
-            "combined": {"epochs": args.combined_epochs, "batch-size": 64, "learning-rate": 0.004,
-                         "early-stopping-patience": args.combined_patience,
-                         "learning-rate-plateau-patience": args.combined_plateau_patience},
+            "bias": {
+                "epochs": args.bias_epochs,
+                "batch-size": 64,
+                "learning-rate": 0.004,
+                "early-stopping-patience": 5,
+                "learning-rate-plateau-patience": 2,
+            },
+            "transformation": {
+                "epochs": args.transformation_epochs,
+                "batch-size": 64,
+                "learning-rate": 0.02,
+                "early-stopping-patience": 3,
+                "learning-rate-plateau-patience": 2,
+            },
+            "combined": {
+                "epochs": args.combined_epochs,
+                "batch-size": 64,
+                "learning-rate": 0.004,
+                "early-stopping-patience": args.combined_patience,
+                "learning-rate-plateau-patience": args.combined_plateau_patience,
+            },
         },
     }
     if args.counts_schedule:
@@ -93,9 +126,11 @@ def workflow_config(args) -> dict:
     experiments = {}
     for recipe in args.recipes:
         exp = json.loads(json.dumps(base))
-        exp["transformation"] = {"profile-architecture": {"name": "simple", "types": ["linear", "sigmoid"]},
-                                 "counts-architecture": {"name": "simple", "types": ["linear"]},
-                                 "recipe": recipe}
+        exp["transformation"] = {
+            "profile-architecture": {"name": "simple", "types": ["linear", "sigmoid"]},
+            "counts-architecture": {"name": "simple", "types": ["linear"]},
+            "recipe": recipe,
+        }
         if recipe == "bpreveal" and not args.counts_schedule:
             # BPReveal's documented recipe throughout: joint training, Keras's initialisation
             for stage in ("bias", "combined"):
@@ -107,9 +142,12 @@ def workflow_config(args) -> dict:
         "experiments": experiments,
         "evaluate": True,
         "verbosity": "INFO",
-        "resources": {"simulate": {"threads": 1}, "data": {"threads": threads, "mem-mb": 4000},
-                      "training": {"threads": threads, "mem-mb": 8000, "runtime": 600, "gpu": 1},
-                      "evaluation": {"threads": threads, "mem-mb": 8000, "runtime": 120, "gpu": 0}},
+        "resources": {
+            "simulate": {"threads": 1},
+            "data": {"threads": threads, "mem-mb": 4000},
+            "training": {"threads": threads, "mem-mb": 8000, "runtime": 600, "gpu": 1},
+            "evaluation": {"threads": threads, "mem-mb": 8000, "runtime": 120, "gpu": 0},
+        },
     }
 
 
@@ -119,12 +157,23 @@ def run_workflow(args, config: dict) -> float:
     cfg_path = workdir / "quality-config.json"
     cfg_path.write_text(json.dumps(config, indent=1))
     snakemake = Path(sys.executable).with_name("snakemake")
-    cmd = [str(snakemake), "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile", str(cfg_path),
-           "--cores", str(args.cores), "--resources", "gpu=1"]
-    targets = [f"results/{r}/predictions/{m}_peaks_test.h5" for r in args.recipes
-               for m in ("combined", "residual", "bias")]
-    targets += [f"results/{r}/{f}" for r in args.recipes for f in ("qc/combined.json",
-                                                                     "data/background_test.h5")]
+    cmd = [
+        str(snakemake),
+        "-s",
+        str(ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(cfg_path),
+        "--cores",
+        str(args.cores),
+        "--resources",
+        "gpu=1",
+    ]
+    targets = [
+        f"results/{r}/predictions/{m}_peaks_test.h5" for r in args.recipes for m in ("combined", "residual", "bias")
+    ]
+    targets += [f"results/{r}/{f}" for r in args.recipes for f in ("qc/combined.json", "data/background_test.h5")]
     print("running:", " ".join(cmd), "...", file=sys.stderr)
     t0 = time.monotonic()
     with open(workdir / "snakemake.log", "w") as log:
@@ -175,10 +224,10 @@ def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_bac
     _, _, _, _, res_logits, res_lc = _windows(res / "predictions/residual_peaks_test.h5")
     _, _, _, _, bias_logits, bias_lc = _windows(res / "predictions/bias_peaks_test.h5")
     observed = _tracks([sim_dir / "experiment.plus.bw", sim_dir / "experiment.minus.bw"], names, chrom, start, stop)
-    signal = _tracks([sim_dir / "truth/signal.plus.bw", sim_dir / "truth/signal.minus.bw"], names, chrom, start,
-                     stop)
-    expected = _tracks([sim_dir / "truth/expected.plus.bw", sim_dir / "truth/expected.minus.bw"], names, chrom,
-                       start, stop)
+    signal = _tracks([sim_dir / "truth/signal.plus.bw", sim_dir / "truth/signal.minus.bw"], names, chrom, start, stop)
+    expected = _tracks(
+        [sim_dir / "truth/expected.plus.bw", sim_dir / "truth/expected.minus.bw"], names, chrom, start, stop
+    )
     obs_log = np.log1p(observed.sum(axis=(1, 2)))
     out = {"recipe": recipe, "test-peaks": int(len(start))}
     # (a) counts
@@ -198,12 +247,14 @@ def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_bac
     # the floor: with observed = bias x (1 + signal) the bias-free profile a residual can
     # identify is 1 + signal (its logits add to the bias's), not signal itself
     out["perfect-residual-jsd"] = float(np.nanmedian(metrics.jensen_shannon_distance(signal[has], 1.0 + signal[has])))
-    out["residual-jsd-vs-1+signal"] = float(np.nanmedian(metrics.jensen_shannon_distance(1.0 + signal[has],
-                                                                                        res_prob[has])))
+    out["residual-jsd-vs-1+signal"] = float(
+        np.nanmedian(metrics.jensen_shannon_distance(1.0 + signal[has], res_prob[has]))
+    )
     # the bias branch against the true enzyme bias: the residual is only as bias-free as this
     true_bias = _tracks([sim_dir / "truth/bias.plus.bw", sim_dir / "truth/bias.minus.bw"], names, chrom, start, stop)
-    out["bias-branch-jsd"] = float(np.nanmedian(metrics.jensen_shannon_distance(
-        true_bias, metrics.softmax_joint(bias_logits))))
+    out["bias-branch-jsd"] = float(
+        np.nanmedian(metrics.jensen_shannon_distance(true_bias, metrics.softmax_joint(bias_logits)))
+    )
     out["combined-jsd"] = float(np.nanmedian(metrics.jensen_shannon_distance(expected, comb_prob)))
     out["combined-pearson"] = float(np.nanmedian(metrics.profile_pearson(expected, comb_prob)))
     out["observed-jsd"] = float(np.nanmedian(metrics.jensen_shannon_distance(observed, comb_prob)))
@@ -213,8 +264,13 @@ def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_bac
     motifs = {**tf, "bias": truth["bias"]["motif"]}
     table = footprints.footprints_from_files(
         {"residual": res / "models/residual.keras", "bias": res / "models/transformation.keras"},
-        res / "data/background_test.h5", motifs, num=num_backgrounds, seed=0,
-        orientations=("forward", "reverse"), include_profiles=False)
+        res / "data/background_test.h5",
+        motifs,
+        num=num_backgrounds,
+        seed=0,
+        orientations=("forward", "reverse"),
+        include_profiles=False,
+    )
     out["footprint-ratio"] = footprints.response_ratio(table, "residual", ["bias"], list(tf))
     rh = next(iter(table["models"]["residual"]["heads"].values()))
     bh = next(iter(table["models"]["bias"]["heads"].values()))
@@ -239,13 +295,15 @@ def markdown(results: list[dict]) -> str:
     def ok(b):
         return "yes" if b else "**no**"
 
-    rows = ["| recipe | test peaks | counts Pearson (oracle) | ratio >= 0.9 | counts Spearman (oracle) | "
-            "bias-only counts Pearson | residual share of counts | residual JSD vs signal (<= 0.08; "
-            "perfect residual) | residual JSD vs 1 + signal | "
-            "residual Pearson vs signal | bias branch JSD vs true bias | combined JSD vs expected | "
-            "combined Pearson vs expected | "
-            "footprint ratio bias/TF (<= 0.02) | QC warnings |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| recipe | test peaks | counts Pearson (oracle) | ratio >= 0.9 | counts Spearman (oracle) | "
+        "bias-only counts Pearson | residual share of counts | residual JSD vs signal (<= 0.08; "
+        "perfect residual) | residual JSD vs 1 + signal | "
+        "residual Pearson vs signal | bias branch JSD vs true bias | combined JSD vs expected | "
+        "combined Pearson vs expected | "
+        "footprint ratio bias/TF (<= 0.02) | QC warnings |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         t = r["targets-met"]
         rows.append(
@@ -256,7 +314,8 @@ def markdown(results: list[dict]) -> str:
             f"({f(r['perfect-residual-jsd'])}) | {f(r['residual-jsd-vs-1+signal'])} | "
             f"{f(r['residual-pearson'])} | {f(r.get('bias-branch-jsd'))} | "
             f"{f(r['combined-jsd'])} | {f(r['combined-pearson'])} | "
-            f"{f(r['footprint-ratio'], 4)} {ok(t['footprint-ratio'])} | {len(r['qc-warnings'] or [])} |")
+            f"{f(r['footprint-ratio'], 4)} {ok(t['footprint-ratio'])} | {len(r['qc-warnings'] or [])} |"
+        )
     return "\n".join(rows)
 
 
@@ -264,32 +323,52 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", default="quality-run", help="Snakemake working directory (results/ go here)")
     p.add_argument("--preset", default="benchmark", choices=["ci", "demo", "benchmark"])
-    p.add_argument("--scale", type=float, default=1.0,
-                   help="scale the preset's chromosome lengths and motif sites (1.0 = as is)")
+    p.add_argument(
+        "--scale", type=float, default=1.0, help="scale the preset's chromosome lengths and motif sites (1.0 = as is)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=RECIPES)
-    p.add_argument("--background-ratio", type=float, default=3.0,
-                   help="background windows per peak (regions.background.ratio): the bias model's data")
+    p.add_argument(
+        "--background-ratio",
+        type=float,
+        default=3.0,
+        help="background windows per peak (regions.background.ratio): the bias model's data",
+    )
     p.add_argument("--output-length", type=int, default=200)
-    p.add_argument("--max-jitter", type=int, default=64,
-                   help="training jitter of every dataset (64: residual JSD to the signal 0.077 vs 0.081 with 32, "
-                        "seed 0; benchmarks/README.md)")
+    p.add_argument(
+        "--max-jitter",
+        type=int,
+        default=64,
+        help="training jitter of every dataset (64: residual JSD to the signal 0.077 vs 0.081 with 32, "
+        "seed 0; benchmarks/README.md)",
+    )
     p.add_argument("--bias-filters", type=int, default=16)
     p.add_argument("--bias-layers", type=int, default=3)
     p.add_argument("--residual-filters", type=int, default=32)
-    p.add_argument("--residual-layers", type=int, default=7,
-                   help="7: the receptive field (+-273 bp) covers the 200-bp output and the footprints' flanks")
+    p.add_argument(
+        "--residual-layers",
+        type=int,
+        default=7,
+        help="7: the receptive field (+-273 bp) covers the 200-bp output and the footprints' flanks",
+    )
     p.add_argument("--bias-epochs", type=int, default=20)
     p.add_argument("--transformation-epochs", type=int, default=10)
     p.add_argument("--combined-epochs", type=int, default=60)
     p.add_argument("--combined-patience", type=int, default=10, help="early-stopping-patience of the combined model")
-    p.add_argument("--combined-plateau-patience", type=int, default=5,
-                   help="learning-rate-plateau-patience of the combined model")
-    p.add_argument("--counts-schedule", choices=["joint", "profile-first"],
-                   help="settings/counts-schedule of the bias and combined models of both recipes (default: the "
-                        "workflow's for recipe bpflow; joint, without init-residual-counts, for bpreveal)")
-    p.add_argument("--combined-counts-phase-lr", type=float,
-                   help="counts-phase-learning-rate of the combined model (profile-first; default lr / 10)")
+    p.add_argument(
+        "--combined-plateau-patience", type=int, default=5, help="learning-rate-plateau-patience of the combined model"
+    )
+    p.add_argument(
+        "--counts-schedule",
+        choices=["joint", "profile-first"],
+        help="settings/counts-schedule of the bias and combined models of both recipes (default: the "
+        "workflow's for recipe bpflow; joint, without init-residual-counts, for bpreveal)",
+    )
+    p.add_argument(
+        "--combined-counts-phase-lr",
+        type=float,
+        help="counts-phase-learning-rate of the combined model (profile-first; default lr / 10)",
+    )
     p.add_argument("--counts-frac", type=float, default=0.1, help="the head's counts-loss-frac-target (every stage)")
     p.add_argument("--num-backgrounds", type=int, default=200, help="backgrounds for the footprints (c)")
     p.add_argument("--cores", type=int, default=min(2, os.cpu_count() or 1))
@@ -307,9 +386,14 @@ def main(argv=None) -> int:
     results = [score_recipe(workdir, r, sim_dir, truth, args.num_backgrounds) for r in args.recipes]
     table = markdown(results)
     print(table)
-    record = {"command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
-              "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
-              "workflow-seconds": seconds, "config": config, "targets": TARGETS, "results": results}
+    record = {
+        "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
+        "workflow-seconds": seconds,
+        "config": config,
+        "targets": TARGETS,
+        "results": results,
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=1, default=float))
     if args.markdown:

@@ -68,15 +68,22 @@ def write_data(path: Path, n: int, in_len: int, seed: int = 0) -> None:
     rows = max(2, min(512, (1 << 20) // row_bytes))
     rows -= rows % 2
     with h5py.File(path, "w") as f:
-        seq = f.create_dataset("sequence", (n, seq_w, 4), np.uint8, chunks=(rows, seq_w, 4),
-                               compression="gzip", compression_opts=1)
-        prof = f.create_dataset("head_0", (n, prof_w, TASKS), np.float32, chunks=(rows, prof_w, TASKS),
-                                compression="gzip", compression_opts=1)
+        seq = f.create_dataset(
+            "sequence", (n, seq_w, 4), np.uint8, chunks=(rows, seq_w, 4), compression="gzip", compression_opts=1
+        )
+        prof = f.create_dataset(
+            "head_0",
+            (n, prof_w, TASKS),
+            np.float32,
+            chunks=(rows, prof_w, TASKS),
+            compression="gzip",
+            compression_opts=1,
+        )
         for r0 in range(0, n, rows):
             k = min(rows, n - r0)
-            seq[r0:r0 + k] = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, size=(k, seq_w))]
+            seq[r0 : r0 + k] = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, size=(k, seq_w))]
             # sparse ChIP-nexus-like counts: most positions 0, a few reads
-            prof[r0:r0 + k] = rng.poisson(0.15, size=(k, prof_w, TASKS)).astype(np.float32)
+            prof[r0 : r0 + k] = rng.poisson(0.15, size=(k, prof_w, TASKS)).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------
@@ -126,8 +133,8 @@ def measure(args) -> dict:
     import keras
 
     import bpflow  # noqa: F401
-    from bpflow.train.batcher import H5Batcher
     from bpflow.models import soloModel
+    from bpflow.train.batcher import H5Batcher
     from bpflow.train.loop import compile_model
     from bpflow.train.settings import HeadSpec
 
@@ -137,14 +144,39 @@ def measure(args) -> dict:
     keras.utils.set_random_seed(0)
     if args.mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
-    model = soloModel(in_len, OUTPUT, a["filters"], a["layers"], a["input_filter_width"], a["output_filter_width"],
-                      [{"head-name": "h0", "num-tasks": TASKS}], args.model)
+    model = soloModel(
+        in_len,
+        OUTPUT,
+        a["filters"],
+        a["layers"],
+        a["input_filter_width"],
+        a["output_filter_width"],
+        [{"head-name": "h0", "num-tasks": TASKS}],
+        args.model,
+    )
     flops = model_flops(model)
-    result = {"backend": keras.backend.backend(), "model": args.model, "mode": args.mode,
-              "params": int(model.count_params()), "forward_flops": flops, "train_flops": 3 * flops}
+    result = {
+        "backend": keras.backend.backend(),
+        "model": args.model,
+        "mode": args.mode,
+        "params": int(model.count_params()),
+        "forward_flops": flops,
+        "train_flops": 3 * flops,
+    }
     steps, warmup = args.steps, args.warmup
-    data = H5Batcher(args.data, [TASKS], in_len, OUTPUT, BATCH, max_jitter=JITTER, shuffle=True, seed=0,
-                     workers=args.workers, cache_mb=args.cache_mb, name="train-data")
+    data = H5Batcher(
+        args.data,
+        [TASKS],
+        in_len,
+        OUTPUT,
+        BATCH,
+        max_jitter=JITTER,
+        shuffle=True,
+        seed=0,
+        workers=args.workers,
+        cache_mb=args.cache_mb,
+        name="train-data",
+    )
     if args.mode == "loader":
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for i in range(warmup):
@@ -199,6 +231,7 @@ def measure(args) -> dict:
 
             def fit(k, epoch):
                 model.fit(memory, epochs=1, steps_per_epoch=k, verbose=0)
+
         t = time.perf_counter()
         fit(warmup, 0)
         result["warmup_seconds"] = time.perf_counter() - t
@@ -209,7 +242,7 @@ def measure(args) -> dict:
         result.update(examples_per_s=steps * BATCH / dt, seconds=dt, rss_after_warmup_kb=rss0)
         result["gflops_per_s"] = result["examples_per_s"] * result["train_flops"] / 1e9
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["peak_device_mb"] = (lambda b: None if b is None else b / 2 ** 20)(device_peak_bytes())
+    result["peak_device_mb"] = (lambda b: None if b is None else b / 2**20)(device_peak_bytes())
     result["steps"], result["warmup"] = steps, warmup
     return result
 
@@ -220,10 +253,27 @@ def measure(args) -> dict:
 
 
 def run_one(backend: str, model: str, mode: str, data: Path, args) -> dict:
-    cmd = [sys.executable, __file__, "--inner", "--model", model, "--mode", mode, "--data", str(data),
-           "--steps", str(args.loader_steps if mode == "loader" else args.bias_steps if model == "bias" else args.steps),
-           "--warmup", str(args.warmup),
-           "--workers", str(args.workers), "--cache-mb", str(args.cache_mb), "--jit-compile", args.jit_compile]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--inner",
+        "--model",
+        model,
+        "--mode",
+        mode,
+        "--data",
+        str(data),
+        "--steps",
+        str(args.loader_steps if mode == "loader" else args.bias_steps if model == "bias" else args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--workers",
+        str(args.workers),
+        "--cache-mb",
+        str(args.cache_mb),
+        "--jit-compile",
+        args.jit_compile,
+    ]
     if args.mixed_precision:
         cmd.append("--mixed-precision")
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
@@ -239,9 +289,11 @@ def run_one(backend: str, model: str, mode: str, data: Path, args) -> dict:
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| backend | model | params | GFLOP/example (train) | mode | examples/s | GFLOP/s | peak RSS (MB) "
-            "| RSS growth in measured steps (MB) | peak device (MB) | pipeline cost |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| backend | model | params | GFLOP/example (train) | mode | examples/s | GFLOP/s | peak RSS (MB) "
+        "| RSS growth in measured steps (MB) | peak device (MB) | pipeline cost |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     by = {(r["backend"], r["model"], r["mode"]): r for r in results}
     for r in results:
         cost = ""
@@ -250,9 +302,11 @@ def table(results: list[dict]) -> str:
             cost = f"{100 * (1 - r['examples_per_s'] / mem):+.1f} %"
         gf = f"{r['gflops_per_s']:.1f}" if "gflops_per_s" in r else "-"
         dev = f"{r['peak_device_mb']:.0f}" if r.get("peak_device_mb") else "-"
-        rows.append(f"| {r['backend']} | {r['model']} | {r['params']:,} | {r['train_flops'] / 1e9:.3f} | "
-                    f"{r['mode']} | {r['examples_per_s']:.1f} | {gf} | {r['peak_rss_mb']:.0f} | "
-                    f"{r['peak_rss_mb'] - r['rss_after_warmup_kb'] / 1024:.0f} | {dev} | {cost} |")
+        rows.append(
+            f"| {r['backend']} | {r['model']} | {r['params']:,} | {r['train_flops'] / 1e9:.3f} | "
+            f"{r['mode']} | {r['examples_per_s']:.1f} | {gf} | {r['peak_rss_mb']:.0f} | "
+            f"{r['peak_rss_mb'] - r['rss_after_warmup_kb'] / 1024:.0f} | {dev} | {cost} |"
+        )
     return "\n".join(rows)
 
 
@@ -260,8 +314,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
     parser.add_argument("--models", nargs="+", default=["residual", "bias"], choices=list(MODELS))
-    parser.add_argument("--modes", nargs="+", default=["memory", "pipeline", "loader"],
-                        choices=["memory", "pipeline", "loader"])
+    parser.add_argument(
+        "--modes", nargs="+", default=["memory", "pipeline", "loader"], choices=["memory", "pipeline", "loader"]
+    )
     parser.add_argument("--samples", type=int, default=2048, help="samples in the synthetic HDF5 file")
     parser.add_argument("--steps", type=int, default=12, help="measured training steps (residual model)")
     parser.add_argument("--bias-steps", type=int, default=48, help="measured training steps (bias model)")
@@ -299,16 +354,22 @@ def main(argv=None) -> int:
             if not data.exists():
                 t = time.perf_counter()
                 write_data(data, args.samples, input_length(model))
-                print(f"wrote {data} ({data.stat().st_size / 2 ** 20:.0f} MiB) in {time.perf_counter() - t:.1f} s",
-                      file=sys.stderr)
+                print(
+                    f"wrote {data} ({data.stat().st_size / 2**20:.0f} MiB) in {time.perf_counter() - t:.1f} s",
+                    file=sys.stderr,
+                )
             for backend in args.backends:
                 for mode in args.modes:
                     runs = [run_one(backend, model, mode, data, args) for _ in range(args.repeat)]
                     r = max(runs, key=lambda x: x["examples_per_s"])
                     r["all_examples_per_s"] = [x["examples_per_s"] for x in runs]
                     results.append(r)
-                    print(f"{backend:10s} {model:8s} {mode:8s} {r['examples_per_s']:8.1f} examples/s "
-                          f"(peak RSS {r['peak_rss_mb']:.0f} MB)", file=sys.stderr, flush=True)
+                    print(
+                        f"{backend:10s} {model:8s} {mode:8s} {r['examples_per_s']:8.1f} examples/s "
+                        f"(peak RSS {r['peak_rss_mb']:.0f} MB)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     finally:
         if tmp is not None:
             tmp.cleanup()

@@ -36,8 +36,11 @@ ALIASES = {"train-solo": "train-bias"}
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: bpflow <step> CONFIG.json [--verbosity LEVEL] [--threads N]   (or bpflow <step> --help)",
-             "", "steps:"]
+    lines = [
+        "usage: bpflow <step> CONFIG.json [--verbosity LEVEL] [--threads N]   (or bpflow <step> --help)",
+        "",
+        "steps:",
+    ]
     lines += [f"  {name:<{width}}  {info[2]}" for name, info in COMMANDS.items()]
     lines += ["", "aliases: " + ", ".join(f"{a} = {s}" for a, s in ALIASES.items())]
     return "\n".join(lines)
@@ -46,8 +49,13 @@ def _usage() -> str:
 def _threads(argv: list[str]) -> int | None:
     """The value of ``--threads N`` / ``--threads=N`` in an argument list, if any."""
     for i, arg in enumerate(argv):
-        value = arg.split("=", 1)[1] if arg.startswith("--threads=") else argv[i + 1] if (
-            arg == "--threads" and i + 1 < len(argv)) else None
+        value = (
+            arg.split("=", 1)[1]
+            if arg.startswith("--threads=")
+            else argv[i + 1]
+            if (arg == "--threads" and i + 1 < len(argv))
+            else None
+        )
         if value is not None and value.isdigit() and int(value) > 0:
             return int(value)
     return None

@@ -39,7 +39,7 @@ class CenterCrop1D(keras.layers.Layer):
 
     def call(self, inputs):
         crop = self._crop(inputs.shape[1])
-        return inputs[:, crop:crop + self.target_length, :]
+        return inputs[:, crop : crop + self.target_length, :]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.target_length, *input_shape[2:])
@@ -109,9 +109,7 @@ def check_transformation_types(types) -> None:
         raise ValueError(f"a simple transformation needs at least one type from {list(TRANSFORMATION_TYPES)}")
     for kind in types:
         if kind not in TRANSFORMATION_TYPES:
-            raise ValueError(
-                f"unknown transformation type {kind!r}; allowed types: {', '.join(TRANSFORMATION_TYPES)}"
-            )
+            raise ValueError(f"unknown transformation type {kind!r}; allowed types: {', '.join(TRANSFORMATION_TYPES)}")
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -18,9 +18,7 @@ def _check(num_layers: int, input_filter_width: int, output_filter_width: int) -
     if num_layers < 0:
         raise BpflowError(f"number of layers must be >= 0, got {num_layers}")
     if input_filter_width < 1 or output_filter_width < 1:
-        raise BpflowError(
-            f"filter widths must be >= 1, got input {input_filter_width}, output {output_filter_width}"
-        )
+        raise BpflowError(f"filter widths must be >= 1, got input {input_filter_width}, output {output_filter_width}")
 
 
 def lost_bases(num_layers: int, input_filter_width: int, output_filter_width: int) -> int:
@@ -29,16 +27,16 @@ def lost_bases(num_layers: int, input_filter_width: int, output_filter_width: in
     return (input_filter_width - 1) + (2 ** (num_layers + 2) - 4) + (output_filter_width - 1)
 
 
-def needed_input_length(output_length: int, num_layers: int, input_filter_width: int,
-                        output_filter_width: int) -> int:
+def needed_input_length(output_length: int, num_layers: int, input_filter_width: int, output_filter_width: int) -> int:
     """Input length a BPNet needs to predict ``output_length`` bases."""
     if output_length < 1:
         raise BpflowError(f"output length must be >= 1, got {output_length}")
     return output_length + lost_bases(num_layers, input_filter_width, output_filter_width)
 
 
-def output_length_for_input(input_length: int, num_layers: int, input_filter_width: int,
-                            output_filter_width: int) -> int:
+def output_length_for_input(
+    input_length: int, num_layers: int, input_filter_width: int, output_filter_width: int
+) -> int:
     """Largest output length a BPNet can predict from ``input_length`` bases."""
     out = input_length - lost_bases(num_layers, input_filter_width, output_filter_width)
     if out < 1:

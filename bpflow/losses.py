@@ -62,5 +62,4 @@ class CountsMSE(keras.losses.Loss):
         return weight * ops.mean(ops.square(y_true - y_pred), axis=-1)
 
     def get_config(self):
-        return {"weight": float(ops.convert_to_numpy(self.weight)), "name": self.name,
-                "reduction": self.reduction}
+        return {"weight": float(ops.convert_to_numpy(self.weight)), "name": self.name, "reduction": self.reduction}

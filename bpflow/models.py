@@ -58,9 +58,7 @@ def check_head_list(headList) -> list[dict]:
 def _check_spec(spec, what: str) -> dict:
     if not isinstance(spec, dict) or spec.get("name") not in TRANSFORMATION_NAMES:
         got = spec.get("name") if isinstance(spec, dict) else spec
-        raise ValueError(
-            f"{what}: unknown transformation {got!r}; allowed names: {', '.join(TRANSFORMATION_NAMES)}"
-        )
+        raise ValueError(f"{what}: unknown transformation {got!r}; allowed names: {', '.join(TRANSFORMATION_NAMES)}")
     if spec["name"] == "simple":
         types = spec.get("types")
         if isinstance(types, str):
@@ -79,8 +77,9 @@ def _check_spec(spec, what: str) -> dict:
 # --------------------------------------------------------------------------- solo model
 
 
-def soloModel(inputLength, outputLength, numFilters, numLayers, inputFilterWidth,
-              outputFilterWidth, headList, modelName):
+def soloModel(
+    inputLength, outputLength, numFilters, numLayers, inputFilterWidth, outputFilterWidth, headList, modelName
+):
     """A BPNet: input convolution, dilated residual convolutions, profile and counts heads.
 
     An ``inputLength`` longer than needed is center-cropped inside the model (with a warning);
@@ -121,20 +120,28 @@ def soloModel(inputLength, outputLength, numFilters, numLayers, inputFilterWidth
         warnings.warn(message, stacklevel=2)
         x = CenterCrop1D(needed, name=f"{modelName}_crop_input")(x)
 
-    x = keras.layers.Conv1D(numFilters, inputFilterWidth, padding="valid", activation="relu",
-                            name=f"{modelName}_conv_input")(x)
+    x = keras.layers.Conv1D(
+        numFilters, inputFilterWidth, padding="valid", activation="relu", name=f"{modelName}_conv_input"
+    )(x)
     for i in range(numLayers):
         dilation = 2 ** (i + 1)
-        conv = keras.layers.Conv1D(numFilters, 3, dilation_rate=dilation, padding="valid",
-                                   activation="relu", name=f"{modelName}_conv_dil{dilation}")(x)
+        conv = keras.layers.Conv1D(
+            numFilters,
+            3,
+            dilation_rate=dilation,
+            padding="valid",
+            activation="relu",
+            name=f"{modelName}_conv_dil{dilation}",
+        )(x)
         cropped = CenterCrop1D(conv.shape[1], name=f"{modelName}_crop_dil{dilation}")(x)
         x = keras.layers.Add(name=f"{modelName}_add_dil{dilation}")([conv, cropped])
 
     profiles, counts = [], []
     for head in headList:
         name = head["head-name"]
-        profile = keras.layers.Conv1D(head["num-tasks"], outputFilterWidth, padding="valid",
-                                      dtype="float32", name=f"{modelName}_profile_{name}")(x)
+        profile = keras.layers.Conv1D(
+            head["num-tasks"], outputFilterWidth, padding="valid", dtype="float32", name=f"{modelName}_profile_{name}"
+        )(x)
         if profile.shape[1] != outputLength:  # defensive: the arithmetic above guarantees it
             raise ValueError(
                 f"{modelName}: the built profile length {profile.shape[1]} differs from outputLength "
@@ -172,8 +179,7 @@ def _check_outputs(model, headList, what: str):
             )
 
 
-def transformationModel(soloModelIn, profileArchitectureSpecification,
-                        countsArchitectureSpecification, headList):
+def transformationModel(soloModelIn, profileArchitectureSpecification, countsArchitectureSpecification, headList):
     """Freeze ``soloModelIn`` and pass each output through a trainable transformation.
 
     Specs: ``{"name": "passthrough"}`` or ``{"name": "simple", "types": [...]}`` with types
@@ -190,18 +196,22 @@ def transformationModel(soloModelIn, profileArchitectureSpecification,
     inp = keras.Input(soloModelIn.inputs[0].shape[1:], name="transformation_input")
     outputs = soloModelIn(inp)
     n = len(headList)
-    profiles = [_transform(profile_spec, outputs[i], f"transformation_profile_{h['head-name']}")
-                for i, h in enumerate(headList)]
-    counts = [_transform(counts_spec, outputs[n + i], f"transformation_logcounts_{h['head-name']}")
-              for i, h in enumerate(headList)]
+    profiles = [
+        _transform(profile_spec, outputs[i], f"transformation_profile_{h['head-name']}") for i, h in enumerate(headList)
+    ]
+    counts = [
+        _transform(counts_spec, outputs[n + i], f"transformation_logcounts_{h['head-name']}")
+        for i, h in enumerate(headList)
+    ]
     return keras.Model(inp, profiles + counts, name="transformation")
 
 
 # --------------------------------------------------------------------------- combined
 
 
-def combinedModel(inputLength, outputLength, numFilters, numLayers, inputFilterWidth,
-                  outputFilterWidth, headList, biasModel):
+def combinedModel(
+    inputLength, outputLength, numFilters, numLayers, inputFilterWidth, outputFilterWidth, headList, biasModel
+):
     """A residual BPNet plus the frozen ``biasModel``: returns ``(combined, residual, bias)``.
 
     The bias model sees the input center-cropped to its own input length.  Profile logits add;
@@ -215,8 +225,9 @@ def combinedModel(inputLength, outputLength, numFilters, numLayers, inputFilterW
     for name in ("residual", "combined", "bias"):
         if biasModel.name == name:
             raise ValueError(f"biasModel must not be named {name!r} (a name the combined model uses)")
-    residual = soloModel(inputLength, outputLength, numFilters, numLayers, inputFilterWidth,
-                         outputFilterWidth, headList, "residual")
+    residual = soloModel(
+        inputLength, outputLength, numFilters, numLayers, inputFilterWidth, outputFilterWidth, headList, "residual"
+    )
     input_length = residual.inputs[0].shape[1]
     bias_length = biasModel.inputs[0].shape[1]
     crop2 = input_length - bias_length
@@ -243,20 +254,27 @@ def combinedModel(inputLength, outputLength, numFilters, numLayers, inputFilterW
     profiles, counts, bias_named = [], [], []
     for i, head in enumerate(headList):
         name = head["head-name"]
-        profiles.append(keras.layers.Add(dtype="float32", name=f"combined_profile_{name}")(
-            [bias_outputs[i], residual_outputs[i]]))
+        profiles.append(
+            keras.layers.Add(dtype="float32", name=f"combined_profile_{name}")([bias_outputs[i], residual_outputs[i]])
+        )
         if head.get("use-bias-counts", True):
-            counts.append(LogAddExp(dtype="float32", name=f"combined_logcounts_{name}")(
-                [bias_outputs[n + i], residual_outputs[n + i]]))
+            counts.append(
+                LogAddExp(dtype="float32", name=f"combined_logcounts_{name}")(
+                    [bias_outputs[n + i], residual_outputs[n + i]]
+                )
+            )
         else:
-            counts.append(keras.layers.Identity(dtype="float32", name=f"combined_logcounts_{name}")(
-                residual_outputs[n + i]))
+            counts.append(
+                keras.layers.Identity(dtype="float32", name=f"combined_logcounts_{name}")(residual_outputs[n + i])
+            )
     for i, head in enumerate(headList):
-        bias_named.append(keras.layers.Identity(dtype="float32", name=f"bias_profile_{head['head-name']}")(
-            bias_outputs[i]))
+        bias_named.append(
+            keras.layers.Identity(dtype="float32", name=f"bias_profile_{head['head-name']}")(bias_outputs[i])
+        )
     for i, head in enumerate(headList):
-        bias_named.append(keras.layers.Identity(dtype="float32", name=f"bias_logcounts_{head['head-name']}")(
-            bias_outputs[n + i]))
+        bias_named.append(
+            keras.layers.Identity(dtype="float32", name=f"bias_logcounts_{head['head-name']}")(bias_outputs[n + i])
+        )
     combined = keras.Model(inp, profiles + counts, name="combined")
     bias = keras.Model(inp, bias_named, name="bias")
     return combined, residual, bias

@@ -63,6 +63,7 @@ BUILTIN_SETTINGS: dict[str, dict] = {
 # Configuration: defaults, presets, schema
 # ---------------------------------------------------------------------------------------
 
+
 def _motifs(num_sites: int) -> list[dict]:
     return [{"name": name, "num-sites": num_sites} for name in BUILTIN_SETTINGS]
 
@@ -82,11 +83,9 @@ PRESETS: dict[str, dict] = {
     },
     # the quality benchmark (issue 7): a few thousand peaks, held-out chromosomes
     "benchmark": {
-        "chromosome-lengths": [3_000_000, 2_800_000, 2_600_000, 2_400_000, 2_200_000,
-                               2_000_000, 1_800_000, 1_600_000],
+        "chromosome-lengths": [3_000_000, 2_800_000, 2_600_000, 2_400_000, 2_200_000, 2_000_000, 1_800_000, 1_600_000],
         "motifs": _motifs(1500),
-        "splits": {"train": ["chr3", "chr4", "chr5", "chr6", "chr7", "chr8"],
-                   "val": ["chr2"], "test": ["chr1"]},
+        "splits": {"train": ["chr3", "chr4", "chr5", "chr6", "chr7", "chr8"], "val": ["chr2"], "test": ["chr1"]},
     },
 }
 
@@ -183,9 +182,7 @@ def _check_config(cfg: dict, source: str) -> None:
                         f"{names[0]}..{names[-1]})"
                     )
                 if chrom in used:
-                    raise BpflowError(
-                        f"{source}: key splits/{split}: {chrom} is also in {used[chrom]}"
-                    )
+                    raise BpflowError(f"{source}: key splits/{split}: {chrom} is also in {used[chrom]}")
                 used[chrom] = split
 
 
@@ -218,7 +215,7 @@ def _random_sequence(length: int, cfg: dict, rng: np.random.Generator) -> tuple[
     gap_len = cfg["n-gap-length"]
     for _ in range(cfg["n-gaps-per-chromosome"]):
         start = int(rng.integers(0, max(1, length - gap_len)))
-        codes[start:start + gap_len] = N_CODE
+        codes[start : start + gap_len] = N_CODE
     return codes, gc
 
 
@@ -235,7 +232,7 @@ def make_bias_parameters(cfg: dict) -> dict:
     weights = rng.standard_normal((len(offsets), 4))
     weights -= weights.mean(axis=1, keepdims=True)
     weights *= (1.0 / (1.0 + 0.25 * np.abs(offsets)))[:, None]  # the cut's neighbours matter most
-    total_sd = math.sqrt(float((weights ** 2).mean(axis=1).sum()))
+    total_sd = math.sqrt(float((weights**2).mean(axis=1).sum()))
     if total_sd > 0:
         weights *= cfg["bias-kmer-sd"] / total_sd
     background = background_composition(cfg["gc-mean"])
@@ -270,7 +267,7 @@ def kmer_codes(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     value = np.zeros(max(length, 0), dtype=np.int64)
     has_n = np.zeros(max(length, 0), dtype=bool)
     for t in range(k):
-        window = codes[t:t + length]
+        window = codes[t : t + length]
         value = value * 4 + (window & 3)
         has_n |= window == N_CODE
     return value, has_n
@@ -308,13 +305,13 @@ def compute_bias(codes: np.ndarray, params: dict, with_motif: bool = True) -> tu
     weights[:, :4] = np.asarray(params["kmer-weights"], dtype=np.float64)
     pad = max(-lo, hi)
     padded = np.full(length + 2 * pad, N_CODE, dtype=np.uint8)
-    padded[pad:pad + length] = codes
+    padded[pad : pad + length] = codes
     comp = np.where(padded < N_CODE, 3 - padded, N_CODE).astype(np.uint8)
     score_plus = np.zeros(length)
     score_minus = np.zeros(length)
     for j, d in enumerate(range(lo, hi + 1)):
-        score_plus += weights[j][padded[pad + d:pad + d + length]]
-        score_minus += weights[j][comp[pad - d:pad - d + length]]
+        score_plus += weights[j][padded[pad + d : pad + d + length]]
+        score_minus += weights[j][comp[pad - d : pad - d + length]]
     shift = params["kmer-log-shift"]
     plus = np.exp(score_plus - shift)
     minus = np.exp(score_minus - shift)
@@ -345,8 +342,14 @@ class Site:
         return self.start + (motif_length - 1) / 2.0
 
 
-def _place_sites(lengths: list[int], gc_profiles: list[np.ndarray], codes: list[np.ndarray],
-                 motifs: list[Motif], cfg: dict, rng: np.random.Generator) -> list[tuple[int, int, int]]:
+def _place_sites(
+    lengths: list[int],
+    gc_profiles: list[np.ndarray],
+    codes: list[np.ndarray],
+    motifs: list[Motif],
+    cfg: dict,
+    rng: np.random.Generator,
+) -> list[tuple[int, int, int]]:
     """(chrom, start, motif) of non-overlapping sites, preferring GC-rich regions."""
     bin_size = 500
     margin = cfg["edge-margin"]
@@ -358,8 +361,7 @@ def _place_sites(lengths: list[int], gc_profiles: list[np.ndarray], codes: list[
             continue
         gc_bin = gc[starts + bin_size // 2].astype(np.float64)
         if cfg["gc-sd"] > 0:
-            weight = np.exp(np.clip(cfg["site-gc-preference"] * (gc_bin - cfg["gc-mean"]) / cfg["gc-sd"],
-                                    -50, 50))
+            weight = np.exp(np.clip(cfg["site-gc-preference"] * (gc_bin - cfg["gc-mean"]) / cfg["gc-sd"], -50, 50))
         else:
             weight = np.ones(len(starts))
         if cfg["n-gaps-per-chromosome"]:
@@ -388,8 +390,9 @@ def _place_sites(lengths: list[int], gc_profiles: list[np.ndarray], codes: list[
         for b, off in zip(picks, offsets):
             chrom, pos = int(bin_chrom_a[b]), int(bin_start_a[b] + off)
             key = pos // spacing
-            near = (occupied.get((chrom, key - 1), []) + occupied.get((chrom, key), [])
-                    + occupied.get((chrom, key + 1), []))
+            near = (
+                occupied.get((chrom, key - 1), []) + occupied.get((chrom, key), []) + occupied.get((chrom, key + 1), [])
+            )
             if any(abs(pos - other) < spacing for other in near):
                 continue
             occupied.setdefault((chrom, key), []).append(pos)
@@ -414,8 +417,13 @@ def _sample_instances(motif: Motif, count: int, rng: np.random.Generator) -> np.
     return (u[:, :, None] > cdf[None, :, :]).sum(axis=2).astype(np.uint8)
 
 
-def plant_sites(codes: list[np.ndarray], placements: list[tuple[int, int, int]],
-                motifs: list[Motif], cfg: dict, rng: np.random.Generator) -> list[Site]:
+def plant_sites(
+    codes: list[np.ndarray],
+    placements: list[tuple[int, int, int]],
+    motifs: list[Motif],
+    cfg: dict,
+    rng: np.random.Generator,
+) -> list[Site]:
     """Write a PWM-sampled instance at each placement (random orientation); return the Sites."""
     background = background_composition(cfg["gc-mean"])
     sites: list[Site] = []
@@ -431,11 +439,12 @@ def plant_sites(codes: list[np.ndarray], placements: list[tuple[int, int, int]],
         scores = motif.score(instances, background)
         mean, sd = motif.score_moments(background)
         z = (scores - mean) / sd if sd > 0 else np.zeros(len(mine))
-        log_strength = (math.log(entry["strength-median"]) + entry["strength-score-sd"] * z
-                        + entry["strength-noise-sd"] * noise)
+        log_strength = (
+            math.log(entry["strength-median"]) + entry["strength-score-sd"] * z + entry["strength-noise-sd"] * noise
+        )
         for (chrom, start, _), inst, is_minus, score, ls in zip(mine, instances, minus, scores, log_strength):
             planted = reverse_complement_codes(inst) if is_minus else inst
-            codes[chrom][start:start + motif.length] = planted
+            codes[chrom][start : start + motif.length] = planted
             sites.append(Site(chrom, start, m, "-" if is_minus else "+", float(score), float(math.exp(ls))))
     sites.sort(key=lambda s: (s.chrom, s.start))
     return sites
@@ -465,8 +474,7 @@ def footprint_peaks(site: Site, motif_length: int, entry: dict) -> tuple[float, 
     return centre - b, centre + a
 
 
-def footprint_signal(length: int, sites: list[Site], motifs: list[Motif],
-                     cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+def footprint_signal(length: int, sites: list[Site], motifs: list[Motif], cfg: dict) -> tuple[np.ndarray, np.ndarray]:
     """Bias-free expected signal (plus, minus) of one chromosome's sites."""
     plus = np.zeros(length)
     minus = np.zeros(length)
@@ -478,15 +486,16 @@ def footprint_signal(length: int, sites: list[Site], motifs: list[Motif],
         centre = site.centre(motif_length)
         for track, mu in ((plus, peak_plus), (minus, peak_minus)):
             lo, w = _kernel(length, mu, entry["footprint-sigma"])
-            track[lo:lo + len(w)] += site.strength * (1.0 - broad) * w
+            track[lo : lo + len(w)] += site.strength * (1.0 - broad) * w
             if broad > 0:
                 lo, w = _kernel(length, centre, entry["broad-sigma"])
-                track[lo:lo + len(w)] += site.strength * broad * w
+                track[lo : lo + len(w)] += site.strength * broad * w
     return plus, minus
 
 
-def make_peaks(sites: list[Site], motifs: list[Motif], lengths: list[int], cfg: dict,
-               rng: np.random.Generator) -> list[tuple[int, int, int, int, float]]:
+def make_peaks(
+    sites: list[Site], motifs: list[Motif], lengths: list[int], cfg: dict, rng: np.random.Generator
+) -> list[tuple[int, int, int, int, float]]:
     """(chrom, start, end, summit offset, strength) of a narrowPeak record per site."""
     low, high = cfg["peak-width"]
     sd = cfg["summit-jitter-sd"]
@@ -519,10 +528,10 @@ def _write_fasta(path: Path, names: list[str], codes: list[np.ndarray], width: i
             letters = CODE_LETTERS[seq]
             full = len(seq) // width
             body = np.empty((full, width + 1), dtype=np.uint8)
-            body[:, :width] = letters[:full * width].reshape(full, width)
+            body[:, :width] = letters[: full * width].reshape(full, width)
             body[:, width] = ord("\n")
             chunk = body.tobytes()
-            rest = letters[full * width:]
+            rest = letters[full * width :]
             if len(rest):
                 chunk += rest.tobytes() + b"\n"
             fh.write(chunk)
@@ -557,8 +566,12 @@ def simulate(config: dict, source: str = "simulate config") -> dict[str, str]:
         widest = max(entry["broad-sigma"], entry["footprint-sigma"])
         reach = motif.length + max(entry["footprint-offsets"]) + 4 * widest
         if reach > cfg["edge-margin"]:
-            logger.warning("motif %s: footprints reach %d bp, beyond edge-margin %d: they may be cut "
-                           "at chromosome ends", entry["name"], reach, cfg["edge-margin"])
+            logger.warning(
+                "motif %s: footprints reach %d bp, beyond edge-margin %d: they may be cut at chromosome ends",
+                entry["name"],
+                reach,
+                cfg["edge-margin"],
+            )
     paths = {key: out / name for key, name in FILE_NAMES.items()}
     # truth.json marks a finished run: drop a previous run's before rewriting anything, and
     # its control tracks if this run writes none
@@ -576,8 +589,14 @@ def simulate(config: dict, source: str = "simulate config") -> dict[str, str]:
     del gc_profiles
     peaks = make_peaks(sites, motifs, lengths, cfg, _rng(seed, _PEAKS))
     bias_params = make_bias_parameters(cfg)
-    logger.info("simulate: %d chromosomes, %d bp, %d sites of %d motifs -> %s",
-                len(lengths), sum(lengths), len(sites), len(motifs), out)
+    logger.info(
+        "simulate: %d chromosomes, %d bp, %d sites of %d motifs -> %s",
+        len(lengths),
+        sum(lengths),
+        len(sites),
+        len(motifs),
+        out,
+    )
 
     totals = {"experiment-plus": 0, "experiment-minus": 0, "control-plus": 0, "control-minus": 0}
     bigwig_keys = [k for k in _BIGWIG_KEYS if cfg["write-control"] or not k.startswith("control")]
@@ -621,9 +640,11 @@ def simulate(config: dict, source: str = "simulate config") -> dict[str, str]:
             for s in sites:
                 motif = motifs[s.motif]
                 score = int(round(1000 * s.strength / max_strength))
-                fh.write(f"{names[s.chrom]}\t{s.start}\t{s.start + motif.length}\t"
-                         f"{cfg['motifs'][s.motif]['name']}\t{score}\t{s.strand}\t"
-                         f"{s.strength:.3f}\t{s.score:.3f}\n")
+                fh.write(
+                    f"{names[s.chrom]}\t{s.start}\t{s.start + motif.length}\t"
+                    f"{cfg['motifs'][s.motif]['name']}\t{score}\t{s.strand}\t"
+                    f"{s.strength:.3f}\t{s.score:.3f}\n"
+                )
     # peak_K belongs to the K-th site of sites.bed; peaks are sorted by position
     order = sorted(range(len(peaks)), key=lambda i: peaks[i][:3])
     with atomic_output(paths["peaks"]) as tmp:
@@ -631,13 +652,12 @@ def simulate(config: dict, source: str = "simulate config") -> dict[str, str]:
             for i in order:
                 c, start, end, summit, strength = peaks[i]
                 score = int(round(1000 * strength / max_strength))
-                fh.write(f"{names[c]}\t{start}\t{end}\tpeak_{i + 1}\t{score}\t.\t{strength:.3f}"
-                         f"\t-1\t-1\t{summit}\n")
+                fh.write(f"{names[c]}\t{start}\t{end}\tpeak_{i + 1}\t{score}\t.\t{strength:.3f}\t-1\t-1\t{summit}\n")
 
     truth = {
         "format-version": TRUTH_FORMAT_VERSION,
         "model": "expected_s(x) = depth * bias_s(x) * (1 + signal_s(x)); observed ~ Poisson(expected); "
-                 "control ~ Poisson(control-depth * bias_s(x))",
+        "control ~ Poisson(control-depth * bias_s(x))",
         "seed": seed,
         "preset": cfg["preset"],
         "depth": cfg["depth"],
@@ -645,18 +665,20 @@ def simulate(config: dict, source: str = "simulate config") -> dict[str, str]:
         "chromosomes": dict(zip(names, lengths)),
         "splits": cfg["splits"] or default_splits(names),
         "gc": {
-            "mean": cfg["gc-mean"], "sd": cfg["gc-sd"], "block-length": cfg["gc-block-length"],
+            "mean": cfg["gc-mean"],
+            "sd": cfg["gc-sd"],
+            "block-length": cfg["gc-block-length"],
             "realized": {n: round(float(_gc_of(s)), 6) for n, s in zip(names, codes)},
         },
-        "motifs": [_motif_truth(m, e, cfg, sum(1 for s in sites if s.motif == i))
-                   for i, (m, e) in enumerate(zip(motifs, cfg["motifs"]))],
+        "motifs": [
+            _motif_truth(m, e, cfg, sum(1 for s in sites if s.motif == i))
+            for i, (m, e) in enumerate(zip(motifs, cfg["motifs"]))
+        ],
         "bias": bias_params,
         "num-sites": len(sites),
         "num-peaks": len(peaks),
-        "total-counts": {k: v for k, v in totals.items()
-                         if cfg["write-control"] or not k.startswith("control")},
-        "files": {k: v for k, v in FILE_NAMES.items()
-                  if cfg["write-control"] or not k.startswith("control")},
+        "total-counts": {k: v for k, v in totals.items() if cfg["write-control"] or not k.startswith("control")},
+        "files": {k: v for k, v in FILE_NAMES.items() if cfg["write-control"] or not k.startswith("control")},
         "config": cfg,
     }
     write_json_atomic(paths["truth-json"], truth)
@@ -677,8 +699,7 @@ def _motif_truth(motif: Motif, entry: dict, cfg: dict, planted: int) -> dict:
         "name": entry["name"],
         "matrix-id": motif.matrix_id,
         "matrix-name": motif.name,
-        "source": entry.get("file")
-        or f"bpflow/data/motifs/{Path(motif.source).name} (JASPAR CORE, CC BY 4.0)",
+        "source": entry.get("file") or f"bpflow/data/motifs/{Path(motif.source).name} (JASPAR CORE, CC BY 4.0)",
         "consensus": motif.consensus,
         "reverse-complement-consensus": decode(reverse_complement_codes(encode(motif.consensus))),
         "length": motif.length,
@@ -687,9 +708,18 @@ def _motif_truth(motif: Motif, entry: dict, cfg: dict, planted: int) -> dict:
         "log-odds-background": background.tolist(),
         "log-odds-mean": round(mean, 6),
         "log-odds-sd": round(sd, 6),
-        **{k: entry[k] for k in ("strength-median", "strength-score-sd", "strength-noise-sd",
-                                 "footprint-offsets", "footprint-sigma", "broad-fraction",
-                                 "broad-sigma")},
+        **{
+            k: entry[k]
+            for k in (
+                "strength-median",
+                "strength-score-sd",
+                "strength-noise-sd",
+                "footprint-offsets",
+                "footprint-sigma",
+                "broad-fraction",
+                "broad-sigma",
+            )
+        },
     }
 
 
@@ -709,17 +739,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), help="use a built-in size")
     parser.add_argument("--output-dir", help="output directory (overrides the config's)")
     parser.add_argument("--seed", type=int, help="random seed (overrides the config's)")
-    parser.add_argument("--show-preset", choices=sorted(PRESETS),
-                        help="print the full config of a preset as JSON and exit")
+    parser.add_argument(
+        "--show-preset", choices=sorted(PRESETS), help="print the full config of a preset as JSON and exit"
+    )
     args = parser.parse_args(argv)
     if args.show_preset:
-        cfg = resolve_config({"preset": args.show_preset,
-                              "output-dir": args.output_dir or f"simulated-{args.show_preset}"})
+        cfg = resolve_config(
+            {"preset": args.show_preset, "output-dir": args.output_dir or f"simulated-{args.show_preset}"}
+        )
         del cfg["preset"]
         print(json.dumps(cfg, indent=2))
         return 0
     if args.config and args.preset:
-        raise BpflowError("give either CONFIG.json or --preset, not both (a config may set \"preset\")")
+        raise BpflowError('give either CONFIG.json or --preset, not both (a config may set "preset")')
     if args.config:
         config = load_json_config(args.config)
         source = args.config

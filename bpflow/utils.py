@@ -57,7 +57,6 @@ def load_json_config(path: str | os.PathLike) -> dict:
     return config
 
 
-
 VERBOSITY_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -73,10 +72,20 @@ class RunOptions:
 def step_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """An argument parser with the run-time options every step takes."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
-    parser.add_argument("--verbosity", type=str.upper, choices=VERBOSITY_LEVELS, default=None,
-                        help="log level (overrides the config's verbosity key; default INFO)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="worker threads (overrides the config's num-threads key, where the step has one)")
+    parser.add_argument(
+        "--verbosity",
+        type=str.upper,
+        choices=VERBOSITY_LEVELS,
+        default=None,
+        help="log level (overrides the config's verbosity key; default INFO)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker threads (overrides the config's num-threads key, where the step has one)",
+    )
     return parser
 
 

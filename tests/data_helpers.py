@@ -25,7 +25,7 @@ def write_fasta(path: Path, chroms: dict[str, str], line_width: int = 60) -> Pat
         for name, seq in chroms.items():
             fh.write(f">{name}\n")
             for i in range(0, len(seq), line_width):
-                fh.write(seq[i:i + line_width] + "\n")
+                fh.write(seq[i : i + line_width] + "\n")
     return path
 
 
@@ -75,17 +75,23 @@ def one_hot_reference(seq: str) -> np.ndarray:
     return np.array([rows.get(b.upper(), [0, 0, 0, 0]) for b in seq], dtype=np.uint8).reshape(len(seq), 4)
 
 
-def make_dataset_inputs(tmp_path: Path, seed: int = 0, sizes: dict[str, int] | None = None,
-                        density: float = 0.1) -> dict:
+def make_dataset_inputs(
+    tmp_path: Path, seed: int = 0, sizes: dict[str, int] | None = None, density: float = 0.1
+) -> dict:
     """A random genome and two stranded bigWigs (plus >= 0, minus >= 0) with integer counts at
     a fraction ``density`` of the bases.  Returns paths and the arrays written."""
     rng = np.random.default_rng(seed)
     sizes = sizes or {"chr1": 6000, "chr2": 5000}
     seqs = {c: random_sequence(n, rng) for c, n in sizes.items()}
     plus = {c: np.where(rng.random(n) < density, rng.integers(1, 6, n), 0).astype(np.float64) for c, n in sizes.items()}
-    minus = {c: np.where(rng.random(n) < density, rng.integers(1, 6, n), 0).astype(np.float64) for c, n in sizes.items()}
+    minus = {
+        c: np.where(rng.random(n) < density, rng.integers(1, 6, n), 0).astype(np.float64) for c, n in sizes.items()
+    }
     return {
-        "sizes": sizes, "seqs": seqs, "plus": plus, "minus": minus,
+        "sizes": sizes,
+        "seqs": seqs,
+        "plus": plus,
+        "minus": minus,
         "genome": str(write_fasta(tmp_path / "genome.fa", seqs)),
         "plus_bw": str(write_bigwig(tmp_path / "plus.bw", sizes, plus)),
         "minus_bw": str(write_bigwig(tmp_path / "minus.bw", sizes, minus)),

@@ -31,9 +31,9 @@ def decode(x_row, prof_row, file_jitter, train_jitter):
     """Sample id and offset from a (forward) profile window; check that the sequence matches."""
     first = prof_row[0, 0]
     sample = int(first // 1000)
-    start = int(round(first - 1000 * sample))           # stored profile position of the window
-    offset = start - (file_jitter - train_jitter)       # jitter offset 0..2J
-    s0 = file_jitter - train_jitter + offset            # stored sequence position of the window
+    start = int(round(first - 1000 * sample))  # stored profile position of the window
+    offset = start - (file_jitter - train_jitter)  # jitter offset 0..2J
+    s0 = file_jitter - train_jitter + offset  # stored sequence position of the window
     expected = np.eye(4)[(s0 + np.arange(x_row.shape[0]) + sample) % 4]
     np.testing.assert_array_equal(x_row, expected)
     return sample, offset
@@ -82,13 +82,12 @@ def test_validation_windows_are_centered_in_a_wider_file(tmp_path):
 def test_reverse_complement_on_the_fly(tmp_path):
     path = position_file(tmp_path / "pos.h5", n=32, jitter=2)
     fwd = H5Batcher(path, [2], IN, OUT, batch_size=32, max_jitter=2, shuffle=True, seed=3)
-    rc = H5Batcher(path, [2], IN, OUT, batch_size=32, max_jitter=2, shuffle=True, seed=3,
-                   reverse_complement=True)
+    rc = H5Batcher(path, [2], IN, OUT, batch_size=32, max_jitter=2, shuffle=True, seed=3, reverse_complement=True)
     for epoch in range(2):
         order, offsets, flips = rc.epoch_plan(epoch)
         assert 0 < flips.sum() < len(flips)
-        (xf, yf), = all_batches(fwd, epoch)  # same seed: same order and offsets
-        (xr, yr), = all_batches(rc, epoch)
+        ((xf, yf),) = all_batches(fwd, epoch)  # same seed: same order and offsets
+        ((xr, yr),) = all_batches(rc, epoch)
         for k in range(32):
             if flips[k]:
                 # A<->T, C<->G and reversed; strand tasks swap (auto order [1, 0])
@@ -105,7 +104,7 @@ def test_reverse_complement_task_order_permutation(tmp_path):
     path = position_file(tmp_path / "pos.h5", n=n, jitter=0, tasks=tasks)
     b = H5Batcher(path, [tasks], IN, OUT, batch_size=n, reverse_complement=True, revcomp_orders=[[2, 0, 1]])
     order, _, flips = b.epoch_plan(0)
-    (x, (prof, _)), = all_batches(b, 0)
+    ((x, (prof, _)),) = all_batches(b, 0)
     plain = np.asarray(h5py.File(path)["head_0"])
     for k in np.flatnonzero(flips):
         fwd = plain[order[k]]
@@ -152,8 +151,7 @@ def test_batch_sizes_follow_the_device_count(tmp_path):
     np.testing.assert_array_equal(x[7], x[0])  # padding repeats a real sample, weight 0
     assert sum(bt[2].sum() for bt in batches) == 23
     with pytest.raises(BpflowError, match="cannot be split over 4 devices"):
-        H5Batcher(position_file(tmp_path / "three.h5", n=3, jitter=0), [2], IN, OUT, batch_size=8,
-                  batch_multiple=4)
+        H5Batcher(position_file(tmp_path / "three.h5", n=3, jitter=0), [2], IN, OUT, batch_size=8, batch_multiple=4)
 
 
 def test_two_level_shuffle_when_the_data_exceed_the_cache(tmp_path):
@@ -172,7 +170,7 @@ def test_two_level_shuffle_when_the_data_exceed_the_cache(tmp_path):
         assert sorted(order) == list(range(n))  # still every sample once
         # each window of 9 chunks (90 samples) is a permutation of those chunks' samples
         for w in range(0, n, 90):
-            chunks = set(order[w:w + 90] // rows)
+            chunks = set(order[w : w + 90] // rows)
             assert len(chunks) == min(9, (n - w) // rows)
         # batches hold the right data
         small.set_epoch(epoch)
@@ -185,7 +183,7 @@ def test_memory_stays_at_the_sequence_plus_a_batch(tmp_path, monkeypatch):
     n, in_len, out_len = 200, 40, 2000
     rng = np.random.default_rng(0)
     seq = one_hot(rng.integers(0, 4, size=(n, in_len)))
-    prof = rng.poisson(0.5, size=(n, out_len, 2)).astype(np.float32)   # 3.2 MB of profiles
+    prof = rng.poisson(0.5, size=(n, out_len, 2)).astype(np.float32)  # 3.2 MB of profiles
     path = write_h5(tmp_path / "big.h5", seq, [prof], chunks=20, compression="gzip")
     monkeypatch.setattr(batcher_module, "_SCAN_BLOCK_BYTES", 1 << 18)
     tracemalloc.start()
@@ -198,7 +196,7 @@ def test_memory_stays_at_the_sequence_plus_a_batch(tmp_path, monkeypatch):
     finally:
         tracemalloc.stop()
     batch_bytes = 8 * out_len * 2 * 4
-    assert peak < seq.nbytes + 20 * batch_bytes + (1 << 20)   # far below the 3.2 MB of profiles
+    assert peak < seq.nbytes + 20 * batch_bytes + (1 << 20)  # far below the 3.2 MB of profiles
     assert peak < prof.nbytes / 2
     totals = prof.sum(axis=(1, 2))
     assert stats[0].mean_total == pytest.approx(totals.mean())
@@ -210,7 +208,7 @@ def test_scan_statistics_use_the_central_window(tmp_path):
     seq, prof = synthetic_arrays(30, IN + 8, OUT + 8, num_tasks=2, seed=5)
     path = write_h5(tmp_path / "s.h5", seq, [prof])
     stats = H5Batcher(path, [2], IN, OUT, batch_size=8, max_jitter=2).scan()[0]
-    totals = prof[:, 4:4 + OUT, :].sum(axis=(1, 2))
+    totals = prof[:, 4 : 4 + OUT, :].sum(axis=(1, 2))
     assert stats.num_samples == 30
     assert stats.mean_total == pytest.approx(totals.mean())
     assert stats.zero_windows == int((totals == 0).sum())
@@ -228,10 +226,13 @@ def test_several_files_are_concatenated(tmp_path):
     assert [s for s, _ in got] == list(range(6)) + list(range(5))
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("nan", "NaN or infinite values \\(first in sample 3\\)"),
-    ("negative", "negative values \\(first in sample 2"),
-])
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("nan", "NaN or infinite values \\(first in sample 3\\)"),
+        ("negative", "negative values \\(first in sample 2"),
+    ],
+)
 def test_scan_rejects_bad_values(tmp_path, problem, message):
     seq, prof = synthetic_arrays(6, IN, OUT, seed=1)
     if problem == "nan":

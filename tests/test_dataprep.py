@@ -11,16 +11,16 @@ import h5py
 import numpy as np
 import pytest
 
+from bpflow.cli import main as cli
 from bpflow.formats import bigwig, fasta
 from bpflow.formats.blocks import plan_blocks
-from bpflow.cli import main as cli
 from bpflow.formats.codec import BASE_CODE, COMPLEMENT_CODE, deflate_codes, deflate_one_hot
 from bpflow.formats.sequence import revcomp_task_order
 from bpflow.prepare.datasets import normalize_data_config, prepare_data
 from bpflow.prepare.inspect import inspect_data
 from bpflow.utils import BpflowError
-from data_helpers import (make_dataset_inputs, one_hot_reference, write_bed, write_bigwig, write_fasta,
-                          write_json)
+
+from data_helpers import make_dataset_inputs, one_hot_reference, write_bed, write_bigwig, write_fasta, write_json
 
 
 def run(tmp_path: Path, cfg: dict, name: str = "data.json") -> int:
@@ -47,14 +47,21 @@ def hand_files(tmp_path):
     sizes = {"chr1": len(CHR1)}
     plus = np.zeros(24)
     minus = np.zeros(24)
-    plus[[8, 9, 12, 15]] = [1, 2, 3, 4]      # head window positions 0, 1, 4, 7
-    minus[[10, 14]] = [5, 6]                  # head window positions 2, 6
+    plus[[8, 9, 12, 15]] = [1, 2, 3, 4]  # head window positions 0, 1, 4, 7
+    minus[[10, 14]] = [5, 6]  # head window positions 2, 6
     pbw = write_bigwig(tmp_path / "p.bw", sizes, {"chr1": plus})
     mbw = write_bigwig(tmp_path / "m.bw", sizes, {"chr1": minus})
     bed = write_bed(tmp_path / "r.bed", [("chr1", 10, 14)])
-    cfg = {"genome": str(genome), "input-length": 8, "output-length": 4, "max-jitter": 2, "regions": str(bed),
-           "output-h5": str(tmp_path / "hand.h5"), "reverse-complement": True,
-           "heads": [{"bigwig-files": [str(pbw), str(mbw)], "revcomp-task-order": "auto"}]}
+    cfg = {
+        "genome": str(genome),
+        "input-length": 8,
+        "output-length": 4,
+        "max-jitter": 2,
+        "regions": str(bed),
+        "output-h5": str(tmp_path / "hand.h5"),
+        "reverse-complement": True,
+        "heads": [{"bigwig-files": [str(pbw), str(mbw)], "revcomp-task-order": "auto"}],
+    }
     return cfg
 
 
@@ -161,10 +168,19 @@ def test_central_window_equals_region_and_jitter_padding(tmp_path, threads):
     pad = (inp - out) // 2 + jitter
     rows = random_regions(data, 37, out, pad, rng)  # unsorted, both chromosomes, some overlapping
     bed = write_bed(tmp_path / "r.bed", rows)
-    cfg = {"genome": data["genome"], "input-length": inp, "output-length": out, "max-jitter": jitter,
-           "regions": str(bed), "output-h5": str(tmp_path / "d.h5"), "num-threads": threads,
-           "heads": [{"bigwig-files": [data["plus_bw"], data["minus_bw"]]},
-                     {"bigwig-files": [data["minus_bw"]], "head-name": "single"}]}
+    cfg = {
+        "genome": data["genome"],
+        "input-length": inp,
+        "output-length": out,
+        "max-jitter": jitter,
+        "regions": str(bed),
+        "output-h5": str(tmp_path / "d.h5"),
+        "num-threads": threads,
+        "heads": [
+            {"bigwig-files": [data["plus_bw"], data["minus_bw"]]},
+            {"bigwig-files": [data["minus_bw"]], "head-name": "single"},
+        ],
+    }
     summary = prepare_data(cfg)
     with h5py.File(cfg["output-h5"], "r") as f:
         seq, h0, h1 = f["sequence"][:], f["head_0"][:], f["head_1"][:]
@@ -181,18 +197,18 @@ def test_central_window_equals_region_and_jitter_padding(tmp_path, threads):
             assert (names[cchrom[i]], cstart[i], cstop[i]) == (chrom, s, e)
         assert (strand[fwd], strand[rev]) == (b"+", b"-")
         # Sequence: the full padded window, and its centre is the region's input window.
-        np.testing.assert_array_equal(seq[fwd], one_hot_reference(data["seqs"][chrom][s - pad:e + pad]))
-        np.testing.assert_array_equal(seq[fwd][pad:pad + out], one_hot_reference(data["seqs"][chrom][s:e]))
+        np.testing.assert_array_equal(seq[fwd], one_hot_reference(data["seqs"][chrom][s - pad : e + pad]))
+        np.testing.assert_array_equal(seq[fwd][pad : pad + out], one_hot_reference(data["seqs"][chrom][s:e]))
         np.testing.assert_array_equal(seq[rev], seq[fwd][::-1, ::-1])
         # Coverage: the central output window is the region; jitter pads each side.
         plus, minus = data["plus"][chrom], data["minus"][chrom]
-        np.testing.assert_array_equal(h0[fwd][jitter:jitter + out, 0], plus[s:e])
-        np.testing.assert_array_equal(h0[fwd][:, 0], plus[s - jitter:e + jitter])
-        np.testing.assert_array_equal(h0[fwd][:, 1], minus[s - jitter:e + jitter])
-        np.testing.assert_array_equal(h0[rev][:, 0], minus[s - jitter:e + jitter][::-1])
-        np.testing.assert_array_equal(h0[rev][:, 1], plus[s - jitter:e + jitter][::-1])
-        np.testing.assert_array_equal(h1[fwd][:, 0], minus[s - jitter:e + jitter])
-        np.testing.assert_array_equal(h1[rev][:, 0], minus[s - jitter:e + jitter][::-1])
+        np.testing.assert_array_equal(h0[fwd][jitter : jitter + out, 0], plus[s:e])
+        np.testing.assert_array_equal(h0[fwd][:, 0], plus[s - jitter : e + jitter])
+        np.testing.assert_array_equal(h0[fwd][:, 1], minus[s - jitter : e + jitter])
+        np.testing.assert_array_equal(h0[rev][:, 0], minus[s - jitter : e + jitter][::-1])
+        np.testing.assert_array_equal(h0[rev][:, 1], plus[s - jitter : e + jitter][::-1])
+        np.testing.assert_array_equal(h1[fwd][:, 0], minus[s - jitter : e + jitter])
+        np.testing.assert_array_equal(h1[rev][:, 0], minus[s - jitter : e + jitter][::-1])
         total += plus[s:e].sum() + minus[s:e].sum()
     assert summary["total-counts"][0] == pytest.approx(total)
     assert summary["num-regions"] == 37 and summary["num-samples"] == 74
@@ -202,10 +218,20 @@ def test_threads_and_compression_give_identical_arrays(tmp_path):
     data = make_dataset_inputs(tmp_path, seed=8)
     rows = random_regions(data, 301, 30, 40, np.random.default_rng(1))
     bed = write_bed(tmp_path / "r.bed", rows)
-    base = {"genome": data["genome"], "input-length": 70, "output-length": 30, "max-jitter": 20,
-            "regions": str(bed), "heads": [{"bigwig-files": [data["plus_bw"], data["minus_bw"]]}]}
-    variants = {"a.h5": {"num-threads": 1}, "b.h5": {"num-threads": 2},
-                "c.h5": {"compression": "gzip", "compression-level": 6}, "d.h5": {"compression": "none"}}
+    base = {
+        "genome": data["genome"],
+        "input-length": 70,
+        "output-length": 30,
+        "max-jitter": 20,
+        "regions": str(bed),
+        "heads": [{"bigwig-files": [data["plus_bw"], data["minus_bw"]]}],
+    }
+    variants = {
+        "a.h5": {"num-threads": 1},
+        "b.h5": {"num-threads": 2},
+        "c.h5": {"compression": "gzip", "compression-level": 6},
+        "d.h5": {"compression": "none"},
+    }
     arrays = {}
     for name, extra in variants.items():
         prepare_data(dict(base, **extra, **{"output-h5": str(tmp_path / name)}))
@@ -221,15 +247,21 @@ def test_threads_and_compression_give_identical_arrays(tmp_path):
 def test_any_number_of_regions(tmp_path, n):
     data = make_dataset_inputs(tmp_path, seed=2)
     rows = random_regions(data, n, 10, 20, np.random.default_rng(n))
-    cfg = {"genome": data["genome"], "input-length": 30, "output-length": 10, "max-jitter": 10,
-           "regions": str(write_bed(tmp_path / "r.bed", rows)), "output-h5": str(tmp_path / "n.h5"),
-           "heads": [{"bigwig-files": [data["plus_bw"]]}]}
+    cfg = {
+        "genome": data["genome"],
+        "input-length": 30,
+        "output-length": 10,
+        "max-jitter": 10,
+        "regions": str(write_bed(tmp_path / "r.bed", rows)),
+        "output-h5": str(tmp_path / "n.h5"),
+        "heads": [{"bigwig-files": [data["plus_bw"]]}],
+    }
     assert run(tmp_path, cfg) == 0
     with h5py.File(cfg["output-h5"], "r") as f:
         assert f["sequence"].shape == (2 * n, 50, 4)
         assert f["head_0"].shape == (2 * n, 30, 1)
         chrom, s, e = rows[-1]
-        np.testing.assert_array_equal(f["head_0"][2 * n - 2][:, 0], data["plus"][chrom][s - 10:e + 10])
+        np.testing.assert_array_equal(f["head_0"][2 * n - 2][:, 0], data["plus"][chrom][s - 10 : e + 10])
 
 
 def test_bpreveal_layout_opens_with_plain_h5py(tmp_path, hand_files):
@@ -238,8 +270,14 @@ def test_bpreveal_layout_opens_with_plain_h5py(tmp_path, hand_files):
         datasets = {k for k in f.keys() if isinstance(f[k], h5py.Dataset)}
         assert {"sequence", "head_0"} <= datasets
         # bpflow's additions use BPReveal's prediction-file names; nothing else.
-        assert datasets - {"sequence", "head_0"} == {"chrom_names", "chrom_sizes", "coords_chrom", "coords_start",
-                                                     "coords_stop", "coords_strand"}
+        assert datasets - {"sequence", "head_0"} == {
+            "chrom_names",
+            "chrom_sizes",
+            "coords_chrom",
+            "coords_start",
+            "coords_stop",
+            "coords_strand",
+        }
         assert f["sequence"].dtype == np.uint8 and f["head_0"].dtype == np.float32
         assert f["sequence"].shape == (2, 8 + 2 * 2, 4) and f["head_0"].shape == (2, 4 + 2 * 2, 2)
         assert f["sequence"].compression == "gzip"
@@ -267,7 +305,11 @@ def _bad_cases(tmp_path, cfg):
         ("chrom missing from bigwig", {"heads": [{"bigwig-files": [bw[0], str(otherbw)]}]}, ["other.bw", "chr1"]),
         ("chrom missing from fasta", {"genome": str(other)}, ["other.fa", "chr1"]),
         ("off the end", {"regions": str(write_bed(tmp_path / "end.bed", [("chr1", 18, 22)]))}, ["chr1:18-22", "end"]),
-        ("wrong width", {"regions": str(write_bed(tmp_path / "w.bed", [("chr1", 10, 15)]))}, ["output-length", "w.bed:1"]),
+        (
+            "wrong width",
+            {"regions": str(write_bed(tmp_path / "w.bed", [("chr1", 10, 15)]))},
+            ["output-length", "w.bed:1"],
+        ),
         ("no regions", {"regions": str(write_bed(tmp_path / "empty.bed", []))}, ["empty.bed", "no regions"]),
         ("auto with 3 tasks", {"heads": [{"bigwig-files": bw + bw[:1]}]}, ["auto", "3"]),
         ("not a permutation", {"heads": [{"bigwig-files": bw, "revcomp-task-order": [0, 0]}]}, ["permutation"]),
@@ -301,9 +343,15 @@ def test_failure_mid_write_leaves_no_partial_file(tmp_path):
     minus[29000] = -1
     nbw = write_bigwig(tmp_path / "neg.bw", data["sizes"], {"chr1": minus})
     rows = [("chr1", s, s + 20) for s in range(100, 29500, 20)]  # 1470 regions, 2940 samples
-    cfg = {"genome": data["genome"], "input-length": 40, "output-length": 20, "max-jitter": 5,
-           "regions": str(write_bed(tmp_path / "r.bed", rows)), "output-h5": str(tmp_path / "x.h5"),
-           "heads": [{"bigwig-files": [data["plus_bw"], str(nbw)]}]}
+    cfg = {
+        "genome": data["genome"],
+        "input-length": 40,
+        "output-length": 20,
+        "max-jitter": 5,
+        "regions": str(write_bed(tmp_path / "r.bed", rows)),
+        "output-h5": str(tmp_path / "x.h5"),
+        "heads": [{"bigwig-files": [data["plus_bw"], str(nbw)]}],
+    }
     assert run(tmp_path, cfg) == 2
     assert leftovers(tmp_path) == []
     assert not any(".tmp" in p for p in os.listdir(tmp_path))
@@ -350,9 +398,15 @@ def test_inspect_reports_counts_and_pairing(tmp_path, hand_files, capsys):
 def test_inspect_detects_a_broken_pair(tmp_path, capsys):
     data = make_dataset_inputs(tmp_path, seed=6)
     rows = random_regions(data, 9, 10, 20, np.random.default_rng(2))
-    cfg = {"genome": data["genome"], "input-length": 30, "output-length": 10, "max-jitter": 10,
-           "regions": str(write_bed(tmp_path / "r.bed", rows)), "output-h5": str(tmp_path / "b.h5"),
-           "heads": [{"bigwig-files": [data["plus_bw"], data["minus_bw"]]}]}
+    cfg = {
+        "genome": data["genome"],
+        "input-length": 30,
+        "output-length": 10,
+        "max-jitter": 10,
+        "regions": str(write_bed(tmp_path / "r.bed", rows)),
+        "output-h5": str(tmp_path / "b.h5"),
+        "heads": [{"bigwig-files": [data["plus_bw"], data["minus_bw"]]}],
+    }
     prepare_data(cfg)
     with h5py.File(cfg["output-h5"], "r+") as f:
         h = f["head_0"][11]
@@ -398,8 +452,10 @@ def test_inspect_not_a_dataset(tmp_path):
 def test_plan_blocks_merges_close_windows_only():
     starts = np.array([500, 0, 100, 10_000, 10_050])
     blocks = plan_blocks(starts, starts + 50, max_gap=1000, max_span=100_000)
-    assert [(b.start, b.end, sorted(b.index.tolist())) for b in blocks] == [(0, 550, [0, 1, 2]),
-                                                                            (10_000, 10_100, [3, 4])]
+    assert [(b.start, b.end, sorted(b.index.tolist())) for b in blocks] == [
+        (0, 550, [0, 1, 2]),
+        (10_000, 10_100, [3, 4]),
+    ]
     small = plan_blocks(starts, starts + 50, max_gap=1000, max_span=200)
     assert all(b.end - b.start <= 200 for b in small)
     assert sorted(i for b in small for i in b.index.tolist()) == [0, 1, 2, 3, 4]

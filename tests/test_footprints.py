@@ -17,9 +17,9 @@ from bpflow.utils import BpflowError
 
 pytestmark = pytest.mark.backend
 
-IN, OUT, K = 40, 20, 6          # flanks of 10 bases
+IN, OUT, K = 40, 20, 6  # flanks of 10 bases
 A_LOGIT, C_COUNTS, B_COUNTS = 3.0, 0.7, 1.5
-TF, BIAS = "GACTTC", "TACGTC"   # neither occurs in the other, its reverse complement or A/T-only DNA
+TF, BIAS = "GACTTC", "TACGTC"  # neither occurs in the other, its reverse complement or A/T-only DNA
 
 
 def kmer_model(kmer: str) -> keras.Model:
@@ -31,9 +31,9 @@ def kmer_model(kmer: str) -> keras.Model:
     """
     inp = keras.Input((IN, 4))
     conv = keras.layers.Conv1D(1, K, activation="relu")
-    match = conv(inp)                                    # (IN - K + 1) = 35 positions
+    match = conv(inp)  # (IN - K + 1) = 35 positions
     conv.set_weights([one_hot_encode(kmer).astype(np.float32)[:, :, None], np.array([-(K - 1.0)], np.float32)])
-    cropped = keras.layers.Cropping1D((10, IN - K + 1 - OUT - 10))(match)   # position j <-> input base j + 10
+    cropped = keras.layers.Cropping1D((10, IN - K + 1 - OUT - 10))(match)  # position j <-> input base j + 10
     head = keras.layers.Conv1D(2, 1)
     logits = head(cropped)
     head.set_weights([np.array([[[A_LOGIT, 0.0]]], np.float32), np.zeros(2, np.float32)])
@@ -63,8 +63,8 @@ def at_backgrounds(n=12, length=IN, seed=3):
 def expected_kmer_response(fraction=1.0):
     """Hand-computed responses of kmer_model to its own k-mer (fraction of insertions that match)."""
     z = math.exp(A_LOGIT) + 2 * OUT - 1
-    base = 1 / (2 * OUT)                                         # uniform profile without (x total)
-    spike = math.exp(C_COUNTS) * math.exp(A_LOGIT) / z         # with, at the spike (x exp(B))
+    base = 1 / (2 * OUT)  # uniform profile without (x total)
+    spike = math.exp(C_COUNTS) * math.exp(A_LOGIT) / z  # with, at the spike (x exp(B))
     rest = math.exp(C_COUNTS) / z
     profile = fraction * (abs(spike - base) + (2 * OUT - 1) * abs(rest - base))
     shape = fraction * (abs(math.exp(A_LOGIT) / z - base) + (2 * OUT - 1) * abs(1 / z - base))
@@ -79,7 +79,7 @@ def test_insertion_is_the_motif_at_the_center():
     assert F.decode_insertion(out, K) == [TF] * 3
     for x, y in zip(out, seqs):
         dx, dy = one_hot_decode(x), one_hot_decode(y)
-        assert dx[:s] == dy[:s] and dx[s + K:] == dy[s + K:] and dx[s:s + K] == TF
+        assert dx[:s] == dy[:s] and dx[s + K :] == dy[s + K :] and dx[s : s + K] == TF
     # odd motif length: the middle base lands on base L // 2
     out = F.insert_motif(seqs, one_hot_encode("CCGCC"))
     assert one_hot_decode(out[0])[IN // 2] == "G"
@@ -156,22 +156,28 @@ def test_pwm_motifs_consensus_and_sampling():
 
 def test_table_crops_longer_backgrounds_chunks_and_is_json():
     long = at_backgrounds(n=10, length=IN + 6)
-    table = F.footprint_table({"tf": kmer_model(TF), "bias": kmer_model(BIAS), "blind": blind_model()},
-                              long, {"tf-motif": TF, "bias-motif": BIAS}, window=100, chunk_size=3,
-                              profile_flank=5)
+    table = F.footprint_table(
+        {"tf": kmer_model(TF), "bias": kmer_model(BIAS), "blind": blind_model()},
+        long,
+        {"tf-motif": TF, "bias-motif": BIAS},
+        window=100,
+        chunk_size=3,
+        profile_flank=5,
+    )
     json.dumps(table, allow_nan=False)
     heads = table["models"]["tf"]["heads"]["head_0"]
     profile, _ = expected_kmer_response()
     assert heads["tf-motif"]["profile-response"] == pytest.approx(profile, rel=1e-5)
     assert heads["bias-motif"]["profile-response"] == 0.0
-    assert table["models"]["bias"]["heads"]["head_0"]["bias-motif"]["profile-response"] == \
-        pytest.approx(profile, rel=1e-5)
+    assert table["models"]["bias"]["heads"]["head_0"]["bias-motif"]["profile-response"] == pytest.approx(
+        profile, rel=1e-5
+    )
     assert F.response_ratio(table, "tf", ["bias-motif"], ["tf-motif"]) == 0.0
     assert math.isnan(F.response_ratio(table, "blind", ["bias-motif"], ["tf-motif"]))
     prof = heads["tf-motif"]["profiles"]
-    assert prof["positions"] == list(range(-5, 5))     # center = output position of input base 20 = 10
+    assert prof["positions"] == list(range(-5, 5))  # center = output position of input base 20 = 10
     assert len(prof["footprint"]) == 2 and len(prof["footprint"][0]) == 10
-    assert np.argmax(prof["footprint"][0]) == 2         # spike at output 7 = center - 3
+    assert np.argmax(prof["footprint"][0]) == 2  # spike at output 7 = center - 3
     assert table["motifs"]["tf-motif"] == {"consensus": TF, "length": K, "type": "sequence"}
 
 
@@ -183,11 +189,11 @@ def test_background_sequences_from_dataset(tmp_path):
         f["sequence"] = seq
         f["coords_strand"] = np.array([b"+", b"-"] * 3)
     got = F.background_sequences(path, IN)
-    np.testing.assert_array_equal(got, seq[[0, 2, 4], 4:4 + IN])
+    np.testing.assert_array_equal(got, seq[[0, 2, 4], 4 : 4 + IN])
     assert F.background_sequences(path, strands="all").shape == (6, IN + 8, 4)
     sub = F.background_sequences(path, IN, num=2, seed=1)
     assert sub.shape == (2, IN, 4)
-    rows = [i for i in (0, 2, 4) if any((seq[i, 4:4 + IN] == s).all() for s in sub)]
+    rows = [i for i in (0, 2, 4) if any((seq[i, 4 : 4 + IN] == s).all() for s in sub)]
     assert len(rows) == 2
     with pytest.raises(BpflowError, match="cannot center-crop"):
         F.background_sequences(path, IN + 1)
@@ -196,8 +202,16 @@ def test_background_sequences_from_dataset(tmp_path):
 def test_load_motifs_and_from_files(tmp_path):
     jaspar = tmp_path / "m.jaspar"
     jaspar.write_text(">X1\tmine\nA [0 9 0]\nC [9 0 0]\nG [0 0 9]\nT [0 0 0]\n")
-    specs = load_motifs({"CTCF": "CTCF", "klf": {"builtin": "MA0039.2"}, "bias": "tacgtc",
-                           "seq": {"sequence": TF}, "mine": str(jaspar), "mine2": {"file": str(jaspar)}})
+    specs = load_motifs(
+        {
+            "CTCF": "CTCF",
+            "klf": {"builtin": "MA0039.2"},
+            "bias": "tacgtc",
+            "seq": {"sequence": TF},
+            "mine": str(jaspar),
+            "mine2": {"file": str(jaspar)},
+        }
+    )
     assert specs["CTCF"].consensus == "TGGCCACCAGGGGGCGCTA" and specs["klf"].consensus == "TGGGTGGGGC"
     assert specs["bias"].consensus == "TACGTC" and specs["bias"].fixed and specs["seq"].consensus == TF
     assert specs["mine"].consensus == specs["mine2"].consensus == "CAG" and not specs["mine"].fixed
@@ -213,7 +227,8 @@ def test_load_motifs_and_from_files(tmp_path):
     table = F.footprints_from_files({"tf": kmer_model(TF)}, data, {"tf": {"sequence": TF}, "b": BIAS}, out, num=5)
     saved = json.loads(out.read_text())
     assert saved["num-sequences"] == 5 and saved["background"]["num-requested"] == 5
-    assert saved["models"]["tf"]["heads"]["head_0"]["tf"]["profile-response"] == \
-        pytest.approx(expected_kmer_response()[0], rel=1e-5)
+    assert saved["models"]["tf"]["heads"]["head_0"]["tf"]["profile-response"] == pytest.approx(
+        expected_kmer_response()[0], rel=1e-5
+    )
     assert saved["models"]["tf"]["heads"]["head_0"]["b"]["profile-response"] == 0.0
     assert table["motifs"]["b"]["type"] == "sequence"

@@ -26,15 +26,57 @@ def test_too_short_input_names_needed_length():
 
 
 def test_length_calc_cli(capsys):
-    assert cli_main(["length-calc", "--output-length", "1000", "--layers", "9",
-                     "--input-filter-width", "25", "--output-filter-width", "25"]) == 0
+    assert (
+        cli_main(
+            [
+                "length-calc",
+                "--output-length",
+                "1000",
+                "--layers",
+                "9",
+                "--input-filter-width",
+                "25",
+                "--output-filter-width",
+                "25",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip() == "3092"
-    assert cli_main(["length-calc", "--input-length", "2114", "--layers", "8",
-                     "--input-filter-width", "21", "--output-filter-width", "75"]) == 0
+    assert (
+        cli_main(
+            [
+                "length-calc",
+                "--input-length",
+                "2114",
+                "--layers",
+                "8",
+                "--input-filter-width",
+                "21",
+                "--output-filter-width",
+                "75",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.strip() == "1000"
 
 
 def test_length_calc_bad_input_exits_nonzero(capsys):
-    assert cli_main(["length-calc", "--output-length", "0", "--layers", "9",
-                     "--input-filter-width", "25", "--output-filter-width", "25"]) == 2
+    assert (
+        cli_main(
+            [
+                "length-calc",
+                "--output-length",
+                "0",
+                "--layers",
+                "9",
+                "--input-filter-width",
+                "25",
+                "--output-filter-width",
+                "25",
+            ]
+        )
+        == 2
+    )
     assert "output length must be >= 1" in capsys.readouterr().err

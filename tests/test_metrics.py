@@ -11,9 +11,9 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import multinomial, pearsonr, spearmanr
 
+from bpflow.cli import main as cli
 from bpflow.evaluate import measures as M
 from bpflow.evaluate import metrics
-from bpflow.cli import main as cli
 from bpflow.formats.predictions import PredictionWriter
 
 
@@ -58,8 +58,10 @@ def test_normalized_jsd_definition(rng):
     probs = M.softmax_joint(logits)
     got = M.normalized_jsd(obs, probs)
     uniform = np.full(obs[0].size, 1.0)
-    want = [np.clip(1 - jensenshannon(o.ravel(), q.ravel()) / jensenshannon(o.ravel(), uniform), 0, 1)
-            for o, q in zip(obs, probs)]
+    want = [
+        np.clip(1 - jensenshannon(o.ravel(), q.ravel()) / jensenshannon(o.ravel(), uniform), 0, 1)
+        for o, q in zip(obs, probs)
+    ]
     np.testing.assert_allclose(got, want, rtol=1e-12)
     # perfect prediction -> 1; a prediction worse than uniform clips to 0
     o = np.array([[[4.0], [0.0], [0.0], [0.0]]])
@@ -143,15 +145,16 @@ def _dataset(path, rng, n=6, strands=True, coords=True):
         f["sequence"] = np.zeros((n, 20 + 2 * J, 4), np.uint8)
         f["head_0"] = obs
         if coords:
-            f.create_dataset("chrom_names", data=np.array(["chr1", "chr2"], dtype=object),
-                             dtype=h5py.string_dtype("utf-8"))  # as bpflow prepare-data writes it
+            f.create_dataset(
+                "chrom_names", data=np.array(["chr1", "chr2"], dtype=object), dtype=h5py.string_dtype("utf-8")
+            )  # as bpflow prepare-data writes it
             f["coords_chrom"] = np.array([0, 0, 1, 1, 0, 0][:n], np.int32)
             f["coords_start"] = np.arange(n, dtype=np.int64) * 100
             f["coords_stop"] = np.arange(n, dtype=np.int64) * 100 + OUT + 2 * J
         if strands:
             f["coords_strand"] = np.array([b"+", b"-"] * (n // 2), dtype="S1")
         f.create_group("metadata").attrs["config"] = json.dumps({"heads": [{"head-name": "nexus"}]})
-    return obs[:, J:J + OUT]
+    return obs[:, J : J + OUT]
 
 
 def _predictions(path, rng, n=6, shift=0):
@@ -175,10 +178,14 @@ def test_metrics_cli_known_values(tmp_path, rng, capsys):
     obs = _dataset(tmp_path / "data.h5", rng)
     combined = _predictions(tmp_path / "combined.h5", rng)
     bias = _predictions(tmp_path / "bias.h5", rng)
-    config = {"predictions": {"combined": str(tmp_path / "combined.h5"), "bias": str(tmp_path / "bias.h5")},
-              "data": str(tmp_path / "data.h5"), "region-set": "peaks",
-              "output-json": str(tmp_path / "m.json"), "output-tsv": str(tmp_path / "m.tsv"),
-              "output-regions-tsv": str(tmp_path / "r.tsv")}
+    config = {
+        "predictions": {"combined": str(tmp_path / "combined.h5"), "bias": str(tmp_path / "bias.h5")},
+        "data": str(tmp_path / "data.h5"),
+        "region-set": "peaks",
+        "output-json": str(tmp_path / "m.json"),
+        "output-tsv": str(tmp_path / "m.tsv"),
+        "output-regions-tsv": str(tmp_path / "r.tsv"),
+    }
     code, err = _run(tmp_path, config, capsys)
     assert code == 0, err
     text = (tmp_path / "m.json").read_text()
@@ -209,10 +216,13 @@ def test_metrics_cli_known_values(tmp_path, rng, capsys):
 
 
 def test_metrics_all_samples_without_strand(tmp_path, rng, capsys):
-    obs = _dataset(tmp_path / "data.h5", rng, strands=False)
+    _dataset(tmp_path / "data.h5", rng, strands=False)
     logits, logcounts = _predictions(tmp_path / "p.h5", rng)
-    config = {"predictions": str(tmp_path / "p.h5"), "data": str(tmp_path / "data.h5"),
-              "output-json": str(tmp_path / "m.json")}
+    config = {
+        "predictions": str(tmp_path / "p.h5"),
+        "data": str(tmp_path / "data.h5"),
+        "output-json": str(tmp_path / "m.json"),
+    }
     assert _run(tmp_path, config, capsys)[0] == 0
     result = json.loads((tmp_path / "m.json").read_text())
     head = result["models"]["p"]["heads"]["nexus"]
@@ -228,8 +238,12 @@ def test_metrics_all_samples_without_strand(tmp_path, rng, capsys):
 def test_metrics_bad_input_leaves_no_output(tmp_path, rng, capsys, problem):
     _dataset(tmp_path / "data.h5", rng)
     _predictions(tmp_path / "p.h5", rng, n=4 if problem == "count" else 6, shift=1 if problem == "shifted" else 0)
-    config = {"predictions": {"combined": str(tmp_path / "p.h5")}, "data": str(tmp_path / "data.h5"),
-              "output-json": str(tmp_path / "m.json"), "output-tsv": str(tmp_path / "m.tsv")}
+    config = {
+        "predictions": {"combined": str(tmp_path / "p.h5")},
+        "data": str(tmp_path / "data.h5"),
+        "output-json": str(tmp_path / "m.json"),
+        "output-tsv": str(tmp_path / "m.tsv"),
+    }
     if problem == "unknown-key":
         config["outptu-json"] = "x.json"
     elif problem == "no-output":

@@ -77,7 +77,7 @@ def test_solo_body_is_bpnet():
     for d in (2, 4):
         c = relu(conv(h, model.get_layer(f"solo_conv_dil{d}"), d))
         crop = (h.shape[1] - c.shape[1]) // 2
-        h = c + h[:, crop:crop + c.shape[1]]
+        h = c + h[:, crop : crop + c.shape[1]]
     profile = conv(h, model.get_layer("solo_profile_h"))
     k, b = model.get_layer("solo_logcounts_h").get_weights()
     counts = h.mean(axis=1) @ k + b
@@ -93,7 +93,7 @@ def test_auto_crop_equals_exact_model_on_cropped_input():
         longer = small_solo(input_length=need + 10)
     longer.set_weights(exact.get_weights())
     x = one_hot(3, need + 10, seed=1)
-    for a, b in zip(run(longer, x), run(exact, x[:, 5:5 + need])):
+    for a, b in zip(run(longer, x), run(exact, x[:, 5 : 5 + need])):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
@@ -163,9 +163,18 @@ def test_sigmoid_and_relu_terms_follow_their_formulas():
     spec = {"name": "simple", "types": ["linear", "sigmoid", "relu"]}
     trans = transformationModel(solo, spec, {"name": "passthrough"}, [{"head-name": "h", "num-tasks": 1}])
     layer = trans.get_layer("transformation_profile_h")
-    values = {"slope_0": 0.5, "offset_0": 0.25, "sigmoid_scale_1": 2.0, "sigmoid_gain_1": 3.0,
-              "sigmoid_shift_1": -1.0, "sigmoid_bias_1": 0.1, "relu_scale_2": -1.5, "relu_gain_2": 0.7,
-              "relu_shift_2": 0.2, "relu_bias_2": 0.3}
+    values = {
+        "slope_0": 0.5,
+        "offset_0": 0.25,
+        "sigmoid_scale_1": 2.0,
+        "sigmoid_gain_1": 3.0,
+        "sigmoid_shift_1": -1.0,
+        "sigmoid_bias_1": 0.1,
+        "relu_scale_2": -1.5,
+        "relu_gain_2": 0.7,
+        "relu_shift_2": 0.2,
+        "relu_bias_2": 0.3,
+    }
     for w in layer.weights:
         w.assign(values[w.name])
     x = one_hot(2, solo.inputs[0].shape[1])
@@ -234,7 +243,7 @@ def test_combined_outputs_against_numpy():
     x = one_hot(4, length, seed=7)
     c, r, b = run(combined, x), run(residual, x), run(bias, x)
     crop = (length - trans.inputs[0].shape[1]) // 2
-    t = run(trans, x[:, crop:length - crop])
+    t = run(trans, x[:, crop : length - crop])
     for i in range(2):  # bias model = cropped transformation outputs
         np.testing.assert_allclose(b[i], t[i], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(c[0], b[0] + r[0], rtol=1e-5, atol=1e-5)

@@ -11,14 +11,13 @@ import numpy as np
 import pyBigWig
 import pytest
 
+from bpflow.cli import main as cli
 from bpflow.evaluate import bigwig, inference
 from bpflow.evaluate import predict as P
 from bpflow.formats.fasta import FastaFile
 from bpflow.formats.predictions import PredictionFile, PredictionWriter
-from bpflow.formats.sequence import revcomp_task_order
+from bpflow.formats.sequence import one_hot_encode, revcomp_task_order, reverse_complement_one_hot
 from bpflow.utils import BpflowError
-from bpflow.cli import main as cli
-from bpflow.formats.sequence import one_hot_encode, reverse_complement_one_hot
 
 pytestmark = pytest.mark.backend  # runs models: checked under every Keras backend
 
@@ -69,8 +68,9 @@ def test_model_shape_and_task_orders():
     assert revcomp_task_order("auto", 1, "x") == [0] and revcomp_task_order("auto", 2, "x") == [1, 0]
     with pytest.raises(BpflowError, match="needs 1 or 2 tasks"):
         revcomp_task_order("auto", 3, "x")
-    names, orders = inference.resolve_task_orders([{"head-name": "x", "num-tasks": 2, "revcomp-task-order": [0, 1]}],
-                                          shape, "cfg")
+    names, orders = inference.resolve_task_orders(
+        [{"head-name": "x", "num-tasks": 2, "revcomp-task-order": [0, 1]}], shape, "cfg"
+    )
     assert names == ["x"] and orders == [[0, 1]]
     with pytest.raises(BpflowError, match="not a permutation"):
         inference.resolve_task_orders([{"revcomp-task-order": [0, 0]}], shape, "cfg")
@@ -121,7 +121,7 @@ def test_predict_regions_equals_model_on_extracted_windows(tmp_path, genome):
     model = tiny_model()
     P.predict_regions(model, fasta, bed, tmp_path / "p.h5", batch_size=2)
     windows = [("chr1", 40), ("chr2", 20), ("chr1", 100)]
-    x = np.stack([one_hot_encode(seqs[c][s - 5:s + OUT + 5]) for c, s in windows])
+    x = np.stack([one_hot_encode(seqs[c][s - 5 : s + OUT + 5]) for c, s in windows])
     want_logits, want_counts = direct(model, x)
     with PredictionFile(tmp_path / "p.h5") as pf:
         assert pf.num_samples == 3 and pf.output_length == OUT
@@ -141,10 +141,13 @@ def test_predict_chromosomes_tiles(tmp_path, genome):
     fasta, seqs = genome
     model = tiny_model()
     P.predict_chromosomes(model, fasta, tmp_path / "t.h5", ["chr2", "chr1"], stride=8, batch_size=3)
-    starts = {"chr2": P.tile_starts(47, inference.model_shape(model), 8), "chr1": P.tile_starts(120, inference.model_shape(model), 8)}
+    starts = {
+        "chr2": P.tile_starts(47, inference.model_shape(model), 8),
+        "chr1": P.tile_starts(120, inference.model_shape(model), 8),
+    }
     assert starts["chr2"].tolist() == [5, 13, 21, 29, 32]
     windows = [(c, int(s)) for c in ("chr2", "chr1") for s in starts[c]]
-    x = np.stack([one_hot_encode(seqs[c][s - 5:s + OUT + 5]) for c, s in windows])
+    x = np.stack([one_hot_encode(seqs[c][s - 5 : s + OUT + 5]) for c, s in windows])
     want_logits, want_counts = direct(model, x)
     with PredictionFile(tmp_path / "t.h5") as pf:
         coords = pf.coords()
@@ -168,7 +171,7 @@ def test_predict_dataset_crops_and_keeps_samples(tmp_path):
         f["coords_strand"] = np.array([b"+", b"-", b"+", b"-", b"+"])
     model = tiny_model()
     P.predict_dataset(model, tmp_path / "d.h5", tmp_path / "p.h5", batch_size=2)
-    want_logits, want_counts = direct(model, seq[:, jitter:jitter + IN])
+    want_logits, want_counts = direct(model, seq[:, jitter : jitter + IN])
     with PredictionFile(tmp_path / "p.h5") as pf:
         np.testing.assert_allclose(pf.logits(0), want_logits, rtol=1e-6, atol=1e-6)
         np.testing.assert_allclose(pf.logcounts(0), want_counts, rtol=1e-6, atol=1e-6)
@@ -229,12 +232,20 @@ def _fake_predictions(path, strand=False):
     logcounts[2] = math.log(4)
     logcounts[3] = math.log(80)
     rows = [3, 0, 1, 2]  # chr2 row first, then chr1 unsorted
-    w = PredictionWriter(path, 4, 4, [2], ["chr1", "chr2"], [30, 10],
-                           strand_dtype=h5py.string_dtype() if strand else None)
+    w = PredictionWriter(
+        path, 4, 4, [2], ["chr1", "chr2"], [30, 10], strand_dtype=h5py.string_dtype() if strand else None
+    )
     chrom = np.array([0, 0, 0, 1])[rows]
     start = np.array([2, 4, 20, 0])[rows]
-    w.write(0, chrom, start, start + 4, [logits[rows]], [logcounts[rows]],
-            np.array(["-", "+", "+", "+"]) if strand else None)
+    w.write(
+        0,
+        chrom,
+        start,
+        start + 4,
+        [logits[rows]],
+        [logcounts[rows]],
+        np.array(["-", "+", "+", "+"]) if strand else None,
+    )
     w.close()
     return logits
 
@@ -264,8 +275,9 @@ def test_bigwig_profile_mode_averages_overlaps(tmp_path):
 def test_bigwig_logits_and_counts_modes(tmp_path, genome):
     fasta, _ = genome  # sizes from the FASTA index instead of the file
     logits = _fake_predictions(tmp_path / "p.h5")
-    bigwig.predictions_to_bigwig(tmp_path / "p.h5", [tmp_path / "l0.bw", tmp_path / "l1.bw"], mode="logits",
-                            genome=fasta)
+    bigwig.predictions_to_bigwig(
+        tmp_path / "p.h5", [tmp_path / "l0.bw", tmp_path / "l1.bw"], mode="logits", genome=fasta
+    )
     l1 = _values(tmp_path / "l1.bw", "chr1", 2, 8)
     np.testing.assert_allclose(l1, [0, 0, 0, 0, 0, math.log(5)], atol=1e-6)
     np.testing.assert_allclose(_values(tmp_path / "l0.bw", "chr1", 20, 24), logits[2, :, 0], atol=1e-6)
@@ -309,13 +321,18 @@ def test_predict_cli_with_saved_model_and_revcomp(tmp_path, genome, capsys):
     model = tiny_model()
     model.save(tmp_path / "m.keras")
     (tmp_path / "r.bed").write_text("chr1\t40\t50\nchr1\t60\t70\n")
-    config = {"model-file": str(tmp_path / "m.keras"), "genome": str(fasta), "regions": str(tmp_path / "r.bed"),
-              "output-h5": str(tmp_path / "p.h5"), "batch-size": 1, "revcomp-average": True,
-              "heads": [{"head-name": "nexus", "num-tasks": 2, "revcomp-task-order": "auto",
-                         "profile-loss-weight": 1}]}
+    config = {
+        "model-file": str(tmp_path / "m.keras"),
+        "genome": str(fasta),
+        "regions": str(tmp_path / "r.bed"),
+        "output-h5": str(tmp_path / "p.h5"),
+        "batch-size": 1,
+        "revcomp-average": True,
+        "heads": [{"head-name": "nexus", "num-tasks": 2, "revcomp-task-order": "auto", "profile-loss-weight": 1}],
+    }
     code, err = _run(tmp_path, "predict", config, capsys)
     assert code == 0, err
-    x = np.stack([one_hot_encode(seqs["chr1"][s - 5:s + OUT + 5]) for s in (40, 60)])
+    x = np.stack([one_hot_encode(seqs["chr1"][s - 5 : s + OUT + 5]) for s in (40, 60)])
     fl, fc = direct(model, x)
     rl, rc = direct(model, reverse_complement_one_hot(x))
     with PredictionFile(tmp_path / "p.h5") as pf:
@@ -324,14 +341,20 @@ def test_predict_cli_with_saved_model_and_revcomp(tmp_path, genome, capsys):
         np.testing.assert_allclose(pf.logcounts(0), (fc + rc) / 2, atol=1e-5)
 
 
-@pytest.mark.parametrize("problem", ["unknown-key", "two-sources", "no-genome", "missing-model", "bad-chrom",
-                                     "wrong-heads", "stride-too-big"])
+@pytest.mark.parametrize(
+    "problem",
+    ["unknown-key", "two-sources", "no-genome", "missing-model", "bad-chrom", "wrong-heads", "stride-too-big"],
+)
 def test_predict_bad_config_exits_without_output(tmp_path, genome, capsys, problem):
     fasta, _ = genome
     tiny_model().save(tmp_path / "m.keras")
     (tmp_path / "r.bed").write_text("chr1\t40\t50\n" + ("chrX\t10\t20\n" if problem == "bad-chrom" else ""))
-    config = {"model-file": str(tmp_path / "m.keras"), "genome": str(fasta), "regions": str(tmp_path / "r.bed"),
-              "output-h5": str(tmp_path / "out" / "p.h5")}
+    config = {
+        "model-file": str(tmp_path / "m.keras"),
+        "genome": str(fasta),
+        "regions": str(tmp_path / "r.bed"),
+        "output-h5": str(tmp_path / "out" / "p.h5"),
+    }
     if problem == "unknown-key":
         config["batch_size"] = 4
     elif problem == "two-sources":

@@ -18,18 +18,22 @@ import bpflow  # noqa: F401  (registers custom objects)
 from bpflow.cli import main as cli
 from bpflow.evaluate import qc
 from bpflow.formats.dataset import read_windows
-from bpflow.report import figures as report
-from bpflow.train import recipes, settings, steps
 from bpflow.layers import SimpleTransform
 from bpflow.models import combinedModel
+from bpflow.report import figures as report
+from bpflow.train import recipes, settings, steps
 from bpflow.utils import BpflowError
 
 import train_helpers as th
 
-MOTIF = "GCCGGC"   # the "TF motif" (free of the bias k-mer)
+MOTIF = "GCCGGC"  # the "TF motif" (free of the bias k-mer)
 BIAS_KMER = "TA"
-RES_ARGS = (th.RESIDUAL_ARCH["filters"], th.RESIDUAL_ARCH["layers"], th.RESIDUAL_ARCH["input_filter_width"],
-            th.RESIDUAL_ARCH["output_filter_width"])
+RES_ARGS = (
+    th.RESIDUAL_ARCH["filters"],
+    th.RESIDUAL_ARCH["layers"],
+    th.RESIDUAL_ARCH["input_filter_width"],
+    th.RESIDUAL_ARCH["output_filter_width"],
+)
 
 
 # --------------------------------------------------------------------------- closed-form fits
@@ -79,7 +83,7 @@ def test_read_windows_center_crops_and_sums(tmp_path):
     prof = np.arange(2 * 8 * 2, dtype=np.float32).reshape(2, 8, 2)
     path = th.write_h5(tmp_path / "d.h5", seq, [prof])
     s, t = read_windows(path, 6, 4, 1)
-    assert s.shape == (2, 6, 4) and s[1, 3, 3] == 1       # position 5 of 10 is 3 of the central 6
+    assert s.shape == (2, 6, 4) and s[1, 3, 3] == 1  # position 5 of 10 is 3 of the central 6
     assert t[:, 0] == pytest.approx(prof[:, 2:6, :].sum(axis=(1, 2)))
     with pytest.raises(BpflowError, match="center-crop"):
         read_windows(path, 7, 4, 1)
@@ -102,14 +106,14 @@ def simulate(n: int, seq_width: int, prof_width: int, peaks: bool, seed: int):
         for i in range(n):
             for c in range(copies[i]):
                 at = center - 9 + 7 * c + rng.integers(-1, 2)
-                bases[i, at:at + len(motif)] = motif
+                bases[i, at : at + len(motif)] = motif
                 signal[i] += 10.0 * np.exp(-0.5 * ((pos - at - 3) / 2.0) ** 2)
     kmer = np.array(["ACGT".index(c) for c in BIAS_KMER])
-    is_kmer = np.all([bases[:, k:master - len(kmer) + 1 + k] == kmer[k] for k in range(len(kmer))], axis=0)
+    is_kmer = np.all([bases[:, k : master - len(kmer) + 1 + k] == kmer[k] for k in range(len(kmer))], axis=0)
     bias = 0.1 + 2.5 * np.pad(is_kmer, ((0, 0), (0, len(kmer) - 1))).astype(float)
     counts = rng.poisson(bias * (1.0 + signal))[:, :, None].astype(np.float32)
     s0, p0 = (master - seq_width) // 2, (master - prof_width) // 2
-    return th.one_hot(bases[:, s0:s0 + seq_width]), counts[:, p0:p0 + prof_width]
+    return th.one_hot(bases[:, s0 : s0 + seq_width]), counts[:, p0 : p0 + prof_width]
 
 
 def write(path, n, input_length, peaks, seed, jitter=th.JITTER):
@@ -138,26 +142,54 @@ def tiny(tmp_path_factory):
     }
     # the workflow's defaults: counts-schedule profile-first for bias (counts layers only in
     # the counts phase) and combined (every weight)
-    solo = th.solo_config(tmp, f["bg_bias_train"], f["bg_bias_val"], heads=[head()],
-                          **{"epochs": 30, "learning-rate": 0.02, "batch-size": 32, "seed": 3,
-                             "early-stopping-patience": 30, "counts-schedule": "profile-first",
-                             "counts-phase-trainable": "counts-layers"})
+    solo = th.solo_config(
+        tmp,
+        f["bg_bias_train"],
+        f["bg_bias_val"],
+        heads=[head()],
+        **{
+            "epochs": 30,
+            "learning-rate": 0.02,
+            "batch-size": 32,
+            "seed": 3,
+            "early-stopping-patience": 30,
+            "counts-schedule": "profile-first",
+            "counts-phase-trainable": "counts-layers",
+        },
+    )
     steps.train_bias(solo)
-    tr = th.transformation_config(tmp, f["pk_bias_train"], f["pk_bias_val"], tmp / "bias.keras", heads=[head()],
-                                  **{"epochs": 4, "batch-size": 32, "seed": 3})
+    tr = th.transformation_config(
+        tmp,
+        f["pk_bias_train"],
+        f["pk_bias_val"],
+        tmp / "bias.keras",
+        heads=[head()],
+        **{"epochs": 4, "batch-size": 32, "seed": 3},
+    )
     tr["settings"]["profile-architecture"] = {"name": "simple", "types": ["linear", "sigmoid"]}
     tr["counts-train-data"], tr["counts-val-data"] = f["bg_bias_train"], f["bg_bias_val"]
     tr_record = steps.train_transformation(tr)
-    comb = th.combined_config(tmp, f["pk_train"], f["pk_val"], tmp / "transformation.keras",
-                              heads=[head(**{"use-bias-counts": True})],
-                              **{"epochs": 12, "learning-rate": 0.01, "batch-size": 32, "seed": 3,
-                                 "counts-schedule": "profile-first"})
+    comb = th.combined_config(
+        tmp,
+        f["pk_train"],
+        f["pk_val"],
+        tmp / "transformation.keras",
+        heads=[head(**{"use-bias-counts": True})],
+        **{"epochs": 12, "learning-rate": 0.01, "batch-size": 32, "seed": 3, "counts-schedule": "profile-first"},
+    )
     comb_record = steps.train_combined(comb)
-    qc_config = {"combined-model-file": str(tmp / "combined_combined.keras"),
-                 "residual-model-file": str(tmp / "combined_residual.keras"),
-                 "bias-model-file": str(tmp / "transformation.keras"), "heads": [{"head-name": "h0"}],
-                 "data": f["pk_val"], "motifs": {"tf": MOTIF}, "bias-motifs": {"bias-kmer": "TATATA"},
-                 "background-data": f["bg_val"], "num-sequences": 48, "output-json": str(tmp / "combined.qc.json")}
+    qc_config = {
+        "combined-model-file": str(tmp / "combined_combined.keras"),
+        "residual-model-file": str(tmp / "combined_residual.keras"),
+        "bias-model-file": str(tmp / "transformation.keras"),
+        "heads": [{"head-name": "h0"}],
+        "data": f["pk_val"],
+        "motifs": {"tf": MOTIF},
+        "bias-motifs": {"bias-kmer": "TATATA"},
+        "background-data": f["bg_val"],
+        "num-sequences": 48,
+        "output-json": str(tmp / "combined.qc.json"),
+    }
     (tmp / "qc.json").write_text(json.dumps(qc_config))
     assert cli(["qc-combined", str(tmp / "qc.json")]) == 0
     return {"tmp": tmp, "files": f, "transformation": tr_record, "combined": comb_record, "configs": (tr, comb)}
@@ -182,8 +214,10 @@ def test_default_recipe_counts_fit_is_the_background_shift(tiny):
     # the profile part was trained on the peaks with the counts loss switched off
     hist = tiny["transformation"]["history"]
     assert hist["h0_counts_weight"] == [0.0] * len(hist["epoch"])
-    assert hist["val_h0_profile"][tiny["transformation"]["best-epoch"] - 1] < \
-        tiny["transformation"]["initial"]["val_h0_profile"]
+    assert (
+        hist["val_h0_profile"][tiny["transformation"]["best-epoch"] - 1]
+        < tiny["transformation"]["initial"]["val_h0_profile"]
+    )
 
 
 def test_default_recipe_counts_beat_the_bias_branch(tiny):
@@ -220,7 +254,8 @@ def test_qc_flags_a_collapsed_residual_counts_head(tiny):
     model = keras.saving.load_model(tmp / "transformation.keras", compile=False)
     recipes.set_linear_transform(model.get_layer("transformation_logcounts_h0"), 1.0, 12.0)
     combined, residual, bias = combinedModel(
-        th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, *RES_ARGS, [{"head-name": "h0", "num-tasks": 1}], model)
+        th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, *RES_ARGS, [{"head-name": "h0", "num-tasks": 1}], model
+    )
     out = qc.counts_qc(combined, residual, bias, [tiny["files"]["pk_val"]], ["h0"], [True])
     h = out["heads"]["h0"]
     assert h["residual-share"] < 1e-3
@@ -228,9 +263,16 @@ def test_qc_flags_a_collapsed_residual_counts_head(tiny):
     assert any("collapsed" in w for w in qc.all_warnings({"counts": out}))
     # every check is recorded with its value and threshold; one warning per failed check
     assert [c["check"].split(",")[0] for c in h["checks"]] == [
-        "residual share of the predicted counts (validation peaks", "counts Pearson", "counts Pearson"]
-    assert h["checks"][0] | {"check": None} == {"check": None, "value": f"{h['residual-share']:.3g}",
-                                                "threshold": ">= 0.1", "status": "WARNING"}
+        "residual share of the predicted counts (validation peaks",
+        "counts Pearson",
+        "counts Pearson",
+    ]
+    assert h["checks"][0] | {"check": None} == {
+        "check": None,
+        "value": f"{h['residual-share']:.3g}",
+        "threshold": ">= 0.1",
+        "status": "WARNING",
+    }
     assert sum(c["status"] == "WARNING" for c in h["checks"]) == len(h["warnings"])
     # the report's table shows exactly these checks
     rows = report.qc_rows({"counts": out})
@@ -270,8 +312,8 @@ def test_residual_counts_start_at_the_mean_training_total(tiny):
 
     model = keras.saving.load_model(tiny["tmp"] / "transformation.keras", compile=False)
     combined, residual, bias = combinedModel(
-        th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, *RES_ARGS,
-        [{"head-name": "h0", "num-tasks": 1}], model)
+        th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, *RES_ARGS, [{"head-name": "h0", "num-tasks": 1}], model
+    )
     heads = [settings.HeadSpec("h0", 1, 1.0, 10.0, None, use_bias_counts=True)]
     out = recipes.init_residual_counts(residual, bias, heads, [tiny["files"]["pk_train"]])
     seq, tot = read_windows(tiny["files"]["pk_train"], th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, 1)

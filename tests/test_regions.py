@@ -12,8 +12,9 @@ import pytest
 from bpflow.cli import main as cli
 from bpflow.formats.bed import IntervalSet
 from bpflow.prepare.background import apportion, gc_bin
-from bpflow.prepare.regions import normalize_regions_config, prepare_regions
+from bpflow.prepare.regions import normalize_regions_config
 from bpflow.utils import BpflowError
+
 from data_helpers import random_sequence, read_bed_rows, write_bed, write_bigwig, write_fasta, write_json
 
 IN, OUT, JIT = 60, 20, 5
@@ -36,8 +37,12 @@ def outputs_in(directory: Path) -> list[str]:
 @pytest.fixture
 def hand(tmp_path):
     rng = np.random.default_rng(0)
-    seqs = {"chr1": random_sequence(8000, rng), "chr2": random_sequence(5000, rng),
-            "chr3": random_sequence(5000, rng), "chrNoBw": random_sequence(2000, rng)}
+    seqs = {
+        "chr1": random_sequence(8000, rng),
+        "chr2": random_sequence(5000, rng),
+        "chr3": random_sequence(5000, rng),
+        "chrNoBw": random_sequence(2000, rng),
+    }
     chr1 = list(seqs["chr1"])
     chr1[5000:5003] = "NNN"  # 3 N in the padded window of the region at 5010-5030
     seqs["chr1"] = "".join(chr1)
@@ -47,26 +52,39 @@ def hand(tmp_path):
     minus = {c: np.zeros(n) for c, n in sizes.items()}
     pbw = write_bigwig(tmp_path / "p.bw", sizes, plus)
     mbw = write_bigwig(tmp_path / "m.bw", sizes, minus)
-    peaks = write_bed(tmp_path / "peaks.narrowPeak", [
-        ("chr1", 1000, 1100, "summit", 50, ".", 1, 1, 1, 30),   # summit 1030 -> [1020, 1040)
-        ("chr1", 2000, 2101, "middle", 50, ".", 1, 1, 1, -1),   # no summit: middle 2050 -> [2040, 2060)
-        ("chr1", 10, 40, "offend", 50, ".", 1, 1, 1, -1),       # [15, 35) padded from -10
-        ("chrUn", 100, 200, "nogenome", 50, ".", 1, 1, 1, -1),
-        ("chrNoBw", 500, 600, "nobigwig", 50, ".", 1, 1, 1, -1),
-        ("chr1", 3000, 3020, "black", 50, ".", 1, 1, 1, -1),    # padded [2975, 3045) hits 3040-3050
-        ("chr1", 3100, 3120, "nearblack", 50, ".", 1, 1, 1, -1),  # padded [3075, 3145): clear
-        ("chr1", 5010, 5030, "hasN", 50, ".", 1, 1, 1, -1),     # 3/70 bases are N
-        ("chr3", 1000, 1020, "nosplit", 50, ".", 1, 1, 1, -1),
-        ("chr2", 4000, 4020, "val1", 50, ".", 1, 1, 1, 4),      # summit 4004 -> [3994, 4014)
-        ("chr1", 7960, 7990, "endok", 50, ".", 1, 1, 1, -1),    # [7965, 7985) padded to 8010 > 8000
-        ("chr1", 7930, 7950, "endok2", 50, ".", 1, 1, 1, -1),   # padded [7905, 7975): fits
-    ])
+    peaks = write_bed(
+        tmp_path / "peaks.narrowPeak",
+        [
+            ("chr1", 1000, 1100, "summit", 50, ".", 1, 1, 1, 30),  # summit 1030 -> [1020, 1040)
+            ("chr1", 2000, 2101, "middle", 50, ".", 1, 1, 1, -1),  # no summit: middle 2050 -> [2040, 2060)
+            ("chr1", 10, 40, "offend", 50, ".", 1, 1, 1, -1),  # [15, 35) padded from -10
+            ("chrUn", 100, 200, "nogenome", 50, ".", 1, 1, 1, -1),
+            ("chrNoBw", 500, 600, "nobigwig", 50, ".", 1, 1, 1, -1),
+            ("chr1", 3000, 3020, "black", 50, ".", 1, 1, 1, -1),  # padded [2975, 3045) hits 3040-3050
+            ("chr1", 3100, 3120, "nearblack", 50, ".", 1, 1, 1, -1),  # padded [3075, 3145): clear
+            ("chr1", 5010, 5030, "hasN", 50, ".", 1, 1, 1, -1),  # 3/70 bases are N
+            ("chr3", 1000, 1020, "nosplit", 50, ".", 1, 1, 1, -1),
+            ("chr2", 4000, 4020, "val1", 50, ".", 1, 1, 1, 4),  # summit 4004 -> [3994, 4014)
+            ("chr1", 7960, 7990, "endok", 50, ".", 1, 1, 1, -1),  # [7965, 7985) padded to 8010 > 8000
+            ("chr1", 7930, 7950, "endok2", 50, ".", 1, 1, 1, -1),  # padded [7905, 7975): fits
+        ],
+    )
     black = write_bed(tmp_path / "black.bed", [("chr1", 3040, 3050)])
-    cfg = {"genome": str(genome), "input-length": IN, "output-length": OUT, "max-jitter": JIT,
-           "heads": [{"bigwig-names": [str(pbw), str(mbw)]}],
-           "splits": {"regions": [str(peaks)], "train-chroms": ["chr1", "chrUn", "chrNoBw"],
-                      "val-chroms": ["chr2"], "test-chroms": []},
-           "blacklist": str(black), "output-prefix": str(tmp_path / "out" / "peaks")}
+    cfg = {
+        "genome": str(genome),
+        "input-length": IN,
+        "output-length": OUT,
+        "max-jitter": JIT,
+        "heads": [{"bigwig-names": [str(pbw), str(mbw)]}],
+        "splits": {
+            "regions": [str(peaks)],
+            "train-chroms": ["chr1", "chrUn", "chrNoBw"],
+            "val-chroms": ["chr2"],
+            "test-chroms": [],
+        },
+        "blacklist": str(black),
+        "output-prefix": str(tmp_path / "out" / "peaks"),
+    }
     return {"cfg": cfg, "seqs": seqs, "sizes": sizes, "tmp": tmp_path}
 
 
@@ -76,21 +94,37 @@ def test_centring_splits_and_every_reject_reason(hand):
     out = tmp / "out"
     train = read_bed_rows(out / "peaks_train.bed")
     assert [(r[0], int(r[1]), int(r[2]), r[3]) for r in train] == [
-        ("chr1", 1020, 1040, "summit"), ("chr1", 2040, 2060, "middle"), ("chr1", 3100, 3120, "nearblack"),
-        ("chr1", 7930, 7950, "endok2")]
+        ("chr1", 1020, 1040, "summit"),
+        ("chr1", 2040, 2060, "middle"),
+        ("chr1", 3100, 3120, "nearblack"),
+        ("chr1", 7930, 7950, "endok2"),
+    ]
     val = read_bed_rows(out / "peaks_val.bed")
     assert [(r[0], int(r[1]), int(r[2]), r[3]) for r in val] == [("chr2", 3994, 4014, "val1")]
     assert read_bed_rows(out / "peaks_test.bed") == []
     assert len(read_bed_rows(out / "peaks_all.bed")) == 5
     rejects = {r[4]: (r[3], r[5]) for r in read_bed_rows(out / "peaks_reject.bed")}
     assert rejects == {
-        "offend": ("off-chrom-end", "train"), "nogenome": ("chrom-not-in-genome", "train"),
-        "nobigwig": ("chrom-not-in-bigwig", "train"), "black": ("blacklist", "train"),
-        "hasN": ("non-acgt", "train"), "nosplit": ("not-in-split", "none"), "endok": ("off-chrom-end", "train")}
+        "offend": ("off-chrom-end", "train"),
+        "nogenome": ("chrom-not-in-genome", "train"),
+        "nobigwig": ("chrom-not-in-bigwig", "train"),
+        "black": ("blacklist", "train"),
+        "hasN": ("non-acgt", "train"),
+        "nosplit": ("not-in-split", "none"),
+        "endok": ("off-chrom-end", "train"),
+    }
     summary = json.loads((out / "peaks_summary.json").read_text())
     assert summary["splits"]["train"] == {
-        "regions": 10, "kept": 4, "rejected": {"blacklist": 1, "chrom-not-in-bigwig": 1, "chrom-not-in-genome": 1,
-                                               "non-acgt": 1, "off-chrom-end": 2}}
+        "regions": 10,
+        "kept": 4,
+        "rejected": {
+            "blacklist": 1,
+            "chrom-not-in-bigwig": 1,
+            "chrom-not-in-genome": 1,
+            "non-acgt": 1,
+            "off-chrom-end": 2,
+        },
+    }
     assert summary["splits"]["none"]["rejected"] == {"not-in-split": 1}
     assert summary["kept"] == {"train": 4, "val": 1, "test": 0, "all": 5}
     for row in train + val:
@@ -100,7 +134,7 @@ def test_centring_splits_and_every_reject_reason(hand):
 def test_non_acgt_fraction_threshold_and_resize_modes(hand):
     tmp, cfg = hand["tmp"], hand["cfg"]
     cfg["max-non-acgt-fraction"] = 3 / 70  # exactly the region's fraction: kept
-    cfg["resize-mode"] = "center"          # ignore the summit column
+    cfg["resize-mode"] = "center"  # ignore the summit column
     assert run(tmp, cfg) == 0
     train = {r[3]: (int(r[1]), int(r[2])) for r in read_bed_rows(tmp / "out" / "peaks_train.bed")}
     assert train["hasN"] == (5010, 5030)
@@ -113,8 +147,12 @@ def test_non_acgt_fraction_threshold_and_resize_modes(hand):
 
 def test_regex_splits(hand):
     tmp, cfg = hand["tmp"], hand["cfg"]
-    cfg["splits"] = {"regions": cfg["splits"]["regions"], "train-regex": "^(summit|middle)$",
-                     "val-regex": "^val", "test-regex": "near"}
+    cfg["splits"] = {
+        "regions": cfg["splits"]["regions"],
+        "train-regex": "^(summit|middle)$",
+        "val-regex": "^val",
+        "test-regex": "near",
+    }
     assert run(tmp, cfg) == 0
     names = {s: [r[3] for r in read_bed_rows(tmp / "out" / f"peaks_{s}.bed")] for s in ("train", "val", "test")}
     assert names == {"train": ["summit", "middle"], "val": ["val1"], "test": ["nearblack"]}
@@ -154,10 +192,15 @@ def counted(tmp_path):
     pbw = write_bigwig(tmp_path / "p.bw", {"chr1": 3000}, {"chr1": plus})
     mbw = write_bigwig(tmp_path / "m.bw", {"chr1": 3000}, {"chr1": minus})
     peaks = write_bed(tmp_path / "peaks.bed", rows)
-    cfg = {"genome": str(genome), "input-length": IN, "output-length": OUT, "max-jitter": JIT,
-           "heads": [{"bigwig-names": [str(pbw), str(mbw)]}],
-           "splits": {"regions": [str(peaks)], "train-chroms": ["chr1"], "val-chroms": [], "test-chroms": []},
-           "output-prefix": str(tmp_path / "out" / "peaks")}
+    cfg = {
+        "genome": str(genome),
+        "input-length": IN,
+        "output-length": OUT,
+        "max-jitter": JIT,
+        "heads": [{"bigwig-names": [str(pbw), str(mbw)]}],
+        "splits": {"regions": [str(peaks)], "train-chroms": ["chr1"], "val-chroms": [], "test-chroms": []},
+        "output-prefix": str(tmp_path / "out" / "peaks"),
+    }
     return cfg, tmp_path
 
 
@@ -220,17 +263,23 @@ def test_remove_overlaps_keeps_a_maximal_spaced_set(tmp_path):
     bw = write_bigwig(tmp_path / "p.bw", {"chr1": 20000}, {"chr1": np.ones(20000)})
     centres = rng.integers(100, 19900, 300)
     peaks = write_bed(tmp_path / "p.bed", [("chr1", c - 10, c + 10, f"p{k}") for k, c in enumerate(centres)])
-    cfg = {"genome": str(genome), "input-length": IN, "output-length": OUT, "max-jitter": JIT,
-           "heads": [{"bigwig-names": [str(bw)]}],
-           "splits": {"regions": [str(peaks)], "train-chroms": ["chr1"], "val-chroms": [], "test-chroms": []},
-           "remove-overlaps": True, "overlap-max-distance": 150, "seed": 7,
-           "output-prefix": str(tmp_path / "out" / "peaks")}
+    cfg = {
+        "genome": str(genome),
+        "input-length": IN,
+        "output-length": OUT,
+        "max-jitter": JIT,
+        "heads": [{"bigwig-names": [str(bw)]}],
+        "splits": {"regions": [str(peaks)], "train-chroms": ["chr1"], "val-chroms": [], "test-chroms": []},
+        "remove-overlaps": True,
+        "overlap-max-distance": 150,
+        "seed": 7,
+        "output-prefix": str(tmp_path / "out" / "peaks"),
+    }
     assert run(tmp_path, cfg) == 0
     kept_rows = read_bed_rows(tmp_path / "out" / "peaks_train.bed")
     kept = np.array(sorted(int(r[1]) + OUT // 2 for r in kept_rows))
     assert len(kept) > 20 and np.all(np.diff(kept) >= 150)
-    dropped = [int(r[1]) + OUT // 2 for r in read_bed_rows(tmp_path / "out" / "peaks_reject.bed")
-               if r[3] == "overlap"]
+    dropped = [int(r[1]) + OUT // 2 for r in read_bed_rows(tmp_path / "out" / "peaks_reject.bed") if r[3] == "overlap"]
     assert len(dropped) + len(kept) == 300
     for c in dropped:  # every dropped region conflicts with a kept one (nothing dropped needlessly)
         assert np.abs(kept - c).min() < 150
@@ -259,22 +308,27 @@ def bg_setup(tmp_path):
         minus[chrom] = rng.poisson(0.05, n).astype(float)
         rich = np.flatnonzero(gcs == 0.7)
         # High-count spots where GC-matched background is drawn from, away from the peaks.
-        spots = rng.choice(rich[len(rich) // 2:], 25) * 250 + rng.integers(0, 250, 25)
+        spots = rng.choice(rich[len(rich) // 2 :], 25) * 250 + rng.integers(0, 250, 25)
         plus[chrom][spots] += 100
         for seg in rng.choice(rich, min(len(rich), 12 if chrom == "chr1" else 5), replace=False):
             centre = seg * 250 + 125
-            plus[chrom][centre - 5:centre + 5] += rng.integers(5, 20, 10)
+            plus[chrom][centre - 5 : centre + 5] += rng.integers(5, 20, 10)
             rows.append((chrom, centre - 40, centre + 40, f"{chrom}_{seg}", 100, ".", 1, 1, 1, 40))
     genome = write_fasta(tmp_path / "g.fa", seqs)
     pbw = write_bigwig(tmp_path / "p.bw", sizes, plus)
     mbw = write_bigwig(tmp_path / "m.bw", sizes, minus)
     peaks = write_bed(tmp_path / "peaks.narrowPeak", rows)
-    cfg = {"genome": str(genome), "input-length": IN, "output-length": OUT, "max-jitter": JIT,
-           "heads": [{"bigwig-names": [str(pbw), str(mbw)]}],
-           "splits": {"regions": [str(peaks)], "train-chroms": ["chr1"], "val-chroms": ["chr2"],
-                      "test-chroms": ["chr3"]},
-           "background": {"ratio": 4, "min-distance": 100, "gc-bins": 10, "counts-factor": 0.8},
-           "output-prefix": str(tmp_path / "out" / "peaks"), "seed": 11}
+    cfg = {
+        "genome": str(genome),
+        "input-length": IN,
+        "output-length": OUT,
+        "max-jitter": JIT,
+        "heads": [{"bigwig-names": [str(pbw), str(mbw)]}],
+        "splits": {"regions": [str(peaks)], "train-chroms": ["chr1"], "val-chroms": ["chr2"], "test-chroms": ["chr3"]},
+        "background": {"ratio": 4, "min-distance": 100, "gc-bins": 10, "counts-factor": 0.8},
+        "output-prefix": str(tmp_path / "out" / "peaks"),
+        "seed": 11,
+    }
     return {"cfg": cfg, "tmp": tmp_path, "seqs": seqs, "plus": plus, "minus": minus, "peaks": rows}
 
 
@@ -290,12 +344,14 @@ def test_background_distance_gc_match_counts_and_seed(bg_setup):
     summary = json.loads((out / "peaks_summary.json").read_text())
     bg = {s: read_bed_rows(out / f"peaks_background_{s}.bed") for s in ("train", "val", "test")}
     kept_peaks = read_bed_rows(out / "peaks_all.bed")
-    peak_gc = np.array([_gc(bg_setup["seqs"][r[0]][int(r[1]) - 20:int(r[2]) + 20]) for r in kept_peaks])
+    peak_gc = np.array([_gc(bg_setup["seqs"][r[0]][int(r[1]) - 20 : int(r[2]) + 20]) for r in kept_peaks])
     peak_hist = np.bincount(gc_bin(peak_gc, 10), minlength=10)
     assert summary["background"]["peak-gc-histogram"] == peak_hist.tolist()
     # Independent threshold: 1% quantile of kept-peak output-window counts x 0.8.
-    counts = [bg_setup["plus"][r[0]][int(r[1]):int(r[2])].sum() + bg_setup["minus"][r[0]][int(r[1]):int(r[2])].sum()
-              for r in kept_peaks]
+    counts = [
+        bg_setup["plus"][r[0]][int(r[1]) : int(r[2])].sum() + bg_setup["minus"][r[0]][int(r[1]) : int(r[2])].sum()
+        for r in kept_peaks
+    ]
     threshold = np.quantile(counts, 0.01) * 0.8
     assert summary["background"]["counts-thresholds"] == pytest.approx([threshold])
     split_chroms = {"train": "chr1", "val": "chr2", "test": "chr3"}
@@ -317,10 +373,10 @@ def test_background_distance_gc_match_counts_and_seed(bg_setup):
                 lo, hi = min(p[1], p[1] + 40 - OUT // 2), max(p[2], p[1] + 40 + OUT // 2)
                 gap = max(lo - (s + OUT), s - hi, 0)
                 assert gap >= 100
-            total = bg_setup["plus"][chrom][s:s + OUT].sum() + bg_setup["minus"][chrom][s:s + OUT].sum()
+            total = bg_setup["plus"][chrom][s : s + OUT].sum() + bg_setup["minus"][chrom][s : s + OUT].sum()
             assert total < threshold
         # GC histogram: exactly the peaks' histogram scaled to the target (largest remainders).
-        gc = np.array([_gc(bg_setup["seqs"][chrom][s - 20:s + OUT + 20]) for s in starts])
+        gc = np.array([_gc(bg_setup["seqs"][chrom][s - 20 : s + OUT + 20]) for s in starts])
         hist = np.bincount(gc_bin(gc, 10), minlength=10)
         np.testing.assert_array_equal(hist, apportion(target, peak_hist))
         assert np.abs(hist / target - peak_hist / peak_hist.sum()).max() <= 1 / target + 1e-9
@@ -343,7 +399,7 @@ def test_background_without_gc_match_is_not_gc_matched(bg_setup):
     assert run(tmp, cfg) == 0
     rows = read_bed_rows(tmp / "out" / "peaks_background_all.bed")
     assert len(rows) == 60
-    gc = np.array([_gc(bg_setup["seqs"][r[0]][int(r[1]) - 20:int(r[2]) + 20]) for r in rows])
+    gc = np.array([_gc(bg_setup["seqs"][r[0]][int(r[1]) - 20 : int(r[2]) + 20]) for r in rows])
     assert np.mean(gc > 0.6) < 0.6  # peaks are all in GC 0.7 segments
 
 
@@ -370,15 +426,29 @@ def test_bad_inputs_fail_cleanly(hand, capsys):
         ({"genome": str(tmp / "none.fa")}, ["none.fa"]),
         ({"blacklist": [str(tmp / "none.bed")]}, ["none.bed", "blacklist"]),
         ({"splits": dict(base["splits"], regions=[str(broken)])}, ["broken.bed:2"]),
-        ({"heads": [{"bigwig-names": base["heads"][0]["bigwig-names"], "max-counts": 1, "max-quantile": 0.5}]},
-         ["max-counts", "max-quantile"]),
+        (
+            {"heads": [{"bigwig-names": base["heads"][0]["bigwig-names"], "max-counts": 1, "max-quantile": 0.5}]},
+            ["max-counts", "max-quantile"],
+        ),
         ({"overlap-max-distance": 10}, ["overlap-max-distance"]),
         ({"remove-overlaps": True}, ["overlap-max-distance"]),
         ({"splits": dict(base["splits"], **{"val-chroms": ["chr1"]})}, ["chr1", "val-chroms"]),
-        ({"splits": {"regions": base["splits"]["regions"], "train-regex": "(", "val-regex": "a", "test-regex": "b"}},
-         ["train-regex"]),
-        ({"splits": {"regions": base["splits"]["regions"], "train-regex": "a", "val-regex": "b", "test-regex": "c"},
-          "background": {}}, ["background"]),
+        (
+            {"splits": {"regions": base["splits"]["regions"], "train-regex": "(", "val-regex": "a", "test-regex": "b"}},
+            ["train-regex"],
+        ),
+        (
+            {
+                "splits": {
+                    "regions": base["splits"]["regions"],
+                    "train-regex": "a",
+                    "val-regex": "b",
+                    "test-regex": "c",
+                },
+                "background": {},
+            },
+            ["background"],
+        ),
         ({"splits": {"regions": base["splits"]["regions"], "train-chroms": ["chr1"]}}, ["val-chroms"]),
         ({"background": {"count": 5, "ratio": 1}}, ["count", "ratio"]),
         ({"peaks": "x.bed"}, ["peaks"]),
@@ -386,8 +456,13 @@ def test_bad_inputs_fail_cleanly(hand, capsys):
         ({"heads": [{"bigwig-names": [str(tmp / "none.bw")]}]}, ["none.bw", "heads/0"]),
         ({"output-background-train": "x.bed"}, ["output-background-train"]),
         # Zero coverage everywhere: min-counts rejects every peak, so no background threshold.
-        ({"heads": [{"bigwig-names": base["heads"][0]["bigwig-names"], "min-counts": 1}], "background": {"count": 5}},
-         ["background", "no peaks"]),
+        (
+            {
+                "heads": [{"bigwig-names": base["heads"][0]["bigwig-names"], "min-counts": 1}],
+                "background": {"count": 5},
+            },
+            ["background", "no peaks"],
+        ),
     ]
     for change, words in cases:
         cfg = dict(base, **change)

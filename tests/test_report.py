@@ -29,10 +29,10 @@ def make_dataset(path):
     rng = np.random.default_rng(0)
     head = np.zeros((n, WIDTH, TASKS), np.float32)
     for i, total in enumerate(TOTALS):
-        head[i, JITTER + 3, 0] = total - 1           # inside the output window
+        head[i, JITTER + 3, 0] = total - 1  # inside the output window
         head[i, JITTER + 7, 1] = 1
-        head[i, 0, 0] = 1000                           # jitter margin: cropped away
-        head[i, WIDTH - 1, 1] = np.nan                 # NaN counts as 0
+        head[i, 0, 0] = 1000  # jitter margin: cropped away
+        head[i, WIDTH - 1, 1] = np.nan  # NaN counts as 0
     with h5py.File(path, "w") as f:
         f["sequence"] = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, (n, 20 + 2 * JITTER))]
         f["head_0"] = head
@@ -50,8 +50,14 @@ def make_predictions(path, logcounts, seed=1):
     rng = np.random.default_rng(seed)
     starts = np.repeat(np.arange(n // 2) * 100, 2) + JITTER
     writer = PredictionWriter(path, n, OUT, [TASKS], ["chr1", "chr2"], [1000, 1000], ["nexus"])
-    writer.write(0, np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), starts, starts + OUT,
-                 [rng.normal(size=(n, OUT, TASKS)).astype(np.float32)], [np.asarray(logcounts, np.float32)])
+    writer.write(
+        0,
+        np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]),
+        starts,
+        starts + OUT,
+        [rng.normal(size=(n, OUT, TASKS)).astype(np.float32)],
+        [np.asarray(logcounts, np.float32)],
+    )
     writer.close()
     return path
 
@@ -76,7 +82,7 @@ def is_png(path):
 def test_observed_totals_crop_the_jitter_and_ignore_nan(files):
     data, _ = files
     np.testing.assert_allclose(R.observed_totals(data, output_length=OUT), TOTALS)
-    assert R.observed_totals(data)[0] == pytest.approx(TOTALS[0] + 1000)   # uncropped (NaN -> 0)
+    assert R.observed_totals(data)[0] == pytest.approx(TOTALS[0] + 1000)  # uncropped (NaN -> 0)
 
 
 def test_example_region_rule(files, tmp_path):
@@ -87,7 +93,7 @@ def test_example_region_rule(files, tmp_path):
     out = tmp_path / "examples.png"
     assert R.plot_example_regions(data, preds, out, num=3) == [2, 6, 4]
     assert is_png(out)
-    assert not list(tmp_path.glob(".examples*"))               # no temporary left behind
+    assert not list(tmp_path.glob(".examples*"))  # no temporary left behind
     with pytest.raises(BpflowError, match="does not exist"):
         R.plot_example_regions(data, preds, tmp_path / "x.png", indices=[99])
     assert not (tmp_path / "x.png").exists() and not list(tmp_path.glob(".x*"))
@@ -102,7 +108,7 @@ def test_counts_scatter_pearson_and_png(files, tmp_path):
     with h5py.File(preds["combined"]) as f:
         comb = f["head_0/logcounts"][...][forward]
     assert r["combined"] == pytest.approx(stats.pearsonr(obs, comb)[0], rel=1e-6)
-    assert r["residual"] == pytest.approx(-1.0) and np.isnan(r["bias"])          # constant predictions: undefined
+    assert r["residual"] == pytest.approx(-1.0) and np.isnan(r["bias"])  # constant predictions: undefined
     assert is_png(out)
     svg = tmp_path / "one.svg"
     R.plot_counts_scatter([0, 1, 2], [0, 1, 2.5], svg, title="t")
@@ -125,13 +131,22 @@ def test_mismatched_prediction_file_is_an_error(files, tmp_path):
 def footprint_table():
     def entry(scale):
         fp = [[0.0, scale, 2 * scale, scale], [0.0, 0.0, -scale, 0.0]]
-        return {"profile-response": 4 * scale / 10, "shape-response": 0.1, "counts-response": 0.5 * scale,
-                "chrombpnet-score": 0.01, "mean-total-without": 10.0,
-                "profiles": {"positions": [-2, -1, 0, 1], "with": fp, "without": fp, "footprint": fp}}
+        return {
+            "profile-response": 4 * scale / 10,
+            "shape-response": 0.1,
+            "counts-response": 0.5 * scale,
+            "chrombpnet-score": 0.01,
+            "mean-total-without": 10.0,
+            "profiles": {"positions": [-2, -1, 0, 1], "with": fp, "without": fp, "footprint": fp},
+        }
 
-    return {"motifs": {"CTCF": {}, "bias": {}},
-            "models": {m: {"heads": {"nexus": {"CTCF": entry(1.0), "bias": entry(0.0 if m == "residual" else 2.0)}}}
-                       for m in ("residual", "bias")}}
+    return {
+        "motifs": {"CTCF": {}, "bias": {}},
+        "models": {
+            m: {"heads": {"nexus": {"CTCF": entry(1.0), "bias": entry(0.0 if m == "residual" else 2.0)}}}
+            for m in ("residual", "bias")
+        },
+    }
 
 
 def test_footprint_plot_and_tables(tmp_path):
@@ -152,10 +167,25 @@ def test_footprint_plot_and_tables(tmp_path):
 
 
 def test_metrics_html_and_loss_curves(tmp_path):
-    result = {"region-set": "peaks", "models": {"combined": {"heads": {"nexus": {
-        "num-regions": 12, "counts": {"pearson": 0.81234, "spearman": 0.7, "mse": None},
-        "profile": {"jsd": {"median": 0.5}, "normalized-jsd": {"median": 0.2}, "mnll": {"median": 30.0},
-                    "pearson": {"median": 0.4}}}}}}}
+    result = {
+        "region-set": "peaks",
+        "models": {
+            "combined": {
+                "heads": {
+                    "nexus": {
+                        "num-regions": 12,
+                        "counts": {"pearson": 0.81234, "spearman": 0.7, "mse": None},
+                        "profile": {
+                            "jsd": {"median": 0.5},
+                            "normalized-jsd": {"median": 0.2},
+                            "mnll": {"median": 30.0},
+                            "pearson": {"median": 0.4},
+                        },
+                    }
+                }
+            }
+        },
+    }
     path = tmp_path / "m.json"
     path.write_text(json.dumps(result))
     rows = R.metrics_rows([path, result])
@@ -176,13 +206,25 @@ def test_qc_table_shows_the_recorded_checks(tmp_path):
     def check(name, value, threshold, status):
         return {"check": name, "value": value, "threshold": threshold, "status": status}
 
-    qc = {"warnings": ["head nexus: collapsed residual counts head <&>", "head nexus: TF motifs"],
-          "counts": {"heads": {"nexus": {"checks": [check("share", "0.025", ">= 0.1", "WARNING"),
-                                                    check("vs bias", "0.75 vs 0.01", "combined > bias", "ok")]}}},
-          "motifs": {"heads": {"nexus": {"checks": [check("bias TF", "0.5", "<= 0.2", "WARNING")]}}}}
-    assert R.qc_rows(qc) == [["nexus", "share", "0.025", ">= 0.1", "WARNING"],
-                             ["nexus", "vs bias", "0.75 vs 0.01", "combined > bias", "ok"],
-                             ["nexus", "bias TF", "0.5", "<= 0.2", "WARNING"]]
+    qc = {
+        "warnings": ["head nexus: collapsed residual counts head <&>", "head nexus: TF motifs"],
+        "counts": {
+            "heads": {
+                "nexus": {
+                    "checks": [
+                        check("share", "0.025", ">= 0.1", "WARNING"),
+                        check("vs bias", "0.75 vs 0.01", "combined > bias", "ok"),
+                    ]
+                }
+            }
+        },
+        "motifs": {"heads": {"nexus": {"checks": [check("bias TF", "0.5", "<= 0.2", "WARNING")]}}},
+    }
+    assert R.qc_rows(qc) == [
+        ["nexus", "share", "0.025", ">= 0.1", "WARNING"],
+        ["nexus", "vs bias", "0.75 vs 0.01", "combined > bias", "ok"],
+        ["nexus", "bias TF", "0.5", "<= 0.2", "WARNING"],
+    ]
     path = tmp_path / "qc.json"
     path.write_text(json.dumps(qc))
     text = R.qc_table_html(path, tmp_path / "qc.html").read_text()

@@ -11,8 +11,7 @@ import pyBigWig
 import pyfaidx
 import pytest
 
-from bpflow import cli
-from bpflow import schemas
+from bpflow import cli, schemas
 from bpflow import simulate as sim
 from bpflow.formats import motifs as motif_files
 from bpflow.utils import BpflowError
@@ -184,8 +183,7 @@ def test_bias_track_recomputes_from_truth_json_and_motif_factor(tiny):
         plus, minus = sim.compute_bias(codes, params)
         kmer_plus, kmer_minus = sim.compute_bias(codes, params, with_motif=False)
         cut_plus, cut_minus = sim.bias_motif_cut_positions(codes, params)
-        for strand, full, kmer, cuts in (("plus", plus, kmer_plus, cut_plus),
-                                         ("minus", minus, kmer_minus, cut_minus)):
+        for strand, full, kmer, cuts in (("plus", plus, kmer_plus, cut_plus), ("minus", minus, kmer_minus, cut_minus)):
             stored = _track(paths[f"truth-bias-{strand}"], chrom)
             np.testing.assert_allclose(stored, full, rtol=1e-6)
             ratio = np.divide(stored, kmer, out=np.ones_like(stored), where=kmer > 0)
@@ -211,8 +209,10 @@ def test_bias_track_recomputes_from_truth_json_and_motif_factor(tiny):
 
 
 def test_same_seed_same_bytes_and_other_seed_differs(tmp_path):
-    small = {"chromosome-lengths": [20_000, 15_000],
-             "motifs": [{"name": "CTCF", "num-sites": 4}, {"name": "Klf4", "num-sites": 4}]}
+    small = {
+        "chromosome-lengths": [20_000, 15_000],
+        "motifs": [{"name": "CTCF", "num-sites": 4}, {"name": "Klf4", "num-sites": 4}],
+    }
     a = sim.simulate(_tiny(tmp_path / "a", **small))
     b = sim.simulate(_tiny(tmp_path / "b", **small))
     c = sim.simulate(_tiny(tmp_path / "c", seed=8, **small))
@@ -306,13 +306,13 @@ def test_footprints_plus_upstream_minus_downstream(tiny):
         want_plus, want_minus = (centre - a, centre + b) if strand == "+" else (centre - b, centre + a)
         for track, want in (("plus", want_plus), ("minus", want_minus)):
             signal = _track(paths[f"truth-signal-{track}"], chrom)
-            window = signal[int(start) - 60:int(end) + 60]
+            window = signal[int(start) - 60 : int(end) + 60]
             peak = int(start) - 60 + int(window.argmax())
             assert abs(peak - want) <= 0.5
             assert (peak < centre) if track == "plus" else (peak > centre)
             observed = _track(paths[f"experiment-{track}"], chrom)
             c = int(round(centre))
-            agg[track] += observed[c - 100:c + 101]
+            agg[track] += observed[c - 100 : c + 101]
     # in the observed counts too: plus-strand reads left of the sites, minus-strand right
     for track, sign in (("plus", -1), ("minus", 1)):
         left, right = agg[track][70:100].sum(), agg[track][101:131].sum()
@@ -382,8 +382,21 @@ def test_outputs_load_and_truth_json_describes_them(tiny):
             bw = pyBigWig.open(str(out / name))
             assert bw.chroms() == {"chr1": 60_000, "chr2": 50_000}
             bw.close()
-    assert set(truth) >= {"model", "seed", "depth", "control-depth", "chromosomes", "splits", "motifs",
-                          "bias", "files", "config", "num-sites", "num-peaks", "total-counts"}
+    assert set(truth) >= {
+        "model",
+        "seed",
+        "depth",
+        "control-depth",
+        "chromosomes",
+        "splits",
+        "motifs",
+        "bias",
+        "files",
+        "config",
+        "num-sites",
+        "num-peaks",
+        "total-counts",
+    }
     assert truth["bias"]["motif"] == DEFAULTS["bias-motif"]
     assert truth["splits"] == {"train": ["chr1", "chr2"], "val": [], "test": []}
     gc = sim._gc_of(sim.encode(str(fasta["chr1"][:])))
@@ -393,16 +406,22 @@ def test_outputs_load_and_truth_json_describes_them(tiny):
 
 
 def test_n_gaps_have_no_bias_counts_or_sites(tmp_path):
-    config = _tiny(tmp_path, **{"chromosome-lengths": [40_000], "n-gaps-per-chromosome": 1,
-                                "n-gap-length": 2000,
-                                "motifs": [{"name": "Klf4", "num-sites": 5}]})
+    config = _tiny(
+        tmp_path,
+        **{
+            "chromosome-lengths": [40_000],
+            "n-gaps-per-chromosome": 1,
+            "n-gap-length": 2000,
+            "motifs": [{"name": "Klf4", "num-sites": 5}],
+        },
+    )
     paths = sim.simulate(config)
     text = str(pyfaidx.Fasta(paths["fasta"])["chr1"][:])
     gap = text.index("N" * 2000)
     assert text.count("N") == 2000
     bias = _track(paths["truth-bias-plus"], "chr1")
     observed = _track(paths["experiment-plus"], "chr1") + _track(paths["control-minus"], "chr1")
-    assert (bias[gap:gap + 2000] == 0).all() and (observed[gap:gap + 2000] == 0).all()
+    assert (bias[gap : gap + 2000] == 0).all() and (observed[gap : gap + 2000] == 0).all()
     for site in _sites(paths["sites"]):
         assert int(site[2]) < gap - 3000 or int(site[1]) > gap + 2000 + 3000
 
@@ -422,14 +441,25 @@ def test_ci_preset_through_the_cli(tmp_path):
 
 def test_config_file_with_preset_and_overrides(tmp_path):
     meme = tmp_path / "own.meme"
-    meme.write_text("MEME version 4\n\nMOTIF X9 Mine\nletter-probability matrix: alength= 4 w= 4\n"
-                    "0.97 0.01 0.01 0.01\n0.01 0.97 0.01 0.01\n0.01 0.01 0.01 0.97\n0.01 0.01 0.97 0.01\n")
+    meme.write_text(
+        "MEME version 4\n\nMOTIF X9 Mine\nletter-probability matrix: alength= 4 w= 4\n"
+        "0.97 0.01 0.01 0.01\n0.01 0.97 0.01 0.01\n0.01 0.01 0.01 0.97\n0.01 0.01 0.97 0.01\n"
+    )
     config = tmp_path / "sim.json"
-    config.write_text(json.dumps({"preset": "ci", "output-dir": str(tmp_path / "o"),
-                                  "chromosome-lengths": [30_000, 30_000, 30_000],
-                                  "motifs": [{"name": "CTCF", "num-sites": 3, "footprint-offsets": [9, 4]},
-                                             {"name": "Mine", "file": str(meme), "num-sites": 4}],
-                                  "write-control": False}))
+    config.write_text(
+        json.dumps(
+            {
+                "preset": "ci",
+                "output-dir": str(tmp_path / "o"),
+                "chromosome-lengths": [30_000, 30_000, 30_000],
+                "motifs": [
+                    {"name": "CTCF", "num-sites": 3, "footprint-offsets": [9, 4]},
+                    {"name": "Mine", "file": str(meme), "num-sites": 4},
+                ],
+                "write-control": False,
+            }
+        )
+    )
     assert cli.main(["simulate", str(config)]) == 0
     truth = json.loads((tmp_path / "o" / "truth.json").read_text())
     assert truth["motifs"][0]["footprint-offsets"] == [9, 4]
@@ -438,25 +468,29 @@ def test_config_file_with_preset_and_overrides(tmp_path):
     assert truth["motifs"][1]["footprint-offsets"] == MOTIF_DEFAULTS["footprint-offsets"]
     fasta = pyfaidx.Fasta(str(tmp_path / "o" / "genome.fa"))
     mine = [r for r in _sites(tmp_path / "o" / "sites.bed") if r[3] == "Mine"]
-    planted = [sim.encode(str(fasta[r[0]][int(r[1]):int(r[2])])) for r in mine]
-    forward = [sim.decode(codes if r[5] == "+" else sim.reverse_complement_codes(codes))
-               for r, codes in zip(mine, planted)]
+    planted = [sim.encode(str(fasta[r[0]][int(r[1]) : int(r[2])])) for r in mine]
+    forward = [
+        sim.decode(codes if r[5] == "+" else sim.reverse_complement_codes(codes)) for r, codes in zip(mine, planted)
+    ]
     assert sum(seq == "ACTG" for seq in forward) >= 2  # each instance is ACTG with p = 0.97^4
     # new chromosome lengths without splits: the default splits, not the preset's
     assert truth["splits"] == {"train": ["chr1"], "val": ["chr2"], "test": ["chr3"]}
     assert "control-plus" not in truth["files"] and not (tmp_path / "o" / "control.plus.bw").exists()
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"depth": "high"}, "key depth"),
-    ({"dpeth": 0.1}, "dpeth"),
-    ({"motifs": [{"name": "NoSuchTF"}]}, "NoSuchTF"),
-    ({"motifs": [{"name": "CTCF", "num-sites": -1}]}, "motifs/0/num-sites"),
-    ({"splits": {"test": ["chr9"]}}, "chr9"),
-    ({"bias-motif": "ACGN"}, "bias-motif"),
-    ({"chromosome-lengths": [5000]}, "chromosome-lengths"),
-    ({"motifs": [{"name": "CTCF", "num-sites": 500}], "chromosome-lengths": [20000]}, "could place only"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"depth": "high"}, "key depth"),
+        ({"dpeth": 0.1}, "dpeth"),
+        ({"motifs": [{"name": "NoSuchTF"}]}, "NoSuchTF"),
+        ({"motifs": [{"name": "CTCF", "num-sites": -1}]}, "motifs/0/num-sites"),
+        ({"splits": {"test": ["chr9"]}}, "chr9"),
+        ({"bias-motif": "ACGN"}, "bias-motif"),
+        ({"chromosome-lengths": [5000]}, "chromosome-lengths"),
+        ({"motifs": [{"name": "CTCF", "num-sites": 500}], "chromosome-lengths": [20000]}, "could place only"),
+    ],
+)
 def test_bad_config_exits_nonzero_with_one_line(tmp_path, capsys, config, message):
     path = tmp_path / "bad.json"
     config = {"output-dir": str(tmp_path / "o"), **config}

@@ -43,11 +43,11 @@ def test_schema_examples(step):
         if "filled-figure" in examples:
             f = examples["filled-figure"]
             assert {k: filled["figures"][0][k] for k in f} == f
-            assert "head" not in filled["figures"][1]   # defaults of the branch the figure selects only
-        for key, value in good.items():   # given keys are kept as given
+            assert "head" not in filled["figures"][1]  # defaults of the branch the figure selects only
+        for key, value in good.items():  # given keys are kept as given
             if not isinstance(value, (dict, list)):
                 assert filled[key] == value
-        assert good == json.loads(json.dumps(good))   # the input itself is not changed
+        assert good == json.loads(json.dumps(good))  # the input itself is not changed
     for bad, message in examples["bad"]:
         with pytest.raises(BpflowError) as err:
             schemas.validate(bad, step, "x.json")
@@ -65,20 +65,30 @@ def test_defaults_of_a_step_are_in_its_schema_only():
     assert schemas.load_schema("train-bias")["properties"]["settings"]["properties"]["seed"]["default"] == 1234
 
 
-def test_run_options_override_the_config(tmp_path, capsys):
+def test_run_options_override_the_config(tmp_path, caplog):
     """--threads replaces the config's num-threads and --verbosity its verbosity; both are
     checked by the parser."""
     from data_helpers import write_bed, write_bigwig, write_fasta
 
     genome = write_fasta(tmp_path / "g.fa", {"chr1": "ACGT" * 10})
     bw = write_bigwig(tmp_path / "p.bw", {"chr1": 40}, {"chr1": [1.0] * 40})
-    cfg = {"genome": str(genome), "input-length": 8, "output-length": 4, "max-jitter": 0,
-           "regions": str(write_bed(tmp_path / "r.bed", [("chr1", 10, 14), ("chr1", 20, 24)])),
-           "output-h5": str(tmp_path / "d.h5"), "heads": [{"bigwig-files": [str(bw)]}], "num-threads": 1,
-           "verbosity": "ERROR"}
+    cfg = {
+        "genome": str(genome),
+        "input-length": 8,
+        "output-length": 4,
+        "max-jitter": 0,
+        "regions": str(write_bed(tmp_path / "r.bed", [("chr1", 10, 14), ("chr1", 20, 24)])),
+        "output-h5": str(tmp_path / "d.h5"),
+        "heads": [{"bigwig-files": [str(bw)]}],
+        "num-threads": 1,
+        "verbosity": "ERROR",
+    }
     (tmp_path / "d.json").write_text(json.dumps(cfg))
     assert cli(["prepare-data", str(tmp_path / "d.json"), "--threads", "2", "--verbosity", "info"]) == 0
-    assert "2 thread(s)" in capsys.readouterr().err   # INFO lines despite the config's ERROR
+    assert "2 thread(s)" in caplog.text  # INFO records despite the config's ERROR
+    caplog.clear()
+    assert cli(["prepare-data", str(tmp_path / "d.json")]) == 0
+    assert caplog.text == ""  # the config's ERROR level
     for bad in (["--threads", "0"], ["--verbosity", "LOUD"]):
         with pytest.raises(SystemExit):
             cli(["prepare-data", str(tmp_path / "d.json"), *bad])
@@ -88,26 +98,37 @@ def test_train_solo_is_an_alias_of_train_bias(tmp_path, capsys):
     (tmp_path / "c.json").write_text("{}")
     assert cli(["train-solo", str(tmp_path / "c.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"bpflow train-solo: error: {tmp_path / 'c.json'}: key (top level): 'settings' is a required property"]
+    assert err == [
+        f"bpflow train-solo: error: {tmp_path / 'c.json'}: key (top level): 'settings' is a required property"
+    ]
     assert cli(["--help"]) == 0
     assert "train-solo = train-bias" in capsys.readouterr().out
 
 
-MODEL_FREE_STEPS = ["simulate", "prepare-regions", "prepare-data", "inspect-data", "predictions-to-bigwig", "metrics",
-                    "report-figures"]
+MODEL_FREE_STEPS = [
+    "simulate",
+    "prepare-regions",
+    "prepare-data",
+    "inspect-data",
+    "predictions-to-bigwig",
+    "metrics",
+    "report-figures",
+]
 
 
 def test_steps_that_run_no_model_import_no_keras():
     """Importing a data step's module (what `bpflow <step>` does) imports neither Keras nor
     TensorFlow; `import bpflow` still registers the custom layers once Keras is imported."""
     modules = [COMMANDS[s][0] for s in MODEL_FREE_STEPS]
-    code = (f"import sys, importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
-            "heavy = sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules)\n"
-            "assert not heavy, heavy\n"
-            "import keras\n"
-            "assert keras.saving.get_registered_object('bpflow>CenterCrop1D') is not None\n"
-            "assert keras.saving.get_registered_object('bpflow>MultinomialNLL') is not None\n"
-            "print('ok')\n")
+    code = (
+        f"import sys, importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+        "heavy = sorted(m for m in ('keras', 'tensorflow', 'jax') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+        "import keras\n"
+        "assert keras.saving.get_registered_object('bpflow>CenterCrop1D') is not None\n"
+        "assert keras.saving.get_registered_object('bpflow>MultinomialNLL') is not None\n"
+        "print('ok')\n"
+    )
     env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr

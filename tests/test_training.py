@@ -32,14 +32,14 @@ TESTS = Path(__file__).parent
 
 def test_update_counts_weight_hand_computed():
     # epoch 0 and 1 jump to the candidate t*p / ((1-t)*c) ...
-    assert update_counts_weight(10, 100, 5, 0.2, epoch=0) == pytest.approx(5.0)   # 0.2*100/(0.8*5)
+    assert update_counts_weight(10, 100, 5, 0.2, epoch=0) == pytest.approx(5.0)  # 0.2*100/(0.8*5)
     assert update_counts_weight(10, 90, 1, 0.25, epoch=1) == pytest.approx(30.0)  # 0.25*90/(0.75*1)
     # ... clamped to 10x either way
     assert update_counts_weight(10, 1000, 0.1, 0.5, epoch=0) == pytest.approx(100.0)  # candidate 10000
-    assert update_counts_weight(10, 1, 100, 0.1, epoch=1) == pytest.approx(1.0)       # candidate 0.00111
+    assert update_counts_weight(10, 1, 100, 0.1, epoch=1) == pytest.approx(1.0)  # candidate 0.00111
     # later epochs smooth: 0.3 * candidate + 0.7 * lambda ...
-    assert update_counts_weight(10, 100, 5, 0.2, epoch=2) == pytest.approx(8.5)     # 0.3*5 + 7
-    assert update_counts_weight(10, 100, 2, 0.2, epoch=5) == pytest.approx(10.75)   # 0.3*12.5 + 7
+    assert update_counts_weight(10, 100, 5, 0.2, epoch=2) == pytest.approx(8.5)  # 0.3*5 + 7
+    assert update_counts_weight(10, 100, 2, 0.2, epoch=5) == pytest.approx(10.75)  # 0.3*12.5 + 7
     # ... clamped to 2x: candidate 1000 -> 307 -> 20
     assert update_counts_weight(10, 1000, 1, 0.5, epoch=3) == pytest.approx(20.0)
     # a perfect counts loss raises lambda as far as allowed, never to inf/NaN
@@ -51,8 +51,7 @@ def test_update_counts_weight_hand_computed():
 def test_training_state_sequence_hand_computed():
     """Lambda, early stopping and plateau over a hand-made loss sequence."""
     head = HeadSpec("h", 2, profile_weight=2.0, counts_weight=None, frac_target=0.2)
-    st = TrainingState([head], [10.0], learning_rate=0.01, epochs=10, early_stopping_patience=3,
-                       plateau_patience=2)
+    st = TrainingState([head], [10.0], learning_rate=0.01, epochs=10, early_stopping_patience=3, plateau_patience=2)
 
     def terms(p, c):
         return {"h_profile": p, "h_counts": c}
@@ -122,18 +121,27 @@ def pipeline(tmp_path_factory):
         "val": th.synthetic_h5(tmp / "val.h5", 16, res_in, jitter=0, seed=2),
     }
     recorders = {}
-    solo_cfg = th.solo_config(tmp, files["bias_train"], files["bias_val"],
-                              heads=[th.head(**{"counts-loss-frac-target": 0.2})])
+    solo_cfg = th.solo_config(
+        tmp, files["bias_train"], files["bias_val"], heads=[th.head(**{"counts-loss-frac-target": 0.2})]
+    )
     recorders["solo"] = LossRecorder()
     solo = training.train_solo(solo_cfg, callbacks=[recorders["solo"]])
     tr_cfg = th.transformation_config(tmp, files["bias_train"], files["bias_val"], tmp / "bias.keras")
     transformation = training.train_transformation(tr_cfg)
-    comb_cfg = th.combined_config(tmp, files["train"], files["val"], tmp / "transformation.keras",
-                                  **{"data-workers": 2})
+    comb_cfg = th.combined_config(
+        tmp, files["train"], files["val"], tmp / "transformation.keras", **{"data-workers": 2}
+    )
     recorders["combined"] = LossRecorder()
     combined = training.train_combined(comb_cfg, callbacks=[recorders["combined"]])
-    return {"tmp": tmp, "files": files, "solo": solo, "transformation": transformation, "combined": combined,
-            "recorders": recorders, "configs": {"solo": solo_cfg, "combined": comb_cfg}}
+    return {
+        "tmp": tmp,
+        "files": files,
+        "solo": solo,
+        "transformation": transformation,
+        "combined": combined,
+        "recorders": recorders,
+        "configs": {"solo": solo_cfg, "combined": comb_cfg},
+    }
 
 
 def test_pipeline_writes_its_files_and_history(pipeline):
@@ -146,8 +154,17 @@ def test_pipeline_writes_its_files_and_history(pipeline):
         assert record["completed"] and record["format"] == training.HISTORY_FORMAT
         h = record["history"]
         assert h["epoch"] == [1, 2]
-        for key in ("loss", "val_loss", "h0_profile", "val_h0_profile", "h0_counts", "val_h0_counts",
-                    "h0_counts_weight", "learning_rate", "seconds"):
+        for key in (
+            "loss",
+            "val_loss",
+            "h0_profile",
+            "val_h0_profile",
+            "h0_counts",
+            "val_h0_counts",
+            "h0_counts_weight",
+            "learning_rate",
+            "seconds",
+        ):
             assert len(h[key]) == 2 and all(np.isfinite(h[key])), key
         # the totals are profile-loss-weight x NLL + lambda x MSE of the epoch
         for e in range(2):
@@ -162,7 +179,7 @@ def test_adaptive_lambda_starts_from_training_counts_and_reaches_the_compiled_st
     h = solo["history"]
     # start: 37 x mean total counts of the training windows (central, un-jittered) x target
     with h5py.File(pipeline["files"]["bias_train"]) as f:
-        prof = f["head_0"][:, th.JITTER:th.JITTER + th.OUTPUT_LENGTH, :]
+        prof = f["head_0"][:, th.JITTER : th.JITTER + th.OUTPUT_LENGTH, :]
     mean_counts = prof.sum(axis=(1, 2)).mean()
     assert h["h0_counts_weight"][0] == pytest.approx(37 * mean_counts * 0.2, rel=1e-6)
     # after epoch 0 lambda follows the validation terms (within the 10x clamp)
@@ -213,11 +230,11 @@ def test_saved_models_load_cleanly_and_compose(pipeline):
     crop = (res_in - bias_in) // 2
     c_prof, c_counts = [np.asarray(o) for o in combined(x)]
     r_prof, r_counts = [np.asarray(o) for o in residual(x)]
-    b_prof, b_counts = [np.asarray(o) for o in transformation(x[:, crop:crop + bias_in])]
+    b_prof, b_counts = [np.asarray(o) for o in transformation(x[:, crop : crop + bias_in])]
     np.testing.assert_allclose(c_prof, r_prof + b_prof, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(c_counts, np.logaddexp(r_counts, b_counts), rtol=1e-5, atol=1e-5)
     # the transformation of a trained linear spec is no longer the identity of the solo model
-    s_prof, _ = [np.asarray(o) for o in solo(x[:, crop:crop + bias_in])]
+    s_prof, _ = [np.asarray(o) for o in solo(x[:, crop : crop + bias_in])]
     assert not np.allclose(s_prof, b_prof)
 
 
@@ -235,8 +252,9 @@ def test_a_finished_run_is_not_redone(pipeline):
     # checkpoint would go): the fingerprint covers what changes the weights
     config = json.loads(json.dumps(pipeline["configs"]["solo"]))
     config["verbosity"] = "DEBUG"
-    config["settings"].update({"data-workers": 1, "data-cache-mb": 64,
-                               "checkpoint-dir": str(pipeline["tmp"] / "elsewhere")})
+    config["settings"].update(
+        {"data-workers": 1, "data-cache-mb": 64, "checkpoint-dir": str(pipeline["tmp"] / "elsewhere")}
+    )
     assert training.train_solo(config, callbacks=[Fail()])["fingerprint"] == pipeline["solo"]["fingerprint"]
     # what changes the weights does count
     config["settings"]["seed"] = config["settings"].get("seed", 1234) + 1
@@ -309,8 +327,10 @@ def test_kill_and_resume_reaches_the_uninterrupted_result(tmp_path, monkeypatch)
 
 def _schedule_data(tmp_path):
     bias_in = th.needed(th.BIAS_ARCH)
-    return (th.synthetic_h5(tmp_path / "train.h5", 48, bias_in, seed=5),
-            th.synthetic_h5(tmp_path / "val.h5", 16, bias_in, jitter=0, seed=6))
+    return (
+        th.synthetic_h5(tmp_path / "train.h5", 48, bias_in, seed=5),
+        th.synthetic_h5(tmp_path / "val.h5", 16, bias_in, jitter=0, seed=6),
+    )
 
 
 def _weights_by_layer(path) -> dict:
@@ -323,10 +343,17 @@ def test_profile_first_counts_layers_keeps_the_profile_only_body(tmp_path):
     "counts-layers" phase 2 moves only the counts Dense, so every other weight equals that of a
     plain run with counts-loss-weight 0, and the counts layer is the only one that differs."""
     train, val = _schedule_data(tmp_path)
-    profile_only = training.train_solo(th.solo_config(tmp_path, train, val, prefix="profile-only",
-                                                      heads=[th.head(**{"counts-loss-weight": 0.0})]))
-    cfg = th.solo_config(tmp_path, train, val, prefix="pf", heads=[th.head(**{"counts-loss-frac-target": 0.3})],
-                         **{"counts-schedule": "profile-first", "counts-phase-trainable": "counts-layers"})
+    profile_only = training.train_solo(
+        th.solo_config(tmp_path, train, val, prefix="profile-only", heads=[th.head(**{"counts-loss-weight": 0.0})])
+    )
+    cfg = th.solo_config(
+        tmp_path,
+        train,
+        val,
+        prefix="pf",
+        heads=[th.head(**{"counts-loss-frac-target": 0.3})],
+        **{"counts-schedule": "profile-first", "counts-phase-trainable": "counts-layers"},
+    )
     record = training.train_solo(cfg)
     a, b = _weights_by_layer(tmp_path / "profile-only.keras"), _weights_by_layer(tmp_path / "pf.keras")
     assert a.keys() == b.keys() and "solo_logcounts_h0" in a
@@ -347,11 +374,22 @@ def test_profile_first_counts_layers_keeps_the_profile_only_body(tmp_path):
 
 def test_profile_first_all_trains_every_weight_at_the_given_rate(tmp_path):
     train, val = _schedule_data(tmp_path)
-    training.train_solo(th.solo_config(tmp_path, train, val, prefix="profile-only",
-                                       heads=[th.head(**{"counts-loss-weight": 0.0})], epochs=1))
-    record = training.train_solo(th.solo_config(
-        tmp_path, train, val, prefix="pf", heads=[th.head(**{"counts-loss-weight": 5.0})], epochs=1,
-        **{"counts-schedule": "profile-first", "counts-phase-learning-rate": 0.003}))
+    training.train_solo(
+        th.solo_config(
+            tmp_path, train, val, prefix="profile-only", heads=[th.head(**{"counts-loss-weight": 0.0})], epochs=1
+        )
+    )
+    record = training.train_solo(
+        th.solo_config(
+            tmp_path,
+            train,
+            val,
+            prefix="pf",
+            heads=[th.head(**{"counts-loss-weight": 5.0})],
+            epochs=1,
+            **{"counts-schedule": "profile-first", "counts-phase-learning-rate": 0.003},
+        )
+    )
     assert record["history"]["learning_rate"] == pytest.approx([0.01, 0.003])
     assert record["history"]["h0_counts_weight"] == pytest.approx([0.0, 5.0])
     a, b = _weights_by_layer(tmp_path / "profile-only.keras"), _weights_by_layer(tmp_path / "pf.keras")
@@ -406,20 +444,29 @@ def _cli(step, config_path, capsys):
     return code, err
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda c: c["settings"].update({"learning-rat": 0.1}), "Additional properties are not allowed"),
-    (lambda c: c["settings"].pop("epochs"), "'epochs' is a required property"),
-    (lambda c: c["settings"].update({"batch-size": "64"}), "key settings/batch-size: '64' is not of type"),
-    (lambda c: c["settings"]["architecture"].update({"input-length": 30}),
-     "key settings/architecture/input-length: 30 is too short"),
-    (lambda c: c["heads"][0].pop("counts-loss-weight"), "key heads/0"),
-    (lambda c: c["heads"][0].update({"profile-loss-weight": 0, "counts-loss-frac-target": 0.1}),
-     "counts-loss-frac-target needs profile-loss-weight > 0"),
-    (lambda c: c["heads"].append(dict(c["heads"][0])), "duplicate head-name"),
-    (lambda c: c["settings"].update({"counts-schedule": "counts-first"}), "key settings/counts-schedule"),
-    (lambda c: c["settings"].update({"counts-phase-trainable": "all"}),
-     "settings/counts-phase-trainable: only used with counts-schedule \"profile-first\""),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda c: c["settings"].update({"learning-rat": 0.1}), "Additional properties are not allowed"),
+        (lambda c: c["settings"].pop("epochs"), "'epochs' is a required property"),
+        (lambda c: c["settings"].update({"batch-size": "64"}), "key settings/batch-size: '64' is not of type"),
+        (
+            lambda c: c["settings"]["architecture"].update({"input-length": 30}),
+            "key settings/architecture/input-length: 30 is too short",
+        ),
+        (lambda c: c["heads"][0].pop("counts-loss-weight"), "key heads/0"),
+        (
+            lambda c: c["heads"][0].update({"profile-loss-weight": 0, "counts-loss-frac-target": 0.1}),
+            "counts-loss-frac-target needs profile-loss-weight > 0",
+        ),
+        (lambda c: c["heads"].append(dict(c["heads"][0])), "duplicate head-name"),
+        (lambda c: c["settings"].update({"counts-schedule": "counts-first"}), "key settings/counts-schedule"),
+        (
+            lambda c: c["settings"].update({"counts-phase-trainable": "all"}),
+            'settings/counts-phase-trainable: only used with counts-schedule "profile-first"',
+        ),
+    ],
+)
 def test_bad_configs_fail_with_one_line_before_reading_data(tmp_path, capsys, edit, message):
     bogus = tmp_path / "not_hdf5.h5"
     bogus.write_text("this is not HDF5")  # reading it would fail differently
@@ -478,8 +525,9 @@ def test_mixed_precision_and_no_jitter(tmp_path):
     train = th.synthetic_h5(tmp_path / "train.h5", 32, bias_in, seed=1)
     val = th.synthetic_h5(tmp_path / "val.h5", 16, bias_in, jitter=0, seed=2)
     heads = [th.head(**{"counts-loss-frac-target": 0.1})]
-    rec = training.train_solo(th.solo_config(tmp_path, train, val, heads=heads, epochs=1,
-                                             **{"mixed-precision": True, "max-jitter": 0}))
+    rec = training.train_solo(
+        th.solo_config(tmp_path, train, val, heads=heads, epochs=1, **{"mixed-precision": True, "max-jitter": 0})
+    )
     assert rec["environment"]["precision"] == "mixed_float16"
     assert np.isfinite(rec["history"]["val_loss"]).all()
     mean = rec["train-counts"]["h0"]["mean_total"]
@@ -515,13 +563,22 @@ def test_data_parallel_training_matches_one_device(pipeline, tmp_path):
         pytest.skip("data parallelism is implemented for tensorflow and jax")
     config = json.loads(json.dumps(pipeline["configs"]["solo"]))
     config["settings"].update({"output-prefix": str(tmp_path / "two"), "multi-device": True})
-    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    proc = subprocess.run([sys.executable, "-c", MULTI_DEVICE_SCRIPT, json.dumps(config)],
-                          env=env, capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND=backend,
+        TF_CPP_MIN_LOG_LEVEL="3",
+        XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", MULTI_DEVICE_SCRIPT, json.dumps(config)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    two = json.loads(lines[0][len("RESULT "):])
+    two = json.loads(lines[0][len("RESULT ") :])
     one = pipeline["solo"]
     assert one["environment"]["devices"] == 1 and two["devices"] == 2
     # 23 validation samples: the two-device run pads its last batch (7 -> 8) with weight 0
@@ -538,8 +595,7 @@ def test_recompiling_keeps_one_lambda_variable_per_head():
     from bpflow.models import soloModel
 
     heads = [HeadSpec("a", 2, 1.0, 5.0, None), HeadSpec("b", 1, 1.0, 3.0, None)]
-    model = soloModel(th.needed(th.BIAS_ARCH), th.OUTPUT_LENGTH, 4, 1, 5, 3,
-                      [h.as_model_head() for h in heads], "solo")
+    model = soloModel(th.needed(th.BIAS_ARCH), th.OUTPUT_LENGTH, 4, 1, 5, 3, [h.as_model_head() for h in heads], "solo")
     n = len(model.weights)
     first = loop.compile_model(model, heads, 0.01, [5.0, 3.0])
     second = loop.compile_model(model, heads, 0.01, [7.0, 2.0])

@@ -19,9 +19,21 @@ SNAKEFILE = REPO / "Snakefile"
 BIN = Path(sys.executable).parent
 SNAKEMAKE = BIN / "snakemake"
 
-STEP_RULES = ["simulate", "regions_sampled", "regions", "dataset", "train_bias", "train_transformation",
-              "train_combined", "qc_combined", "predict", "metrics", "footprints", "report_figures",
-              "report_footprints"]
+STEP_RULES = [
+    "simulate",
+    "regions_sampled",
+    "regions",
+    "dataset",
+    "train_bias",
+    "train_transformation",
+    "train_combined",
+    "qc_combined",
+    "predict",
+    "metrics",
+    "footprints",
+    "report_figures",
+    "report_footprints",
+]
 TRAIN_RULES = ("train_bias", "train_transformation", "train_combined")
 
 
@@ -32,8 +44,7 @@ TRAIN_RULES = ("train_bias", "train_transformation", "train_combined")
 def run_workflow(workdir: Path, configfiles: list[Path] | None, dryrun: bool = True, cores: int = 2):
     """Run the workflow through Snakemake's Python API; return its DAG (dry run) or None."""
     from snakemake.api import SnakemakeApi
-    from snakemake.settings.types import (ConfigSettings, DAGSettings, OutputSettings, Quietness,
-                                          ResourceSettings)
+    from snakemake.settings.types import ConfigSettings, DAGSettings, OutputSettings, Quietness, ResourceSettings
 
     with SnakemakeApi(OutputSettings(dryrun=dryrun, quiet={Quietness.ALL})) as api:
         wf = api.workflow(
@@ -91,10 +102,18 @@ def config_job_for(dag, path: str):
 
 
 # config name -> the step that reads it
-CONFIG_STEPS = [("regions_", "prepare-regions"), ("data_", "prepare-data"), ("train_bias", "train-bias"),
-                ("train_transformation", "train-transformation"), ("train_combined", "train-combined"),
-                ("qc_combined", "qc-combined"), ("predict_", "predict"), ("metrics_", "metrics"),
-                ("footprints", "footprints"), ("report_", "report-figures")]
+CONFIG_STEPS = [
+    ("regions_", "prepare-regions"),
+    ("data_", "prepare-data"),
+    ("train_bias", "train-bias"),
+    ("train_transformation", "train-transformation"),
+    ("train_combined", "train-combined"),
+    ("qc_combined", "qc-combined"),
+    ("predict_", "predict"),
+    ("metrics_", "metrics"),
+    ("footprints", "footprints"),
+    ("report_", "report-figures"),
+]
 
 
 def check_step_schemas(dag) -> int:
@@ -156,29 +175,52 @@ def demo_dag(tmp_path_factory):
 def test_demo_dag_has_the_expected_jobs(demo_dag):
     counts = {rule: len(jobs) for rule, jobs in jobs_by_rule(demo_dag).items()}
     assert {r: counts.get(r, 0) for r in STEP_RULES} == {
-        "simulate": 1, "regions_sampled": 1, "regions": 0,
+        "simulate": 1,
+        "regions_sampled": 1,
+        "regions": 0,
         # peaks train/val/test, bias-background train/val (bias model), bias-peaks
         # train/val (transformation), background val (qc-combined's footprints), background
         # test (evaluation)
         "dataset": 9,
-        "train_bias": 1, "train_transformation": 1, "train_combined": 1, "qc_combined": 1,
-        "predict": 6, "metrics": 2,  # 3 models x (peaks, background); metrics per region set
-        "footprints": 1, "report_figures": 1, "report_footprints": 1,
+        "train_bias": 1,
+        "train_transformation": 1,
+        "train_combined": 1,
+        "qc_combined": 1,
+        "predict": 6,
+        "metrics": 2,  # 3 models x (peaks, background); metrics per region set
+        "footprints": 1,
+        "report_figures": 1,
+        "report_footprints": 1,
     }
     # every step job reads a config JSON written by the one step_config rule
     assert counts["step_config"] == 9 + 1 + 3 + 1 + 6 + 2 + 1 + 2 and counts["simulate_config"] == 1
     assert sorted(config_jobs(demo_dag, "train_")) == ["train_bias", "train_combined", "train_transformation"]
     datasets = sorted(Path(str(j.output[0])).name for j in jobs_by_rule(demo_dag)["dataset"])
-    assert datasets == ["background_test.h5", "background_val.h5", "bias-background_train.h5", "bias-background_val.h5",
-                        "bias-peaks_train.h5", "bias-peaks_val.h5", "peaks_test.h5", "peaks_train.h5",
-                        "peaks_val.h5"]
+    assert datasets == [
+        "background_test.h5",
+        "background_val.h5",
+        "bias-background_train.h5",
+        "bias-background_val.h5",
+        "bias-peaks_train.h5",
+        "bias-peaks_val.h5",
+        "peaks_test.h5",
+        "peaks_train.h5",
+        "peaks_val.h5",
+    ]
 
 
 def test_demo_dag_runs_the_stages_in_order(demo_dag):
     jobs = {rule: js for rule, js in jobs_by_rule(demo_dag).items()}
     level = level_of(demo_dag)
-    chain = ["simulate", "regions_sampled", "dataset", "train_bias", "train_transformation", "train_combined",
-             "qc_combined"]
+    chain = [
+        "simulate",
+        "regions_sampled",
+        "dataset",
+        "train_bias",
+        "train_transformation",
+        "train_combined",
+        "qc_combined",
+    ]
     firsts = [min(level[j] for j in jobs[r]) for r in chain]
     assert firsts == sorted(firsts) and len(set(firsts)) == len(firsts)
     (combined,) = jobs["train_combined"]
@@ -192,23 +234,38 @@ def test_demo_dag_runs_the_stages_in_order(demo_dag):
     assert "train_combined" in {j.rule.name for j in ancestors(demo_dag, qc)}
     # the stages read the datasets meant for them
     assert sorted(Path(str(f)).name for f in bias.input if str(f).endswith(".h5")) == [
-        "bias-background_train.h5", "bias-background_val.h5"]
+        "bias-background_train.h5",
+        "bias-background_val.h5",
+    ]
     # recipe bpflow (the default): profile part on the peaks, counts part on the background
     assert sorted(Path(str(f)).name for f in transformation.input if str(f).endswith(".h5")) == [
-        "bias-background_train.h5", "bias-background_val.h5", "bias-peaks_train.h5", "bias-peaks_val.h5"]
+        "bias-background_train.h5",
+        "bias-background_val.h5",
+        "bias-peaks_train.h5",
+        "bias-peaks_val.h5",
+    ]
     assert sorted(Path(str(f)).name for f in combined.input if str(f).endswith(".h5")) == [
-        "peaks_train.h5", "peaks_val.h5"]
+        "peaks_train.h5",
+        "peaks_val.h5",
+    ]
     assert str(transformation.input.bias).endswith("models/bias.keras")
     assert str(combined.input.transformation).endswith("models/transformation.keras")
     assert sorted(str(f) for f in combined.output) == sorted(
-        f"results/demo/models/{x}" for x in ("combined.keras", "residual.keras", "combined.history.json",
-                                             "combined.loss.png"))
+        f"results/demo/models/{x}"
+        for x in ("combined.keras", "residual.keras", "combined.history.json", "combined.loss.png")
+    )
     # qc-combined reads the saved models, the validation peaks, the background and the truth
     assert sorted(str(f) for f in qc.input) == sorted(
-        ["results/demo/configs/qc_combined.json", "results/demo/models/combined.keras",
-         "results/demo/models/residual.keras", "results/demo/models/transformation.keras",
-         "results/demo/data/peaks_val.h5", "results/demo/data/background_val.h5",
-         "results/simulated/demo-seed0/truth.json"])
+        [
+            "results/demo/configs/qc_combined.json",
+            "results/demo/models/combined.keras",
+            "results/demo/models/residual.keras",
+            "results/demo/models/transformation.keras",
+            "results/demo/data/peaks_val.h5",
+            "results/demo/data/background_val.h5",
+            "results/simulated/demo-seed0/truth.json",
+        ]
+    )
 
 
 def test_demo_resources_logs_and_command_lines(demo_dag):
@@ -231,11 +288,15 @@ def test_demo_resources_logs_and_command_lines(demo_dag):
             assert job.is_local
         elif job.rule.name in STEP_RULES:
             # every step is `bpflow <step> CONFIG.json`, how to run it on the command line
-            step = {"dataset": "prepare-data", "regions_sampled": "prepare-regions",
-                    "report_footprints": "report-figures"}.get(
-                job.rule.name, job.rule.name.replace("_", "-"))
-            assert job.rule.shellcmd == (f"bpflow {step} {{input.config}} --threads {{threads}} "
-                                         "--verbosity {resources.verbosity} > {log} 2>&1"), job.rule.name
+            step = {
+                "dataset": "prepare-data",
+                "regions_sampled": "prepare-regions",
+                "report_footprints": "report-figures",
+            }.get(job.rule.name, job.rule.name.replace("_", "-"))
+            assert job.rule.shellcmd == (
+                f"bpflow {step} {{input.config}} --threads {{threads}} "
+                "--verbosity {resources.verbosity} > {log} 2>&1"
+            ), job.rule.name
             assert job.resources["verbosity"] == cfg.get("verbosity", "INFO")
 
 
@@ -252,7 +313,9 @@ def test_demo_step_configs_pass_each_step_schema_and_lengths(demo_dag):
     assert data["data_bias-background_train"]["regions"].endswith("regions/peaks_background_train.bed")
     assert data["data_peaks_val"]["regions"].endswith("regions/peaks_val.bed")
     assert data["data_bias-background_val"]["heads"][0]["bigwig-files"] == [
-        "results/simulated/demo-seed0/experiment.plus.bw", "results/simulated/demo-seed0/experiment.minus.bw"]
+        "results/simulated/demo-seed0/experiment.plus.bw",
+        "results/simulated/demo-seed0/experiment.minus.bw",
+    ]
     for d in data.values():
         assert d["max-jitter"] == cfg["max-jitter"] and d["output-length"] == out
     train = {name.removeprefix("train_"): step_json(j) for name, j in config_jobs(demo_dag, "train_").items()}
@@ -276,7 +339,8 @@ def test_demo_step_configs_pass_each_step_schema_and_lengths(demo_dag):
     assert qc["min-residual-share"] == 0.1 and qc["output-json"] == "results/demo/qc/combined.json"
     assert train["combined"]["train-data"] == "results/demo/data/peaks_train.h5"
     assert train["combined"]["settings"]["transformation-model"]["transformation-model-file"].endswith(
-        "models/transformation.keras")
+        "models/transformation.keras"
+    )
     assert train["combined"]["heads"][0]["use-bias-counts"] is True
     regions = step_json(config_jobs(demo_dag, "regions_")["regions_peaks"])
     assert regions["input-length"] == res_len and "background" in regions
@@ -305,13 +369,19 @@ def three_experiment_config(tmp_path: Path) -> dict:
         "defaults": dry_run.ci_defaults(),
         "experiments": {
             "simA": {"simulate": {"preset": "ci"}, "heads": [{"head-name": "nexus"}]},
-            "simB": {"simulate": {"preset": "ci"}, "heads": [{"head-name": "nexus"}], "bias-source": "control",
-                     "training": {"combined": {"epochs": 3}, "combined-regions": ["peaks", "background"]},
-                     "transformation": {"regions": ["background"], "recipe": "bpreveal"}},
+            "simB": {
+                "simulate": {"preset": "ci"},
+                "heads": [{"head-name": "nexus"}],
+                "bias-source": "control",
+                "training": {"combined": {"epochs": 3}, "combined-regions": ["peaks", "background"]},
+                "transformation": {"regions": ["background"], "recipe": "bpreveal"},
+            },
             "userC": {
-                "genome": f["genome.fa"], "peaks": f["peaks.bed"],
+                "genome": f["genome.fa"],
+                "peaks": f["peaks.bed"],
                 "heads": [{"head-name": "chip", "bigwigs": [f["plus.bw"], f["minus.bw"]], "max-quantile": 0.99}],
-                "bias-source": "bed", "background-bed": f["background.bed"],
+                "bias-source": "bed",
+                "background-bed": f["background.bed"],
                 "output-length": 120,
             },
         },
@@ -329,26 +399,38 @@ def test_three_experiments_dag(three_dag):
     by_rule = jobs_by_rule(three_dag)
     counts = {r: len(by_rule.get(r, [])) for r in STEP_RULES}
     assert counts == {
-        "simulate": 1,            # simA and simB share results/simulated/ci-seed0
-        "regions_sampled": 2,     # simA, simB: peaks + sampled background
-        "regions": 2,             # userC: peaks, and its own background BED
+        "simulate": 1,  # simA and simB share results/simulated/ci-seed0
+        "regions_sampled": 2,  # simA, simB: peaks + sampled background
+        "regions": 2,  # userC: peaks, and its own background BED
         # (train, val) x: simA peaks, bias-background, bias-peaks; simB peaks, background,
         # control-peaks, bias-background; userC as simA.  No test sets without evaluation.
         # Plus background val for train-combined's QC (simA, userC; simB trains on it).
         "dataset": 2 * (3 + 4 + 3) + 2,
-        "train_bias": 3, "train_transformation": 3, "train_combined": 3, "qc_combined": 3,
-        "predict": 0, "metrics": 0, "footprints": 0, "report_figures": 0, "report_footprints": 0,
+        "train_bias": 3,
+        "train_transformation": 3,
+        "train_combined": 3,
+        "qc_combined": 3,
+        "predict": 0,
+        "metrics": 0,
+        "footprints": 0,
+        "report_figures": 0,
+        "report_footprints": 0,
     }
     level = level_of(three_dag)
     for e in ("simA", "simB", "userC"):
         mine = [j for j in three_dag.jobs if j.wildcards.get("experiment") == e]
-        first = {r: min((level[j] for j in mine if j.rule.name == r), default=None)
-                 for r in ("dataset", "train_bias", "train_transformation", "train_combined")}
+        first = {
+            r: min((level[j] for j in mine if j.rule.name == r), default=None)
+            for r in ("dataset", "train_bias", "train_transformation", "train_combined")
+        }
         assert first["dataset"] < first["train_bias"] < first["train_transformation"] < first["train_combined"]
         (combined,) = [j for j in mine if j.rule.name == "train_combined"]
         up = ancestors(three_dag, combined)
-        assert {j.wildcards.get("experiment") for j in up if j.rule.name != "simulate" and
-                not j.rule.name.startswith("simulate")} == {e}
+        assert {
+            j.wildcards.get("experiment")
+            for j in up
+            if j.rule.name != "simulate" and not j.rule.name.startswith("simulate")
+        } == {e}
         assert {"train_bias", "train_transformation", "dataset"} <= {j.rule.name for j in up}
     (sim,) = by_rule["simulate"]
     for e in ("simA", "simB"):
@@ -358,8 +440,11 @@ def test_three_experiments_dag(three_dag):
 
 def test_three_experiments_bias_sources_and_defaults(three_dag):
     configs = {(j.wildcards.experiment, config_name(j)): step_json(j) for j in jobs_by_rule(three_dag)["step_config"]}
-    data = {(e, *name.removeprefix("data_").rsplit("_", 1)): c for (e, name), c in configs.items()
-            if name.startswith("data_")}
+    data = {
+        (e, *name.removeprefix("data_").rsplit("_", 1)): c
+        for (e, name), c in configs.items()
+        if name.startswith("data_")
+    }
     train = {(e, name.removeprefix("train_")): c for (e, name), c in configs.items() if name.startswith("train_")}
     sim = "results/simulated/ci-seed0"
     experiment_bw = [f"{sim}/experiment.plus.bw", f"{sim}/experiment.minus.bw"]
@@ -382,12 +467,13 @@ def test_three_experiments_bias_sources_and_defaults(three_dag):
     assert "truth-json" not in configs[("userC", "qc_combined")]
     assert data[("simB", "bias-background", "train")]["heads"][0]["bigwig-files"] == experiment_bw
     assert train[("simB", "combined")]["train-data"] == [
-        "results/simB/data/peaks_train.h5", "results/simB/data/background_train.h5"]
+        "results/simB/data/peaks_train.h5",
+        "results/simB/data/background_train.h5",
+    ]
     # bed: the user's background BED, split by its own prepare-regions run
     c = data[("userC", "bias-background", "val")]
     assert c["regions"] == "results/userC/regions/background_val.bed"
-    regions = {(e, name.removeprefix("regions_")): c for (e, name), c in configs.items()
-               if name.startswith("regions_")}
+    regions = {(e, name.removeprefix("regions_")): c for (e, name), c in configs.items() if name.startswith("regions_")}
     assert set(regions) == {("simA", "peaks"), ("simB", "peaks"), ("userC", "peaks"), ("userC", "background")}
     assert "background" not in regions[("userC", "peaks")]
     assert regions[("userC", "background")]["splits"]["regions"][0].endswith("user/background.bed")
@@ -397,7 +483,7 @@ def test_three_experiments_bias_sources_and_defaults(three_dag):
     assert c["output-length"] == 120 and a["output-length"] == ci_config()["experiments"]["ci"]["output-length"]
     assert train[("simB", "combined")]["settings"]["epochs"] == 3
     assert train[("simA", "combined")]["settings"]["epochs"] == 2
-    assert train[("simB", "combined")]["settings"]["batch-size"] == 32   # from defaults, not the schema's 64
+    assert train[("simB", "combined")]["settings"]["batch-size"] == 32  # from defaults, not the schema's 64
     # counts schedules: profile-first by default (bias: counts layers only in phase 2)
     for e in ("simA", "simB", "userC"):
         bias, comb = train[(e, "bias")]["settings"], train[(e, "combined")]["settings"]
@@ -416,23 +502,34 @@ def _stage(cfg: dict, stage: str) -> dict:
     return cfg["experiments"]["ci"].setdefault("training", {}).setdefault(stage, {})
 
 
-@pytest.mark.parametrize("change, message", [
-    (lambda c: c["experiments"]["ci"].__setitem__("output-length", "long"), "'long' is not of type 'integer'"),
-    (lambda c: c["experiments"]["ci"].__setitem__("max-jiter", 3), "'max-jiter' was unexpected"),
-    (lambda c: c["experiments"]["ci"].__setitem__("bias-source", "input"), "'input' is not one of"),
-    (lambda c: c["experiments"]["ci"]["splits"].pop("test"), "'test' is a required property"),
-    (lambda c: c["experiments"]["ci"].__setitem__("bias-source", "bed"), "key background-bed is required"),
-    (lambda c: c["experiments"]["ci"]["splits"].__setitem__("val", ["chr1"]), "chr1 in both train and val"),
-    (lambda c: c["experiments"]["ci"]["bias-architecture"].__setitem__("layers", 9),
-     "the bias model needs input length"),
-    (lambda c: _stage(c, "transformation").__setitem__("counts-schedule", "joint"),
-     "training/transformation: key counts-schedule applies to the bias and combined stages only"),
-    (lambda c: _stage(c, "combined").update({"counts-schedule": "joint", "counts-phase-learning-rate": 0.001}),
-     "training/combined: key counts-phase-learning-rate is only used with counts-schedule profile-first"),
-    (lambda c: _stage(c, "bias").__setitem__("counts-schedule", "later"), "'later' is not one of"),
-    (lambda c: _stage(c, "bias").update({"counts-schedule": "joint", "counts-phase-trainable": "all"}),
-     "training/bias: key counts-phase-trainable is only used with counts-schedule profile-first"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["experiments"]["ci"].__setitem__("output-length", "long"), "'long' is not of type 'integer'"),
+        (lambda c: c["experiments"]["ci"].__setitem__("max-jiter", 3), "'max-jiter' was unexpected"),
+        (lambda c: c["experiments"]["ci"].__setitem__("bias-source", "input"), "'input' is not one of"),
+        (lambda c: c["experiments"]["ci"]["splits"].pop("test"), "'test' is a required property"),
+        (lambda c: c["experiments"]["ci"].__setitem__("bias-source", "bed"), "key background-bed is required"),
+        (lambda c: c["experiments"]["ci"]["splits"].__setitem__("val", ["chr1"]), "chr1 in both train and val"),
+        (
+            lambda c: c["experiments"]["ci"]["bias-architecture"].__setitem__("layers", 9),
+            "the bias model needs input length",
+        ),
+        (
+            lambda c: _stage(c, "transformation").__setitem__("counts-schedule", "joint"),
+            "training/transformation: key counts-schedule applies to the bias and combined stages only",
+        ),
+        (
+            lambda c: _stage(c, "combined").update({"counts-schedule": "joint", "counts-phase-learning-rate": 0.001}),
+            "training/combined: key counts-phase-learning-rate is only used with counts-schedule profile-first",
+        ),
+        (lambda c: _stage(c, "bias").__setitem__("counts-schedule", "later"), "'later' is not one of"),
+        (
+            lambda c: _stage(c, "bias").update({"counts-schedule": "joint", "counts-phase-trainable": "all"}),
+            "training/bias: key counts-phase-trainable is only used with counts-schedule profile-first",
+        ),
+    ],
+)
 def test_bad_config_fails_before_any_job(tmp_path, change, message):
     from snakemake.exceptions import WorkflowError
 
@@ -459,13 +556,18 @@ def test_dry_run_of_many_experiments(tmp_path):
     """Thirty experiments of three kinds plan together; the time this takes is measured by
     benchmarks/dry_run.py, not here."""
     cfgfile = write_yaml(tmp_path / "many.yaml", dry_run.many_experiment_config(tmp_path, 10))
-    proc = subprocess.run([str(SNAKEMAKE), "-n", "--configfile", str(cfgfile), "-d", str(tmp_path), "-s",
-                           str(SNAKEFILE)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(SNAKEMAKE), "-n", "--configfile", str(cfgfile), "-d", str(tmp_path), "-s", str(SNAKEFILE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    counts = dict(line.split() for line in proc.stdout.splitlines() if len(line.split()) == 2
-                  and line.split()[1].isdigit())
+    counts = dict(
+        line.split() for line in proc.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()
+    )
     assert counts["train_combined"] == "30" and counts["qc_combined"] == "30"
-    assert counts["simulate"] == "10"   # a{i} and b{i} share one simulation per seed
+    assert counts["simulate"] == "10"  # a{i} and b{i} share one simulation per seed
 
 
 # ------------------------------------------------------------------------------------------
@@ -528,11 +630,27 @@ def test_ci_end_to_end(tmp_path, monkeypatch):
     assert rerun(verbosity="DEBUG") == []
     assert rerun(resources={"training": {"threads": 1}, "data": {"threads": 2}}) == []
     assert rerun(experiments={"ci": {"training": {"qc": {"min-residual-share": 0.3}}}}) == [
-        "all", "qc_combined", "report_figures", "step_config"]
+        "all",
+        "qc_combined",
+        "report_figures",
+        "step_config",
+    ]
     # a hyperparameter change reruns its stage and what follows, nothing before it
     assert rerun(experiments={"ci": {"training": {"combined": {"epochs": 3}}}}) == [
-        "all", "footprints", "metrics", "metrics", "predict", "predict", "predict", "predict", "qc_combined",
-        "report_figures", "report_footprints", "step_config", "train_combined"]
+        "all",
+        "footprints",
+        "metrics",
+        "metrics",
+        "predict",
+        "predict",
+        "predict",
+        "predict",
+        "qc_combined",
+        "report_figures",
+        "report_footprints",
+        "step_config",
+        "train_combined",
+    ]
 
 
 # ------------------------------------------------------------------------------------------
@@ -547,19 +665,26 @@ def test_demo_footprints_and_report_jobs(demo_dag):
     by_rule = jobs_by_rule(demo_dag)
     (fp,) = by_rule["footprints"]
     inputs = sorted(str(f) for f in fp.input)
-    assert inputs == sorted([
-        "results/demo/configs/footprints.json", "results/demo/data/background_test.h5",
-        "results/demo/models/transformation.keras",
-        "results/demo/models/combined.keras", "results/demo/models/residual.keras",
-        "results/simulated/demo-seed0/truth.json"])
+    assert inputs == sorted(
+        [
+            "results/demo/configs/footprints.json",
+            "results/demo/data/background_test.h5",
+            "results/demo/models/transformation.keras",
+            "results/demo/models/combined.keras",
+            "results/demo/models/residual.keras",
+            "results/simulated/demo-seed0/truth.json",
+        ]
+    )
     assert fp.resources["gpu"] == 1 and fp.benchmark
     cfg = step_json(config_job_for(demo_dag, "results/demo/configs/footprints.json"))
     # a simulate experiment without a footprints block: the truth's TF motifs and bias motif
     assert cfg["simulation-truth"] == "results/simulated/demo-seed0/truth.json"
     assert "motifs" not in cfg and "bias-motifs" not in cfg
-    assert cfg["models"] == {"combined": "results/demo/models/combined.keras",
-                             "residual": "results/demo/models/residual.keras",
-                             "bias": "results/demo/models/transformation.keras"}
+    assert cfg["models"] == {
+        "combined": "results/demo/models/combined.keras",
+        "residual": "results/demo/models/residual.keras",
+        "bias": "results/demo/models/transformation.keras",
+    }
     assert cfg["background-h5"] == "results/demo/data/background_test.h5"
     assert (cfg["num-backgrounds"], cfg["orientations"], cfg["pwm-mode"], cfg["seed"]) == (500, "both", "consensus", 0)
     assert cfg["head-names"] == ["nexus"]
@@ -571,19 +696,40 @@ def test_demo_footprints_and_report_jobs(demo_dag):
     assert sorted(Path(str(f)).name for f in figs.output) == sorted(REPORT_FIGURES)
     assert {str(f) for f in figs.input if "qc" in str(f)} == {"results/demo/qc/combined.json"}
     assert {Path(str(f)).name for f in figs.input} == {
-        "report_figures.json", "peaks_test.json", "background_test.json", "peaks_test.h5", "background_test.h5",
-        "combined.json", *(f"{m}_{r}_test.h5" for m in ("combined", "residual", "bias") for r in ("peaks", "background"))}
+        "report_figures.json",
+        "peaks_test.json",
+        "background_test.json",
+        "peaks_test.h5",
+        "background_test.h5",
+        "combined.json",
+        *(f"{m}_{r}_test.h5" for m in ("combined", "residual", "bias") for r in ("peaks", "background")),
+    }
     (fp_figs,) = by_rule["report_footprints"]
-    assert sorted(str(f) for f in fp_figs.output) == ["results/demo/report/footprints.html",
-                                                      "results/demo/report/footprints.png"]
+    assert sorted(str(f) for f in fp_figs.output) == [
+        "results/demo/report/footprints.html",
+        "results/demo/report/footprints.png",
+    ]
     figures = step_json(config_job_for(demo_dag, "results/demo/configs/report_figures.json"))["figures"]
-    assert [f["figure"] for f in figures] == ["metrics-table", "counts-scatter", "counts-scatter", "example-regions",
-                                              "qc-table"]
+    assert [f["figure"] for f in figures] == [
+        "metrics-table",
+        "counts-scatter",
+        "counts-scatter",
+        "example-regions",
+        "qc-table",
+    ]
     assert sorted(Path(f["output"]).name for f in figures) == sorted(REPORT_FIGURES)
     # every figure and table of the report is marked for `snakemake --report`
     marked = {Path(str(f)).name for job in demo_dag.jobs for f in job.output if is_flagged(f, "report")}
-    assert marked == {"bias.loss.png", "transformation.loss.png", "combined.loss.png", "peaks_test.tsv",
-                      "background_test.tsv", "footprints.html", "footprints.png", *REPORT_FIGURES}
+    assert marked == {
+        "bias.loss.png",
+        "transformation.loss.png",
+        "combined.loss.png",
+        "peaks_test.tsv",
+        "background_test.tsv",
+        "footprints.html",
+        "footprints.png",
+        *REPORT_FIGURES,
+    }
     (all_job,) = by_rule["all"]
     outputs = {str(f) for job in (fp, figs, fp_figs) for f in job.output}
     assert outputs <= {str(f) for f in all_job.input}
@@ -596,8 +742,11 @@ def test_footprint_motifs_from_the_config(tmp_path):
     (user / "bias.jaspar").write_text(">M1 tn5\nA [ 1 0 0 ]\nC [ 0 1 0 ]\nG [ 0 0 1 ]\nT [ 0 0 0 ]\n")
     files = dry_run.empty_user_inputs(user)
     ci = cfg["experiments"]["ci"]
-    ci["footprints"] = {"motifs": {"CTCF": {"builtin": "CTCF"}, "mine": "GATTACA"}, "num-backgrounds": 64,
-                        "orientations": "forward"}
+    ci["footprints"] = {
+        "motifs": {"CTCF": {"builtin": "CTCF"}, "mine": "GATTACA"},
+        "num-backgrounds": 64,
+        "orientations": "forward",
+    }
     plain = {k: copy.deepcopy(v) for k, v in ci.items() if k not in ("simulate", "footprints")}
     plain.update({"genome": files["genome.fa"], "peaks": files["peaks.bed"]})
     plain["heads"] = [{"head-name": "chip", "bigwigs": [files["plus.bw"], files["minus.bw"]]}]
@@ -607,7 +756,7 @@ def test_footprint_motifs_from_the_config(tmp_path):
     cfg["experiments"]["biasonly"]["revcomp-average"] = False
     dag = run_workflow(tmp_path, [write_yaml(tmp_path / "fp.yaml", cfg)])
     fps = {j.wildcards.experiment: j for j in jobs_by_rule(dag)["footprints"]}
-    assert sorted(fps) == ["biasonly", "ci"]           # no motif at all: no footprints job
+    assert sorted(fps) == ["biasonly", "ci"]  # no motif at all: no footprints job
     assert len(jobs_by_rule(dag)["report_figures"]) == 3
     assert sorted(j.wildcards.experiment for j in jobs_by_rule(dag)["report_footprints"]) == ["biasonly", "ci"]
     ci_json = step_json(config_job_for(dag, "results/ci/configs/footprints.json"))
@@ -624,18 +773,24 @@ def test_footprint_motifs_from_the_config(tmp_path):
     b_qc = step_json(config_job_for(dag, "results/biasonly/configs/qc_combined.json"))
     assert b_qc["bias-motifs"] == {"bias": {"file": str(user / "bias.jaspar")}} and "truth-json" not in b_qc
     assert str(user / "bias.jaspar") in {str(f) for f in qcs["biasonly"].input}
-    averaged = {(j.wildcards.experiment, step_json(j)["revcomp-average"]) for j in jobs_by_rule(dag)["step_config"]
-                if config_name(j).startswith("predict_")}
+    averaged = {
+        (j.wildcards.experiment, step_json(j)["revcomp-average"])
+        for j in jobs_by_rule(dag)["step_config"]
+        if config_name(j).startswith("predict_")
+    }
     assert averaged == {("ci", True), ("nomotif", True), ("biasonly", False)}
-    assert check_step_schemas(dag) > 0   # every config passes its step's schema
+    assert check_step_schemas(dag) > 0  # every config passes its step's schema
 
 
-@pytest.mark.parametrize("footprints, message", [
-    ({"motifs": {"bad": {"sequence": "ACGU"}}}, "{'sequence': 'ACGU'} is not valid under any of the given schemas"),
-    ({"motifs": {"bias": "TACGTC"}}, "'bias' should not be valid"),
-    ({"bias-motif": {"sequence": "TACGTC", "file": "x.meme"}}, "bias-motif"),
-    ({"num-background": 10}, "'num-background' was unexpected"),
-])
+@pytest.mark.parametrize(
+    "footprints, message",
+    [
+        ({"motifs": {"bad": {"sequence": "ACGU"}}}, "{'sequence': 'ACGU'} is not valid under any of the given schemas"),
+        ({"motifs": {"bias": "TACGTC"}}, "'bias' should not be valid"),
+        ({"bias-motif": {"sequence": "TACGTC", "file": "x.meme"}}, "bias-motif"),
+        ({"num-background": 10}, "'num-background' was unexpected"),
+    ],
+)
 def test_bad_footprint_config_fails_before_any_job(tmp_path, footprints, message):
     from snakemake.exceptions import WorkflowError
 
@@ -654,25 +809,34 @@ def test_footprints_and_report_steps_known_answers(tmp_path, capsys):
     residual-footprint check; test_footprints.py derives the expected sizes); then
     `bpflow report-figures` draws its table and plots."""
     import h5py
-    from test_footprints import BIAS, IN, TF, at_backgrounds, expected_kmer_response, kmer_model
 
     from bpflow.cli import main as cli
     from bpflow.formats.sequence import one_hot_encode
+
+    from test_footprints import BIAS, IN, TF, at_backgrounds, expected_kmer_response, kmer_model
 
     models = {}
     for label, kmer in (("combined", TF), ("residual", TF), ("bias", BIAS)):
         models[label] = str(tmp_path / f"{label}.keras")
         kmer_model(kmer).save(models[label])
     with h5py.File(tmp_path / "background_test.h5", "w") as f:
-        f["sequence"] = at_backgrounds(n=10, length=IN + 8)   # longer than the models: center-cropped
-    truth = {"motifs": [{"name": "TF1", "probabilities": one_hot_encode(TF).astype(float).tolist()}],
-             "bias": {"motif": BIAS}}
+        f["sequence"] = at_backgrounds(n=10, length=IN + 8)  # longer than the models: center-cropped
+    truth = {
+        "motifs": [{"name": "TF1", "probabilities": one_hot_encode(TF).astype(float).tolist()}],
+        "bias": {"motif": BIAS},
+    }
     (tmp_path / "truth.json").write_text(json.dumps(truth))
     out = tmp_path / "fp" / "footprints"
     # keys sorted as the workflow writes them: the plot rows still come combined, residual, bias
-    config = {"models": dict(sorted(models.items())), "background-h5": str(tmp_path / "background_test.h5"),
-              "simulation-truth": str(tmp_path / "truth.json"), "orientations": "forward",
-              "head-names": ["nexus"], "output-json": f"{out}.json", "output-tsv": f"{out}.tsv"}
+    config = {
+        "models": dict(sorted(models.items())),
+        "background-h5": str(tmp_path / "background_test.h5"),
+        "simulation-truth": str(tmp_path / "truth.json"),
+        "orientations": "forward",
+        "head-names": ["nexus"],
+        "output-json": f"{out}.json",
+        "output-tsv": f"{out}.tsv",
+    }
     (tmp_path / "fp.json").write_text(json.dumps(config))
     assert cli(["footprints", str(tmp_path / "fp.json"), "--verbosity", "warning"]) == 0
     table = json.loads(Path(f"{out}.json").read_text())
@@ -687,14 +851,19 @@ def test_footprints_and_report_steps_known_answers(tmp_path, capsys):
     bias = table["models"]["bias"]["heads"]["nexus"]
     assert bias["bias"]["profile-response"] == pytest.approx(profile, rel=1e-5)
     assert bias["TF1"]["profile-response"] == 0.0
-    assert table["bias-tf-ratio"] == {"combined": 0.0, "residual": 0.0, "bias": None}   # x / 0 -> null
+    assert table["bias-tf-ratio"] == {"combined": 0.0, "residual": 0.0, "bias": None}  # x / 0 -> null
     rows = [line.split("\t") for line in Path(f"{out}.tsv").read_text().splitlines()]
     assert rows[0][:4] == ["model", "head", "motif", "profile-response"]
-    assert [(r[0], r[2]) for r in rows[1:]] == [(m, x) for m in ("combined", "residual", "bias")
-                                               for x in ("TF1", "bias")]
-    assert float(rows[3][3]) == pytest.approx(profile, rel=1e-3) and float(rows[4][3]) == 0.0   # residual
-    figures = {"figures": [{"figure": "footprints-table", "footprints": f"{out}.json", "output": f"{out}.html"},
-                           {"figure": "footprints-plot", "footprints": f"{out}.json", "output": f"{out}.png"}]}
+    assert [(r[0], r[2]) for r in rows[1:]] == [
+        (m, x) for m in ("combined", "residual", "bias") for x in ("TF1", "bias")
+    ]
+    assert float(rows[3][3]) == pytest.approx(profile, rel=1e-3) and float(rows[4][3]) == 0.0  # residual
+    figures = {
+        "figures": [
+            {"figure": "footprints-table", "footprints": f"{out}.json", "output": f"{out}.html"},
+            {"figure": "footprints-plot", "footprints": f"{out}.json", "output": f"{out}.png"},
+        ]
+    }
     (tmp_path / "figs.json").write_text(json.dumps(figures))
     assert cli(["report-figures", str(tmp_path / "figs.json")]) == 0
     html = Path(f"{out}.html").read_text()
@@ -717,31 +886,47 @@ def test_report_figures_step_pearson_matches_scipy(tmp_path, capsys, caplog):
 
     import numpy as np
     from scipy import stats
-    from test_report import TOTALS, make_dataset, make_predictions
 
     from bpflow.cli import main as cli
+
+    from test_report import TOTALS, make_dataset, make_predictions
 
     data = str(make_dataset(tmp_path / "data.h5"))
     obs = np.log1p(TOTALS)
     combined = obs + np.linspace(-0.5, 0.4, len(TOTALS)) ** 2
-    preds = {"combined": str(make_predictions(tmp_path / "combined.h5", combined)),
-             "bias": str(make_predictions(tmp_path / "bias.h5", -obs, seed=3))}
-    figures = [{"figure": "counts-scatter", "data": data, "predictions": preds, "region-set": "peaks",
-                "output": str(tmp_path / "counts.png")},
-               {"figure": "example-regions", "data": data, "predictions": preds, "num": 2,
-                "output": str(tmp_path / "examples.png")}]
+    preds = {
+        "combined": str(make_predictions(tmp_path / "combined.h5", combined)),
+        "bias": str(make_predictions(tmp_path / "bias.h5", -obs, seed=3)),
+    }
+    figures = [
+        {
+            "figure": "counts-scatter",
+            "data": data,
+            "predictions": preds,
+            "region-set": "peaks",
+            "output": str(tmp_path / "counts.png"),
+        },
+        {
+            "figure": "example-regions",
+            "data": data,
+            "predictions": preds,
+            "num": 2,
+            "output": str(tmp_path / "examples.png"),
+        },
+    ]
     (tmp_path / "figs.json").write_text(json.dumps({"figures": figures}))
     with caplog.at_level(logging.INFO, logger="bpflow.report"):
         assert cli(["report-figures", str(tmp_path / "figs.json")]) == 0
     forward = slice(0, None, 2)
     r = stats.pearsonr(obs[forward], combined[forward])[0]
     assert f"combined {r:.4f}" in caplog.text and "bias -1.0000" in caplog.text
-    assert "example regions (sample indices): [2, 6]" in caplog.text   # highest forward totals, ties -> lower
+    assert "example regions (sample indices): [2, 6]" in caplog.text  # highest forward totals, ties -> lower
     for name in ("counts.png", "examples.png"):
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
     # every input is checked before any figure is drawn
-    figures.insert(0, {"figure": "metrics-table", "metrics": [str(tmp_path / "none.json")],
-                       "output": str(tmp_path / "m.html")})
+    figures.insert(
+        0, {"figure": "metrics-table", "metrics": [str(tmp_path / "none.json")], "output": str(tmp_path / "m.html")}
+    )
     figures[1]["output"] = str(tmp_path / "counts2.png")
     (tmp_path / "bad.json").write_text(json.dumps({"figures": figures}))
     assert cli(["report-figures", str(tmp_path / "bad.json")]) == 2
@@ -757,9 +942,11 @@ DEMO_RESIDUAL_BIAS_TO_TF_MAX = 0.2
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("BPFLOW_TEST_DEMO") != "1" and not os.environ.get("BPFLOW_DEMO_DIR"),
-                    reason="set BPFLOW_TEST_DEMO=1 (runs the demo, ~4 min on 2 cores) or BPFLOW_DEMO_DIR=<dir of "
-                           "a finished `make demo`> to check the demo's evaluation")
+@pytest.mark.skipif(
+    os.environ.get("BPFLOW_TEST_DEMO") != "1" and not os.environ.get("BPFLOW_DEMO_DIR"),
+    reason="set BPFLOW_TEST_DEMO=1 (runs the demo, ~4 min on 2 cores) or BPFLOW_DEMO_DIR=<dir of "
+    "a finished `make demo`> to check the demo's evaluation",
+)
 def test_demo_residual_ignores_the_bias_motif_and_combined_counts_correlate(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     workdir = Path(os.environ["BPFLOW_DEMO_DIR"]) if os.environ.get("BPFLOW_DEMO_DIR") else tmp_path
@@ -781,14 +968,25 @@ def test_demo_residual_ignores_the_bias_motif_and_combined_counts_correlate(tmp_
     assert pearson > DEMO_COMBINED_PEAKS_PEARSON_MIN
     # the report builds, self-contained, with every figure and table
     report = tmp_path / "report.html"
-    proc = subprocess.run([str(SNAKEMAKE), "-s", str(SNAKEFILE), "-d", str(workdir), "--report", str(report)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(SNAKEMAKE), "-s", str(SNAKEFILE), "-d", str(workdir), "--report", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = report.read_text()
-    for name in ("bias.loss.png", "transformation.loss.png", "combined.loss.png", "footprints.png",
-                 "footprints.html", "peaks_test.tsv", *REPORT_FIGURES):
+    for name in (
+        "bias.loss.png",
+        "transformation.loss.png",
+        "combined.loss.png",
+        "footprints.png",
+        "footprints.html",
+        "peaks_test.tsv",
+        *REPORT_FIGURES,
+    ):
         assert name in text, name
-    assert text.count('"data_uri": "data:image/png;') == 7    # the figures are embedded, not linked
+    assert text.count('"data_uri": "data:image/png;') == 7  # the figures are embedded, not linked
 
 
 def test_footprints_step_config_errors(tmp_path):
@@ -797,13 +995,17 @@ def test_footprints_step_config_errors(tmp_path):
     from bpflow.utils import BpflowError
 
     truth = tmp_path / "truth.json"
-    truth.write_text(json.dumps({"motifs": [{"name": "bias", "probabilities": [[1, 0, 0, 0]] * 3}],
-                                 "bias": {"motif": "TACGTC"}}))
+    truth.write_text(
+        json.dumps({"motifs": [{"name": "bias", "probabilities": [[1, 0, 0, 0]] * 3}], "bias": {"motif": "TACGTC"}})
+    )
     tfs, bias = simulation_motifs(truth)
     assert list(tfs) == ["bias"] and tfs["bias"].probabilities.shape == (3, 4)
     assert list(bias) == ["bias"] and bias["bias"].consensus == "TACGTC" and bias["bias"].fixed
-    base = {"models": {"residual": str(tmp_path / "r.keras")}, "background-h5": str(tmp_path / "bg.h5"),
-            "output-json": str(tmp_path / "out.json")}
+    base = {
+        "models": {"residual": str(tmp_path / "r.keras")},
+        "background-h5": str(tmp_path / "bg.h5"),
+        "output-json": str(tmp_path / "out.json"),
+    }
     cases = [
         ({"simulation-truth": str(truth)}, "motif name(s) bias used for a TF and a bias motif"),
         ({}, "no motif: give motifs, bias-motifs or simulation-truth"),

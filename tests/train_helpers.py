@@ -11,18 +11,17 @@ import numpy as np
 from bpflow import lengths
 
 # A tiny bias model and a tiny residual model whose inputs crop to each other.
-BIAS_ARCH = dict(filters=4, layers=1, input_filter_width=5, output_filter_width=3)   # in = out + 10
+BIAS_ARCH = dict(filters=4, layers=1, input_filter_width=5, output_filter_width=3)  # in = out + 10
 RESIDUAL_ARCH = dict(filters=6, layers=2, input_filter_width=5, output_filter_width=5)  # in = out + 20
 OUTPUT_LENGTH = 24
 JITTER = 4
 
-MOTIF = "GATAAG"   # the "transcription factor": a footprint of many reads around it
-BIAS_KMER = "TA"   # the "enzyme bias": a few more reads wherever it starts
+MOTIF = "GATAAG"  # the "transcription factor": a footprint of many reads around it
+BIAS_KMER = "TA"  # the "enzyme bias": a few more reads wherever it starts
 
 
 def needed(arch: dict, out: int = OUTPUT_LENGTH) -> int:
-    return lengths.needed_input_length(out, arch["layers"], arch["input_filter_width"],
-                                       arch["output_filter_width"])
+    return lengths.needed_input_length(out, arch["layers"], arch["input_filter_width"], arch["output_filter_width"])
 
 
 def one_hot(bases: np.ndarray) -> np.ndarray:
@@ -37,8 +36,12 @@ def write_h5(path, sequence, heads, *, chunks=None, compression=None, metadata=N
         kw = {}
         if chunks:
             kw["compression"] = compression
-        f.create_dataset("sequence", data=np.asarray(sequence, dtype=np.uint8),
-                         chunks=(chunks, sequence.shape[1], 4) if chunks else None, **kw)
+        f.create_dataset(
+            "sequence",
+            data=np.asarray(sequence, dtype=np.uint8),
+            chunks=(chunks, sequence.shape[1], 4) if chunks else None,
+            **kw,
+        )
         for i, arr in enumerate(heads):
             arr = np.asarray(arr, dtype=np.float32)
             f.create_dataset(f"head_{i}", data=arr, chunks=(chunks, *arr.shape[1:]) if chunks else None, **kw)
@@ -49,8 +52,7 @@ def write_h5(path, sequence, heads, *, chunks=None, compression=None, metadata=N
     return path
 
 
-def synthetic_arrays(n: int, seq_width: int, prof_width: int, num_tasks: int = 2, seed: int = 0,
-                     depth: float = 1.0):
+def synthetic_arrays(n: int, seq_width: int, prof_width: int, num_tasks: int = 2, seed: int = 0, depth: float = 1.0):
     """Random sequence with a planted motif in half the samples; Poisson reads with rate
     0.05 + 0.3 * [bias k-mer] + a footprint around the motif; task 1 is task 0 shifted by 2.
 
@@ -67,9 +69,9 @@ def synthetic_arrays(n: int, seq_width: int, prof_width: int, num_tasks: int = 2
     shifts = rng.integers(-6, 7, size=n)
     for i in np.flatnonzero(has_motif):
         s = center + shifts[i] - len(motif) // 2
-        bases[i, s:s + len(motif)] = motif
+        bases[i, s : s + len(motif)] = motif
     kmer = np.array(["ACGT".index(c) for c in BIAS_KMER])
-    is_kmer = np.all([bases[:, k:master - len(kmer) + 1 + k] == kmer[k] for k in range(len(kmer))], axis=0)
+    is_kmer = np.all([bases[:, k : master - len(kmer) + 1 + k] == kmer[k] for k in range(len(kmer))], axis=0)
     rate = 0.05 + 0.3 * np.pad(is_kmer, ((0, 0), (0, len(kmer) - 1))).astype(float)
     pos = np.arange(master)
     for i in np.flatnonzero(has_motif):
@@ -78,11 +80,19 @@ def synthetic_arrays(n: int, seq_width: int, prof_width: int, num_tasks: int = 2
     counts = rng.poisson(np.stack([rate, np.roll(rate, 2, axis=1)][:num_tasks], axis=-1)).astype(np.float32)
     s0 = (master - seq_width) // 2
     p0 = (master - prof_width) // 2
-    return one_hot(bases[:, s0:s0 + seq_width]), counts[:, p0:p0 + prof_width, :num_tasks]
+    return one_hot(bases[:, s0 : s0 + seq_width]), counts[:, p0 : p0 + prof_width, :num_tasks]
 
 
-def synthetic_h5(path, n: int, input_length: int, output_length: int = OUTPUT_LENGTH, jitter: int = JITTER,
-                 num_tasks: int = 2, seed: int = 0, **kw):
+def synthetic_h5(
+    path,
+    n: int,
+    input_length: int,
+    output_length: int = OUTPUT_LENGTH,
+    jitter: int = JITTER,
+    num_tasks: int = 2,
+    seed: int = 0,
+    **kw,
+):
     seq, prof = synthetic_arrays(n, input_length + 2 * jitter, output_length + 2 * jitter, num_tasks, seed)
     return write_h5(path, seq, [prof], **kw)
 
@@ -96,40 +106,82 @@ def head(name="h0", tasks=2, **kw):
 
 
 def settings(prefix, **kw):
-    out = {"output-prefix": str(prefix), "epochs": 2, "max-jitter": JITTER, "early-stopping-patience": 5,
-           "batch-size": 16, "learning-rate": 0.01, "learning-rate-plateau-patience": 3, "data-workers": 1}
+    out = {
+        "output-prefix": str(prefix),
+        "epochs": 2,
+        "max-jitter": JITTER,
+        "early-stopping-patience": 5,
+        "batch-size": 16,
+        "learning-rate": 0.01,
+        "learning-rate-plateau-patience": 3,
+        "data-workers": 1,
+    }
     out.update(kw)
     return out
 
 
 def solo_config(tmp, train, val, prefix="bias", heads=None, **kw):
-    arch = {"architecture-name": "bpnet", "input-length": needed(BIAS_ARCH), "output-length": OUTPUT_LENGTH,
-            "model-name": "solo", "filters": BIAS_ARCH["filters"], "layers": BIAS_ARCH["layers"],
-            "input-filter-width": BIAS_ARCH["input_filter_width"],
-            "output-filter-width": BIAS_ARCH["output_filter_width"]}
-    return {"settings": {**settings(Path(tmp) / prefix, **kw), "architecture": arch},
-            "train-data": str(train), "val-data": str(val), "heads": heads or [head()],
-            "verbosity": "WARNING"}
+    arch = {
+        "architecture-name": "bpnet",
+        "input-length": needed(BIAS_ARCH),
+        "output-length": OUTPUT_LENGTH,
+        "model-name": "solo",
+        "filters": BIAS_ARCH["filters"],
+        "layers": BIAS_ARCH["layers"],
+        "input-filter-width": BIAS_ARCH["input_filter_width"],
+        "output-filter-width": BIAS_ARCH["output_filter_width"],
+    }
+    return {
+        "settings": {**settings(Path(tmp) / prefix, **kw), "architecture": arch},
+        "train-data": str(train),
+        "val-data": str(val),
+        "heads": heads or [head()],
+        "verbosity": "WARNING",
+    }
 
 
 def transformation_config(tmp, train, val, solo_file, prefix="transformation", heads=None, **kw):
     s = settings(Path(tmp) / prefix, **{"learning-rate": 0.05, **kw})
-    s.update({"solo-model-file": str(solo_file), "input-length": needed(BIAS_ARCH),
-              "output-length": OUTPUT_LENGTH, "profile-architecture": {"name": "simple", "types": ["linear"]},
-              "counts-architecture": {"name": "simple", "types": ["linear"]}})
-    return {"settings": s, "train-data": str(train), "val-data": str(val), "heads": heads or [head()],
-            "verbosity": "WARNING"}
+    s.update(
+        {
+            "solo-model-file": str(solo_file),
+            "input-length": needed(BIAS_ARCH),
+            "output-length": OUTPUT_LENGTH,
+            "profile-architecture": {"name": "simple", "types": ["linear"]},
+            "counts-architecture": {"name": "simple", "types": ["linear"]},
+        }
+    )
+    return {
+        "settings": s,
+        "train-data": str(train),
+        "val-data": str(val),
+        "heads": heads or [head()],
+        "verbosity": "WARNING",
+    }
 
 
 def combined_config(tmp, train, val, transformation_file, prefix="combined", heads=None, **kw):
-    arch = {"architecture-name": "bpnet", "input-length": needed(RESIDUAL_ARCH), "output-length": OUTPUT_LENGTH,
-            "filters": RESIDUAL_ARCH["filters"], "layers": RESIDUAL_ARCH["layers"],
-            "input-filter-width": RESIDUAL_ARCH["input_filter_width"],
-            "output-filter-width": RESIDUAL_ARCH["output_filter_width"]}
-    s = {**settings(Path(tmp) / prefix, **kw), "architecture": arch,
-         "transformation-model": {"transformation-model-file": str(transformation_file)}}
-    return {"settings": s, "train-data": str(train), "val-data": str(val),
-            "heads": heads or [head(**{"use-bias-counts": True})], "verbosity": "WARNING"}
+    arch = {
+        "architecture-name": "bpnet",
+        "input-length": needed(RESIDUAL_ARCH),
+        "output-length": OUTPUT_LENGTH,
+        "filters": RESIDUAL_ARCH["filters"],
+        "layers": RESIDUAL_ARCH["layers"],
+        "input-filter-width": RESIDUAL_ARCH["input_filter_width"],
+        "output-filter-width": RESIDUAL_ARCH["output_filter_width"],
+    }
+    s = {
+        **settings(Path(tmp) / prefix, **kw),
+        "architecture": arch,
+        "transformation-model": {"transformation-model-file": str(transformation_file)},
+    }
+    return {
+        "settings": s,
+        "train-data": str(train),
+        "val-data": str(val),
+        "heads": heads or [head(**{"use-bias-counts": True})],
+        "verbosity": "WARNING",
+    }
 
 
 def write_config(path, config) -> str:

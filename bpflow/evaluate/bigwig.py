@@ -43,8 +43,9 @@ def _read_rows(dataset_reader, rows: np.ndarray):
     return out
 
 
-def predictions_to_bigwig(h5, outputs: Sequence, head: int | str = 0, mode: str = "profile", genome=None,
-                          batch_size: int = 256) -> list[Path]:
+def predictions_to_bigwig(
+    h5, outputs: Sequence, head: int | str = 0, mode: str = "profile", genome=None, batch_size: int = 256
+) -> list[Path]:
     """Write one head of a prediction file as bigWigs (one per task; one file in counts mode).
 
     Modes: ``profile`` = softmax(logits over positions x tasks) * exp(logcounts), expected counts
@@ -61,8 +62,10 @@ def predictions_to_bigwig(h5, outputs: Sequence, head: int | str = 0, mode: str 
         num_tracks = 1 if mode == "counts" else pf.num_tasks(head)
         outputs = [Path(o) for o in outputs]
         if len(outputs) != num_tracks:
-            raise BpflowError(f"{h5}: head {pf.head_name(head)!r} in mode {mode} gives {num_tracks} track(s) "
-                              f"but {len(outputs)} output bigWig(s) were named")
+            raise BpflowError(
+                f"{h5}: head {pf.head_name(head)!r} in mode {mode} gives {num_tracks} track(s) "
+                f"but {len(outputs)} output bigWig(s) were named"
+            )
         if len(set(outputs)) != len(outputs):
             raise BpflowError("the output bigWig paths must differ")
         coords = pf.coords()
@@ -87,12 +90,13 @@ def predictions_to_bigwig(h5, outputs: Sequence, head: int | str = 0, mode: str 
             raise BpflowError(f"{h5}: chromosome {missing[0]!r} has no size in {size_source}")
         chrom_rank = np.array([rank.get(n, -1) for n in names], dtype=np.int64)
         sizes_arr = np.array([s for _, s in header] + [0], dtype=np.int64)[chrom_rank]
-        bad = keep & ((coords.start < 0) | (coords.stop > sizes_arr) |
-                      (coords.stop - coords.start != pf.output_length))
+        bad = keep & ((coords.start < 0) | (coords.stop > sizes_arr) | (coords.stop - coords.start != pf.output_length))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise BpflowError(f"{h5}: window {coords.label(i)} (row {i}) does not fit its chromosome "
-                              f"({size_source}) or the output length {pf.output_length}")
+            raise BpflowError(
+                f"{h5}: window {coords.label(i)} (row {i}) does not fit its chromosome "
+                f"({size_source}) or the output length {pf.output_length}"
+            )
         rows = np.flatnonzero(keep)
         rows = rows[np.lexsort((coords.start[rows], chrom_rank[rows]))]
         logger.info("writing %d window(s) of head %r as %s bigWig(s)", len(rows), pf.head_name(head), mode)
@@ -120,8 +124,9 @@ def predictions_to_bigwig(h5, outputs: Sequence, head: int | str = 0, mode: str 
 
 def main(argv: list[str]) -> int:
     """``bpflow predictions-to-bigwig CONFIG.json``."""
-    path, config, _ = read_step_config(argv, "predictions-to-bigwig", "Write one head of a prediction file as "
-                                       "bigWigs.", "docs/evaluation.md")
+    path, config, _ = read_step_config(
+        argv, "predictions-to-bigwig", "Write one head of a prediction file as bigWigs.", "docs/evaluation.md"
+    )
     if ("output-bigwigs" in config) == ("output-prefix" in config):
         raise BpflowError(f"{path}: give exactly one of the keys output-bigwigs, output-prefix")
     if "genome" in config and not Path(config["genome"]).is_file():

@@ -32,14 +32,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from bpflow import schemas
 from bpflow.evaluate.inference import model_shape, predict_arrays
 from bpflow.evaluate.measures import softmax_joint
 from bpflow.formats.dataset import TrainingDataset
+from bpflow.formats.model_file import load_model
 from bpflow.formats.motifs import as_motif, load_motifs, simulation_motifs
 from bpflow.formats.sequence import one_hot_decode, reverse_complement_one_hot
 from bpflow.lengths import crop_offset
-from bpflow.formats.model_file import load_model
-from bpflow import schemas
 from bpflow.utils import BpflowError, atomic_output, format_value, read_step_config, write_json_atomic
 
 logger = logging.getLogger("bpflow.footprints")
@@ -47,6 +47,7 @@ logger = logging.getLogger("bpflow.footprints")
 ORIENTATIONS = ("forward", "reverse")
 DEFAULT_WINDOW = 100
 DEFAULT_CHUNK = 512  # sequences predicted per call (bounds memory)
+
 
 def motif_start(sequence_length: int, motif_length: int) -> int:
     """First base of a motif inserted at the center: L // 2 - m // 2 (the motif's middle base,
@@ -65,12 +66,13 @@ def insert_motif(sequences: np.ndarray, instances: np.ndarray) -> np.ndarray:
     if m > seqs.shape[1]:
         raise BpflowError(f"the motif ({m} bp) is longer than the sequences ({seqs.shape[1]} bp)")
     s = motif_start(seqs.shape[1], m)
-    seqs[:, s:s + m, :] = inst
+    seqs[:, s : s + m, :] = inst
     return seqs
 
 
-def background_sequences(data_h5, input_length: int | None = None, num: int | None = None, seed: int = 0,
-                         strands: str = "auto") -> np.ndarray:
+def background_sequences(
+    data_h5, input_length: int | None = None, num: int | None = None, seed: int = 0, strands: str = "auto"
+) -> np.ndarray:
     """One-hot sequences (n, L, 4) uint8 from a dataset HDF5's ``sequence`` array.
 
     Sequences are center-cropped to ``input_length`` (default: as stored).  With ``strands``
@@ -201,8 +203,10 @@ def _as_orientations(orientations) -> tuple[str, ...]:
     orientations = tuple(orientations)
     bad = [o for o in orientations if o not in ORIENTATIONS]
     if bad or not orientations or len(set(orientations)) != len(orientations):
-        raise BpflowError(f"orientations {orientations!r}: use 'forward', 'reverse', 'both' or a list of "
-                          "distinct 'forward' / 'reverse'")
+        raise BpflowError(
+            f"orientations {orientations!r}: use 'forward', 'reverse', 'both' or a list of "
+            "distinct 'forward' / 'reverse'"
+        )
     return orientations
 
 
@@ -246,8 +250,9 @@ def _prepare(model, sequences, motif, orientations, window, head_names):
     if len(names) != shape.num_heads:
         raise BpflowError(f"head_names lists {len(names)} heads but the model has {shape.num_heads}")
     if spec.length > shape.input_length:
-        raise BpflowError(f"motif {spec.name!r} ({spec.length} bp) is longer than the model input "
-                          f"({shape.input_length} bp)")
+        raise BpflowError(
+            f"motif {spec.name!r} ({spec.length} bp) is longer than the model input ({shape.input_length} bp)"
+        )
     return spec, orients, shape, seqs, names
 
 
@@ -258,17 +263,28 @@ class _Baseline:
         self.acc = [_Accumulator(shape.output_length, t) for t in shape.num_tasks]
         parts = [[] for _ in shape.num_tasks]
         for a in range(0, len(seqs), chunk_size):
-            lg, lc = run(seqs[a:a + chunk_size])
+            lg, lc = run(seqs[a : a + chunk_size])
             for h in range(shape.num_heads):
                 self.acc[h].add(lg[h], lc[h])
                 parts[h].append(np.asarray(lc[h], dtype=np.float64))
         self.logcounts = [np.concatenate(p) for p in parts]
 
 
-def footprint(model, sequences: np.ndarray, motif, *, orientations="forward", window: int = DEFAULT_WINDOW,
-              batch_size: int = 64, revcomp_average: bool = False, task_orders=None, pwm_mode: str = "consensus",
-              seed: int = 0, head_names: Sequence[str] | None = None,
-              chunk_size: int = DEFAULT_CHUNK) -> dict[str, HeadFootprint]:
+def footprint(
+    model,
+    sequences: np.ndarray,
+    motif,
+    *,
+    orientations="forward",
+    window: int = DEFAULT_WINDOW,
+    batch_size: int = 64,
+    revcomp_average: bool = False,
+    task_orders=None,
+    pwm_mode: str = "consensus",
+    seed: int = 0,
+    head_names: Sequence[str] | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict[str, HeadFootprint]:
     """Marginal footprint of ``motif`` for every head of ``model``.
 
     ``sequences``: one-hot backgrounds (N, L, 4), center-cropped to the model's input length
@@ -281,18 +297,43 @@ def footprint(model, sequences: np.ndarray, motif, *, orientations="forward", wi
     sequences are predicted at a time (memory).  Returns {head name: :class:`HeadFootprint`},
     heads named ``head_<i>`` unless ``head_names``.
     """
-    return _footprint(model, sequences, motif, orientations, window, batch_size, revcomp_average, task_orders,
-                      pwm_mode, seed, head_names, chunk_size, None)
+    return _footprint(
+        model,
+        sequences,
+        motif,
+        orientations,
+        window,
+        batch_size,
+        revcomp_average,
+        task_orders,
+        pwm_mode,
+        seed,
+        head_names,
+        chunk_size,
+        None,
+    )
 
 
-def _footprint(model, sequences, motif, orientations, window, batch_size, revcomp_average, task_orders,
-               pwm_mode, seed, head_names, chunk_size, baseline: _Baseline | None):
+def _footprint(
+    model,
+    sequences,
+    motif,
+    orientations,
+    window,
+    batch_size,
+    revcomp_average,
+    task_orders,
+    pwm_mode,
+    seed,
+    head_names,
+    chunk_size,
+    baseline: _Baseline | None,
+):
     spec, orients, shape, seqs, names = _prepare(model, sequences, motif, orientations, window, head_names)
     n, length, m = seqs.shape[0], shape.input_length, spec.length
 
     def run(x):
-        return predict_arrays(model, x, batch_size=batch_size, revcomp_average=revcomp_average,
-                              task_orders=task_orders)
+        return predict_arrays(model, x, batch_size=batch_size, revcomp_average=revcomp_average, task_orders=task_orders)
 
     if baseline is None:
         baseline = _Baseline(model, shape, seqs, run, chunk_size)
@@ -316,13 +357,19 @@ def _footprint(model, sequences, motif, orientations, window, batch_size, revcom
         w0, w1 = baseline.acc[h], with_[h]
         results[name] = HeadFootprint(
             head=name,
-            profile_without=w0.mean("profile"), profile_with=w1.mean("profile"),
-            probs_without=w0.mean("probs"), probs_with=w1.mean("probs"),
-            logcounts_without=w0.mean("logcounts"), logcounts_with=w1.mean("logcounts"),
-            total_without=w0.mean("total"), total_with=w1.mean("total"),
+            profile_without=w0.mean("profile"),
+            profile_with=w1.mean("profile"),
+            probs_without=w0.mean("probs"),
+            probs_with=w1.mean("probs"),
+            logcounts_without=w0.mean("logcounts"),
+            logcounts_with=w1.mean("logcounts"),
+            total_without=w0.mean("total"),
+            total_with=w1.mean("total"),
             counts_response=delta[h] / (n * len(orients)),
-            motif_bounds=(start, start + m), window_bounds=(lo, max(lo, hi)),
-            num_sequences=n, orientations=orients,
+            motif_bounds=(start, start + m),
+            window_bounds=(lo, max(lo, hi)),
+            num_sequences=n,
+            orientations=orients,
             chrombpnet_score=float(w1.mean("probs_summed").max()),
             chrombpnet_score_without=float(w0.mean("probs_summed").max()),
             extra={"center": center, "motif": spec.name, "motif-length": m},
@@ -338,11 +385,23 @@ def _load(model):
     return load_model(model) if isinstance(model, (str, Path)) else model
 
 
-def footprint_table(models: Mapping[str, object], sequences: np.ndarray, motifs: Mapping[str, object], *,
-                    orientations="forward", window: int = DEFAULT_WINDOW, batch_size: int = 64,
-                    revcomp_average: bool = False, task_orders=None, pwm_mode: str = "consensus", seed: int = 0,
-                    head_names: Sequence[str] | None = None, profile_flank: int | None = DEFAULT_WINDOW,
-                    include_profiles: bool = True, chunk_size: int = DEFAULT_CHUNK) -> dict:
+def footprint_table(
+    models: Mapping[str, object],
+    sequences: np.ndarray,
+    motifs: Mapping[str, object],
+    *,
+    orientations="forward",
+    window: int = DEFAULT_WINDOW,
+    batch_size: int = 64,
+    revcomp_average: bool = False,
+    task_orders=None,
+    pwm_mode: str = "consensus",
+    seed: int = 0,
+    head_names: Sequence[str] | None = None,
+    profile_flank: int | None = DEFAULT_WINDOW,
+    include_profiles: bool = True,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict:
     """Footprints of every motif for every model, as a JSON-able dict.
 
     ``models``: {label: Keras model or path to a ``.keras`` file}, e.g. ``combined``,
@@ -373,38 +432,74 @@ def footprint_table(models: Mapping[str, object], sequences: np.ndarray, motifs:
         "pwm-mode": pwm_mode,
         "revcomp-average": bool(revcomp_average),
         "num-sequences": int(seqs.shape[0]) if seqs.ndim == 3 else 0,
-        "motifs": {name: {"consensus": s.consensus, "length": s.length, "type": "sequence" if s.fixed else "pwm"}
-                   for name, s in specs.items()},
+        "motifs": {
+            name: {"consensus": s.consensus, "length": s.length, "type": "sequence" if s.fixed else "pwm"}
+            for name, s in specs.items()
+        },
         "models": {},
     }
     for label, model in models.items():
         model = _load(model)
         shape = model_shape(model, str(label))
-        entry = {"input-length": shape.input_length, "output-length": shape.output_length,
-                 "num-tasks": shape.num_tasks, "heads": {}}
+        entry = {
+            "input-length": shape.input_length,
+            "output-length": shape.output_length,
+            "num-tasks": shape.num_tasks,
+            "heads": {},
+        }
         baseline = None
         for name, spec in specs.items():
             logger.info("footprint: model %s, motif %s (%d bp, %s)", label, name, spec.length, "/".join(orients))
             if baseline is None:  # the predictions without insertion are shared by all motifs
                 _, _, _, cropped, _ = _prepare(model, seqs, spec, orients, window, head_names)
-                baseline = _Baseline(model, shape, cropped, lambda x: predict_arrays(
-                    model, x, batch_size=batch_size, revcomp_average=revcomp_average, task_orders=task_orders),
-                    chunk_size)
-            heads = _footprint(model, seqs, spec, orients, window, batch_size, revcomp_average, task_orders,
-                               pwm_mode, seed, head_names, chunk_size, baseline)
+                baseline = _Baseline(
+                    model,
+                    shape,
+                    cropped,
+                    lambda x: predict_arrays(
+                        model, x, batch_size=batch_size, revcomp_average=revcomp_average, task_orders=task_orders
+                    ),
+                    chunk_size,
+                )
+            heads = _footprint(
+                model,
+                seqs,
+                spec,
+                orients,
+                window,
+                batch_size,
+                revcomp_average,
+                task_orders,
+                pwm_mode,
+                seed,
+                head_names,
+                chunk_size,
+                baseline,
+            )
             for head, fp in heads.items():
                 record = fp.summary()
                 if include_profiles:
                     record["profiles"] = _clean(fp.profiles(profile_flank))
                 entry["heads"].setdefault(head, {})[name] = record
-                logger.info("  %s %s: profile response %.4g, counts response %+.4g", head, name,
-                            fp.profile_response, fp.counts_response)
+                logger.info(
+                    "  %s %s: profile response %.4g, counts response %+.4g",
+                    head,
+                    name,
+                    fp.profile_response,
+                    fp.counts_response,
+                )
         table["models"][label] = entry
     return table
 
 
-def response_ratio(table: dict, model: str, numerator: Sequence[str], denominator: Sequence[str],
-                   head: str | None = None, key: str = "profile-response") -> float:
+def response_ratio(
+    table: dict,
+    model: str,
+    numerator: Sequence[str],
+    denominator: Sequence[str],
+    head: str | None = None,
+    key: str = "profile-response",
+) -> float:
     """Mean ``key`` over the ``numerator`` motifs / mean over the ``denominator`` motifs.
 
     E.g. the residual's bias/TF ratio of issue 7:
@@ -427,8 +522,15 @@ def response_ratio(table: dict, model: str, numerator: Sequence[str], denominato
     return num / den if den > 0 else math.nan
 
 
-def footprints_from_files(models: Mapping[str, object], background_h5, motifs: Mapping[str, object],
-                          output_json=None, num: int | None = 500, seed: int = 0, **kwargs) -> dict:
+def footprints_from_files(
+    models: Mapping[str, object],
+    background_h5,
+    motifs: Mapping[str, object],
+    output_json=None,
+    num: int | None = 500,
+    seed: int = 0,
+    **kwargs,
+) -> dict:
     """:func:`footprint_table` on ``num`` background sequences of a dataset, written as JSON.
 
     ``models``: {label: ``.keras`` path or model}; ``motifs``: as :func:`load_motifs` takes
@@ -451,11 +553,19 @@ def decode_insertion(sequences: np.ndarray, motif_length: int) -> list[str]:
     """The bases at the insertion site of each sequence (a check of :func:`insert_motif`)."""
     seqs = np.asarray(sequences)
     s = motif_start(seqs.shape[1], motif_length)
-    return [one_hot_decode(x[s:s + motif_length]) for x in seqs]
+    return [one_hot_decode(x[s : s + motif_length]) for x in seqs]
 
 
-FOOTPRINT_COLUMNS = ["model", "head", "motif", "profile-response", "shape-response", "counts-response",
-                     "chrombpnet-score", "mean-total-without"]
+FOOTPRINT_COLUMNS = [
+    "model",
+    "head",
+    "motif",
+    "profile-response",
+    "shape-response",
+    "counts-response",
+    "chrombpnet-score",
+    "mean-total-without",
+]
 
 
 def footprint_rows(table: dict) -> list[list[str]]:
@@ -473,7 +583,6 @@ def footprint_tsv(table: dict, output) -> Path:
     with atomic_output(output) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
     return Path(output)
-
 
 
 def run_footprints_config(config: dict, source: str = "footprints config") -> dict:
@@ -512,16 +621,26 @@ def run_footprints_config(config: dict, source: str = "footprints config") -> di
     models = {k: config["models"][k] for k in ("combined", "residual", "bias") if k in config["models"]}
     models.update(config["models"])
     table = footprints_from_files(
-        models, config["background-h5"], {**tfs, **biases}, None,
-        num=config["num-backgrounds"], seed=seed, orientations=config["orientations"],
-        pwm_mode=config["pwm-mode"], window=config["window"], batch_size=config["batch-size"],
-        head_names=config.get("head-names"))
+        models,
+        config["background-h5"],
+        {**tfs, **biases},
+        None,
+        num=config["num-backgrounds"],
+        seed=seed,
+        orientations=config["orientations"],
+        pwm_mode=config["pwm-mode"],
+        window=config["window"],
+        batch_size=config["batch-size"],
+        head_names=config.get("head-names"),
+    )
     table["tf-motifs"] = list(tfs)
     table["bias-motifs"] = list(biases)
     table["bias-tf-ratio"] = {
-        label: _clean(response_ratio(table, label, list(biases), list(tfs),
-                                     head=next(iter(table["models"][label]["heads"]))))
-        if tfs and biases else None
+        label: _clean(
+            response_ratio(table, label, list(biases), list(tfs), head=next(iter(table["models"][label]["heads"])))
+        )
+        if tfs and biases
+        else None
         for label in table["models"]
     }
     write_json_atomic(config["output-json"], table)
@@ -530,8 +649,9 @@ def run_footprints_config(config: dict, source: str = "footprints config") -> di
 
 def main(argv: Sequence[str]) -> int:
     """``bpflow footprints CONFIG.json``: the table as JSON, and as TSV with ``output-tsv``."""
-    path, config, _ = read_step_config(argv, "footprints", "Marginal footprints of TF and bias motifs.",
-                                       "docs/footprints.md")
+    path, config, _ = read_step_config(
+        argv, "footprints", "Marginal footprints of TF and bias motifs.", "docs/footprints.md"
+    )
     table = run_footprints_config(config, path)
     if "output-tsv" in config:
         footprint_tsv(table, config["output-tsv"])

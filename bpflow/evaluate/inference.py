@@ -12,8 +12,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from bpflow.formats.sequence import revcomp_task_order, reverse_complement_one_hot
 from bpflow.lengths import crop_offset
-from bpflow.formats.sequence import reverse_complement_one_hot, revcomp_task_order
 from bpflow.utils import BpflowError
 
 DEFAULT_BATCH_SIZE = 64
@@ -48,8 +48,9 @@ def model_shape(model, source: str = "model") -> ModelShape:
         raise BpflowError(f"{source}: the model's input length is not fixed")
     outputs = model.outputs
     if len(outputs) % 2 or not outputs:
-        raise BpflowError(f"{source}: expected profile outputs then counts outputs (an even number), "
-                          f"got {len(outputs)} outputs")
+        raise BpflowError(
+            f"{source}: expected profile outputs then counts outputs (an even number), got {len(outputs)} outputs"
+        )
     k = len(outputs) // 2
     profiles, counts = outputs[:k], outputs[k:]
     for i, p in enumerate(profiles):
@@ -65,8 +66,9 @@ def model_shape(model, source: str = "model") -> ModelShape:
     return ModelShape(int(input_length), int(output_length), [int(p.shape[2]) for p in profiles])
 
 
-def resolve_task_orders(heads: list[dict] | None, shape: ModelShape, source: str,
-                        revcomp: bool = True) -> tuple[list[str], list[list[int]] | None]:
+def resolve_task_orders(
+    heads: list[dict] | None, shape: ModelShape, source: str, revcomp: bool = True
+) -> tuple[list[str], list[list[int]] | None]:
     """Head names and reverse-complement task orders from a ``heads`` config (or defaults).
 
     Without ``heads`` every head uses "auto".  Orders are only resolved (and a head with more
@@ -94,8 +96,13 @@ def resolve_task_orders(heads: list[dict] | None, shape: ModelShape, source: str
     return names, (orders if revcomp else None)
 
 
-def predict_batch(model, one_hot: np.ndarray, num_heads: int, revcomp_average: bool = False,
-                  task_orders: Sequence[Sequence[int]] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def predict_batch(
+    model,
+    one_hot: np.ndarray,
+    num_heads: int,
+    revcomp_average: bool = False,
+    task_orders: Sequence[Sequence[int]] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Run the model on one batch (b, input_length, 4).
 
     Returns (logits per head (b, out, tasks), log counts per head (b,)), float32.  With
@@ -121,8 +128,7 @@ def predict_batch(model, one_hot: np.ndarray, num_heads: int, revcomp_average: b
             back = logits[i][b:, ::-1, :][:, :, order]
             logits[i] = ((logits[i][:b].astype(np.float64) + back) / 2).astype(np.float32)
             logcounts[i] = ((logcounts[i][:b].astype(np.float64) + logcounts[i][b:]) / 2).astype(np.float32)
-    return ([np.asarray(lg, dtype=np.float32) for lg in logits],
-            [np.asarray(lc, dtype=np.float32) for lc in logcounts])
+    return ([np.asarray(lg, dtype=np.float32) for lg in logits], [np.asarray(lc, dtype=np.float32) for lc in logcounts])
 
 
 def _padded_batches(batches: Iterable[np.ndarray], batch_size: int) -> Iterator[tuple[np.ndarray, int]]:
@@ -135,8 +141,13 @@ def _padded_batches(batches: Iterable[np.ndarray], batch_size: int) -> Iterator[
         yield x, n
 
 
-def predict_arrays(model, one_hot: np.ndarray, batch_size: int = DEFAULT_BATCH_SIZE, revcomp_average: bool = False,
-                   task_orders: Sequence[Sequence[int]] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def predict_arrays(
+    model,
+    one_hot: np.ndarray,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    revcomp_average: bool = False,
+    task_orders: Sequence[Sequence[int]] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Predict in-memory one-hot sequences (N, input_length, 4); returns (logits, logcounts) per head."""
     shape = model_shape(model)
     one_hot = np.asarray(one_hot)
@@ -144,15 +155,17 @@ def predict_arrays(model, one_hot: np.ndarray, batch_size: int = DEFAULT_BATCH_S
         raise BpflowError(f"sequences have shape {one_hot.shape}; the model needs (N, {shape.input_length}, 4)")
     logits = [[] for _ in range(shape.num_heads)]
     logcounts = [[] for _ in range(shape.num_heads)]
-    chunks = (one_hot[a:a + batch_size] for a in range(0, len(one_hot), batch_size))
+    chunks = (one_hot[a : a + batch_size] for a in range(0, len(one_hot), batch_size))
     for x, n in _padded_batches(chunks, batch_size):
         lg, lc = predict_batch(model, x, shape.num_heads, revcomp_average, task_orders)
         for i in range(shape.num_heads):
             logits[i].append(lg[i][:n])
             logcounts[i].append(lc[i][:n])
     empty = [np.zeros((0, shape.output_length, t), np.float32) for t in shape.num_tasks]
-    return ([np.concatenate(v) if v else empty[i] for i, v in enumerate(logits)],
-            [np.concatenate(v) if v else np.zeros(0, np.float32) for v in logcounts])
+    return (
+        [np.concatenate(v) if v else empty[i] for i, v in enumerate(logits)],
+        [np.concatenate(v) if v else np.zeros(0, np.float32) for v in logcounts],
+    )
 
 
 def prefetch(iterable: Iterable, depth: int = 4) -> Iterator:

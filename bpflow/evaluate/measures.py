@@ -85,8 +85,7 @@ def counts_metrics(observed_totals, predicted_logcounts) -> dict:
     The predicted log counts are compared as they are: bpflow's counts heads are trained to
     predict log(1 + total).
     """
-    return _counts_metrics_log(np.log1p(np.asarray(observed_totals, dtype=np.float64).ravel()),
-                               predicted_logcounts)
+    return _counts_metrics_log(np.log1p(np.asarray(observed_totals, dtype=np.float64).ravel()), predicted_logcounts)
 
 
 def _counts_metrics_log(obs, predicted_logcounts) -> dict:

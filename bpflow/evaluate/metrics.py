@@ -31,8 +31,10 @@ def check_same_samples(pf: PredictionFile, data: TrainingDataset, out_len: int |
     out_len = pf.output_length if out_len is None else out_len
     n_data = data.num_samples
     if pf.num_samples != n_data:
-        raise BpflowError(f"{pf.path} has {pf.num_samples} samples but the dataset {data.path} has {n_data}: "
-                          "they must match sample for sample (predict with the dataset as key data)")
+        raise BpflowError(
+            f"{pf.path} has {pf.num_samples} samples but the dataset {data.path} has {n_data}: "
+            "they must match sample for sample (predict with the dataset as key data)"
+        )
     pc, dc = pf.coords(), data.coords()
     if pc is None or dc is None:
         logger.warning("%s or %s has no coordinates: cannot check that the samples match", pf.path, data.path)
@@ -44,11 +46,18 @@ def check_same_samples(pf: PredictionFile, data: TrainingDataset, out_len: int |
         raise BpflowError(
             f"{pf.path} sample {i} is {pc.label(i)} but {data.path} sample {i} is "
             f"{dc.names()[i]}:{d_start[i]}-{d_stop[i]} (its window centered to {out_len} bp); "
-            f"{int((~same).sum())} sample(s) differ: the files do not match sample for sample")
+            f"{int((~same).sum())} sample(s) differ: the files do not match sample for sample"
+        )
 
 
-def evaluate(predictions: list[tuple[str, str]], data_path: str, strands: str = "auto", chunk_size: int = 1024,
-             region_set: str | None = None, keep_regions: bool = False) -> tuple[dict, dict]:
+def evaluate(
+    predictions: list[tuple[str, str]],
+    data_path: str,
+    strands: str = "auto",
+    chunk_size: int = 1024,
+    region_set: str | None = None,
+    keep_regions: bool = False,
+) -> tuple[dict, dict]:
     """Score labelled prediction files against a dataset.
 
     Returns (result dict as written to the JSON output, per-region values keyed by
@@ -77,8 +86,10 @@ def evaluate(predictions: list[tuple[str, str]], data_path: str, strands: str = 
                     tasks = pf.num_tasks(h)
                     crop = ds.shape[1] - out
                     if crop < 0 or crop % 2 or ds.shape[2] != tasks:
-                        raise BpflowError(f"{data_path} {key} has shape {ds.shape[1:]} but {path} head_{h} "
-                                          f"predicts ({out}, {tasks}): cannot center-crop one onto the other")
+                        raise BpflowError(
+                            f"{data_path} {key} has shape {ds.shape[1:]} but {path} head_{h} "
+                            f"predicts ({out}, {tasks}): cannot center-crop one onto the other"
+                        )
                     name = pf.head_name(h) if pf.head_name(h) != f"head_{h}" else data_names[h]
                     parts: dict[str, list] = {}
                     for a in range(0, len(mask), chunk_size):
@@ -87,8 +98,7 @@ def evaluate(predictions: list[tuple[str, str]], data_path: str, strands: str = 
                         if not sel.any():
                             continue
                         obs = data.profiles(h, slice(a, b), out)[sel]
-                        vals = region_metrics(obs, pf.logits(h, slice(a, b))[sel],
-                                              pf.logcounts(h, slice(a, b))[sel])
+                        vals = region_metrics(obs, pf.logits(h, slice(a, b))[sel], pf.logcounts(h, slice(a, b))[sel])
                         for k, v in vals.items():
                             parts.setdefault(k, []).append(v)
                     values = {k: np.concatenate(v) for k, v in parts.items()}
@@ -100,9 +110,14 @@ def evaluate(predictions: list[tuple[str, str]], data_path: str, strands: str = 
                             values["chrom"], values["start"], values["stop"] = coords.names()[index], s, e
                         values["index"] = index
                         regions[(label, name)] = values
-                    logger.info("%s %s: counts Pearson %.3f, median JSD %.3f (%d regions)", label, name,
-                                model_result["heads"][name]["counts"]["pearson"],
-                                model_result["heads"][name]["profile"]["jsd"]["median"], int(mask.sum()))
+                    logger.info(
+                        "%s %s: counts Pearson %.3f, median JSD %.3f (%d regions)",
+                        label,
+                        name,
+                        model_result["heads"][name]["counts"]["pearson"],
+                        model_result["heads"][name]["profile"]["jsd"]["median"],
+                        int(mask.sum()),
+                    )
                 result["models"][label] = model_result
     return result, regions
 
@@ -111,12 +126,32 @@ def evaluate(predictions: list[tuple[str, str]], data_path: str, strands: str = 
 # Output
 
 
-TSV_COLUMNS = (["region-set", "model", "head", "num-regions", "num-zero-observed",
-                "counts-pearson", "counts-spearman", "counts-mse"]
-               + [f"{m}-{s}" for m in PROFILE_METRICS for s in ("median", "q1", "q3", "mean")])
+TSV_COLUMNS = [
+    "region-set",
+    "model",
+    "head",
+    "num-regions",
+    "num-zero-observed",
+    "counts-pearson",
+    "counts-spearman",
+    "counts-mse",
+] + [f"{m}-{s}" for m in PROFILE_METRICS for s in ("median", "q1", "q3", "mean")]
 
-REGION_COLUMNS = ["region-set", "model", "head", "index", "chrom", "start", "stop", "observed-log1p-counts",
-                  "predicted-logcounts", "jsd", "normalized-jsd", "mnll", "pearson"]
+REGION_COLUMNS = [
+    "region-set",
+    "model",
+    "head",
+    "index",
+    "chrom",
+    "start",
+    "stop",
+    "observed-log1p-counts",
+    "predicted-logcounts",
+    "jsd",
+    "normalized-jsd",
+    "mnll",
+    "pearson",
+]
 
 
 def _fmt(value) -> str:
@@ -131,8 +166,16 @@ def tsv_rows(result: dict) -> list[list[str]]:
     rows = []
     for label, model in result["models"].items():
         for head, r in model["heads"].items():
-            row = [result.get("region-set") or "", label, head, r["num-regions"], r["num-zero-observed"],
-                   r["counts"]["pearson"], r["counts"]["spearman"], r["counts"]["mse"]]
+            row = [
+                result.get("region-set") or "",
+                label,
+                head,
+                r["num-regions"],
+                r["num-zero-observed"],
+                r["counts"]["pearson"],
+                r["counts"]["spearman"],
+                r["counts"]["mse"],
+            ]
             row += [r["profile"][m][s] for m in PROFILE_METRICS for s in ("median", "q1", "q3", "mean")]
             rows.append([_fmt(v) for v in row])
     return rows
@@ -168,8 +211,9 @@ def _labelled(predictions, source: str) -> list[tuple[str, str]]:
         pairs = list(predictions.items())
     labels = [label for label, _ in pairs]
     if len(set(labels)) != len(labels):
-        raise BpflowError(f"{source}: key predictions: labels repeat ({', '.join(labels)}); use an object "
-                          "{label: file}")
+        raise BpflowError(
+            f"{source}: key predictions: labels repeat ({', '.join(labels)}); use an object {{label: file}}"
+        )
     for label, path in pairs:
         if not Path(path).is_file():
             raise BpflowError(f"{source}: key predictions: {label}: file {path} not found")
@@ -178,8 +222,9 @@ def _labelled(predictions, source: str) -> list[tuple[str, str]]:
 
 def main(argv: list[str]) -> int:
     """``bpflow metrics CONFIG.json``."""
-    path, config, _ = read_step_config(argv, "metrics", "Score prediction files against the dataset they predict.",
-                                       "docs/evaluation.md")
+    path, config, _ = read_step_config(
+        argv, "metrics", "Score prediction files against the dataset they predict.", "docs/evaluation.md"
+    )
     outputs = [k for k in ("output-json", "output-tsv", "output-regions-tsv") if k in config]
     if not outputs:
         raise BpflowError(f"{path}: give at least one of the keys output-json, output-tsv, output-regions-tsv")
@@ -189,8 +234,9 @@ def main(argv: list[str]) -> int:
         raise BpflowError(f"{path}: key data: file {config['data']} not found")
     predictions = _labelled(config["predictions"], path)
     region_set = config.get("region-set")
-    result, regions = evaluate(predictions, config["data"], config["strands"], config["chunk-size"], region_set,
-                               "output-regions-tsv" in config)
+    result, regions = evaluate(
+        predictions, config["data"], config["strands"], config["chunk-size"], region_set, "output-regions-tsv" in config
+    )
     if "output-json" in config:
         with atomic_output(config["output-json"]) as tmp:
             with open(tmp, "w") as fh:
@@ -203,10 +249,15 @@ def main(argv: list[str]) -> int:
         for (label, head), values in regions.items():
             n = len(values["index"])
             for i in range(n):
-                row = [region_set or "", label, head, int(values["index"][i]),
-                       values["chrom"][i] if "chrom" in values else "NA",
-                       int(values["start"][i]) if "start" in values else "NA",
-                       int(values["stop"][i]) if "stop" in values else "NA"]
+                row = [
+                    region_set or "",
+                    label,
+                    head,
+                    int(values["index"][i]),
+                    values["chrom"][i] if "chrom" in values else "NA",
+                    int(values["start"][i]) if "start" in values else "NA",
+                    int(values["stop"][i]) if "stop" in values else "NA",
+                ]
                 row += [float(values[k][i]) for k in REGION_COLUMNS[7:]]
                 lines.append("\t".join(_fmt(v) for v in row))
         _write_text(config["output-regions-tsv"], lines)

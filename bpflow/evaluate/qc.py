@@ -19,6 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from bpflow import schemas
 from bpflow.evaluate.footprints import background_sequences, footprint_table
 from bpflow.evaluate.inference import model_shape, predict_arrays
 from bpflow.evaluate.measures import pearson
@@ -26,7 +27,6 @@ from bpflow.formats.dataset import as_list, read_windows
 from bpflow.formats.model_file import load_model
 from bpflow.formats.motifs import load_motifs, simulation_motifs
 from bpflow.lengths import crop_offset
-from bpflow import schemas
 from bpflow.utils import BpflowError, read_step_config, write_json_atomic
 
 logger = logging.getLogger("bpflow.qc")
@@ -58,14 +58,23 @@ def predict_logcounts(model, sequences: np.ndarray, batch_size: int = 256) -> li
 def _check(head: dict, check: str, value: str, threshold: str, failed: bool, warning: str) -> None:
     """Record one check of a head (``checks``: what the report's table shows) and, when it
     failed, its warning."""
-    head["checks"].append({"check": check, "value": value, "threshold": threshold,
-                           "status": "WARNING" if failed else "ok"})
+    head["checks"].append(
+        {"check": check, "value": value, "threshold": threshold, "status": "WARNING" if failed else "ok"}
+    )
     if failed:
         head["warnings"].append(warning)
 
 
-def counts_qc(combined, residual, bias, files, head_names: Sequence[str], use_bias_counts: Sequence[bool],
-              min_residual_share: float = 0.1, max_samples: int | None = 4096) -> dict:
+def counts_qc(
+    combined,
+    residual,
+    bias,
+    files,
+    head_names: Sequence[str],
+    use_bias_counts: Sequence[bool],
+    min_residual_share: float = 0.1,
+    max_samples: int | None = 4096,
+) -> dict:
     """Counts of the combined model, its bias branch and its residual on ``files``
     (validation peaks) against the observed log(1 + total).
 
@@ -100,23 +109,37 @@ def counts_qc(combined, residual, bias, files, head_names: Sequence[str], use_bi
             "warnings": [],
         }
         comb_r, res_r, bias_r = h["pearson-combined"], h["pearson-residual"], h["pearson-bias"]
-        if use_bias_counts[i]:   # without the bias counts, combined counts = residual counts
-            _check(h, "residual share of the predicted counts (validation peaks, median)",
-                   f"{h['residual-share']:.3g}", f">= {min_residual_share:g}",
-                   h["residual-share"] < min_residual_share,
-                   f"head {name}: collapsed residual counts head: the residual predicts a median "
-                   f"{100 * h['residual-share']:.2g} % of the counts on validation peaks (threshold "
-                   f"{100 * min_residual_share:.2g} %); the bias branch's counts are probably fitted to peak depth "
-                   "(fit the counts transformation on background regions: transformation recipe 'bpflow')")
-            _check(h, "counts Pearson, combined vs residual alone", f"{comb_r:.3f} vs {res_r:.3f}",
-                   f"combined >= residual - {RESIDUAL_PEARSON_MARGIN:g}", comb_r < res_r - RESIDUAL_PEARSON_MARGIN,
-                   f"head {name}: adding the bias branch's counts makes the counts worse: Pearson on validation "
-                   f"peaks {comb_r:.3f} combined against {res_r:.3f} for the residual "
-                   "alone; the bias branch's counts are probably fitted to peak depth (transformation recipe 'bpflow')")
-        _check(h, "counts Pearson, combined vs bias branch alone", f"{comb_r:.3f} vs {bias_r:.3f}",
-               "combined > bias", not comb_r > bias_r,
-               f"head {name}: the combined model's counts Pearson on validation peaks "
-               f"({comb_r:.3f}) is not above the bias branch's alone ({bias_r:.3f})")
+        if use_bias_counts[i]:  # without the bias counts, combined counts = residual counts
+            _check(
+                h,
+                "residual share of the predicted counts (validation peaks, median)",
+                f"{h['residual-share']:.3g}",
+                f">= {min_residual_share:g}",
+                h["residual-share"] < min_residual_share,
+                f"head {name}: collapsed residual counts head: the residual predicts a median "
+                f"{100 * h['residual-share']:.2g} % of the counts on validation peaks (threshold "
+                f"{100 * min_residual_share:.2g} %); the bias branch's counts are probably fitted to peak depth "
+                "(fit the counts transformation on background regions: transformation recipe 'bpflow')",
+            )
+            _check(
+                h,
+                "counts Pearson, combined vs residual alone",
+                f"{comb_r:.3f} vs {res_r:.3f}",
+                f"combined >= residual - {RESIDUAL_PEARSON_MARGIN:g}",
+                comb_r < res_r - RESIDUAL_PEARSON_MARGIN,
+                f"head {name}: adding the bias branch's counts makes the counts worse: Pearson on validation "
+                f"peaks {comb_r:.3f} combined against {res_r:.3f} for the residual "
+                "alone; the bias branch's counts are probably fitted to peak depth (transformation recipe 'bpflow')",
+            )
+        _check(
+            h,
+            "counts Pearson, combined vs bias branch alone",
+            f"{comb_r:.3f} vs {bias_r:.3f}",
+            "combined > bias",
+            not comb_r > bias_r,
+            f"head {name}: the combined model's counts Pearson on validation peaks "
+            f"({comb_r:.3f}) is not above the bias branch's alone ({bias_r:.3f})",
+        )
         out["heads"][name] = h
     return out
 
@@ -133,9 +156,17 @@ def qc_motifs(config: Mapping) -> tuple[dict, dict]:
     return tf, bias
 
 
-def motif_qc(residual, bias, sequences: np.ndarray, tf_motifs: Mapping, bias_motifs: Mapping,
-             max_bias_tf_ratio: float = 0.2, max_residual_bias_ratio: float = 0.1, seed: int = 0,
-             head_names: Sequence[str] | None = None) -> dict:
+def motif_qc(
+    residual,
+    bias,
+    sequences: np.ndarray,
+    tf_motifs: Mapping,
+    bias_motifs: Mapping,
+    max_bias_tf_ratio: float = 0.2,
+    max_residual_bias_ratio: float = 0.1,
+    seed: int = 0,
+    head_names: Sequence[str] | None = None,
+) -> dict:
     """Marginal footprints of the residual and the bias branch (profile-response per head).
 
     ``bias-tf-ratio`` = the bias branch's mean TF-motif response / the residual's (a bias
@@ -143,16 +174,28 @@ def motif_qc(residual, bias, sequences: np.ndarray, tf_motifs: Mapping, bias_mot
     residual's mean bias-motif response / its mean TF-motif response (the truth is 0).
     """
     motifs = {**dict(tf_motifs), **dict(bias_motifs)}
-    out = {"tf-motifs": list(tf_motifs), "bias-motifs": list(bias_motifs), "num-sequences": int(len(sequences)),
-           "max-bias-tf-ratio": max_bias_tf_ratio, "max-residual-bias-ratio": max_residual_bias_ratio,
-           "heads": {}}
+    out = {
+        "tf-motifs": list(tf_motifs),
+        "bias-motifs": list(bias_motifs),
+        "num-sequences": int(len(sequences)),
+        "max-bias-tf-ratio": max_bias_tf_ratio,
+        "max-residual-bias-ratio": max_residual_bias_ratio,
+        "heads": {},
+    }
     if not motifs or not len(sequences):
         return out
-    table = footprint_table({"residual": residual, "bias": bias}, sequences, motifs,
-                            orientations=("forward", "reverse"), include_profiles=False, seed=seed,
-                            head_names=head_names)
+    table = footprint_table(
+        {"residual": residual, "bias": bias},
+        sequences,
+        motifs,
+        orientations=("forward", "reverse"),
+        include_profiles=False,
+        seed=seed,
+        head_names=head_names,
+    )
     heads = table["models"]["residual"]["heads"]
     for head in heads:
+
         def mean(model, names):
             v = [abs(float(table["models"][model]["heads"][head][m]["profile-response"])) for m in names]
             return float(np.mean(v)) if v else math.nan
@@ -162,8 +205,13 @@ def motif_qc(residual, bias, sequences: np.ndarray, tf_motifs: Mapping, bias_mot
             "residual-bias-response": mean("residual", bias_motifs),
             "bias-tf-response": mean("bias", tf_motifs),
             "bias-bias-response": mean("bias", bias_motifs),
-            "per-motif": {m: {label: table["models"][label]["heads"][head][m]["profile-response"]
-                              for label in ("residual", "bias")} for m in motifs},
+            "per-motif": {
+                m: {
+                    label: table["models"][label]["heads"][head][m]["profile-response"]
+                    for label in ("residual", "bias")
+                }
+                for m in motifs
+            },
             "checks": [],
             "warnings": [],
         }
@@ -171,16 +219,26 @@ def motif_qc(residual, bias, sequences: np.ndarray, tf_motifs: Mapping, bias_mot
         h["bias-tf-ratio"] = h["bias-tf-response"] / rt if rt and rt > 0 else math.nan
         h["residual-bias-tf-ratio"] = h["residual-bias-response"] / rt if rt and rt > 0 else math.nan
         if tf_motifs:
-            _check(h, "bias branch's TF-motif response / the residual's", f"{h['bias-tf-ratio']:.4g}",
-                   f"<= {max_bias_tf_ratio:g}", h["bias-tf-ratio"] > max_bias_tf_ratio,
-                   f"head {head}: the bias model responds to TF motifs ({h['bias-tf-response']:.3g}, "
-                   f"{h['bias-tf-ratio']:.2f} x the residual's; threshold {max_bias_tf_ratio}): it probably learned "
-                   "TF motifs - train it on regions without TF signal, make it smaller, or use a control")
+            _check(
+                h,
+                "bias branch's TF-motif response / the residual's",
+                f"{h['bias-tf-ratio']:.4g}",
+                f"<= {max_bias_tf_ratio:g}",
+                h["bias-tf-ratio"] > max_bias_tf_ratio,
+                f"head {head}: the bias model responds to TF motifs ({h['bias-tf-response']:.3g}, "
+                f"{h['bias-tf-ratio']:.2f} x the residual's; threshold {max_bias_tf_ratio}): it probably learned "
+                "TF motifs - train it on regions without TF signal, make it smaller, or use a control",
+            )
         if tf_motifs and bias_motifs:
-            _check(h, "residual's bias-motif response / its TF-motif response", f"{h['residual-bias-tf-ratio']:.4g}",
-                   f"<= {max_residual_bias_ratio:g}", h["residual-bias-tf-ratio"] > max_residual_bias_ratio,
-                   f"head {head}: the residual responds to the bias motif(s) ({h['residual-bias-tf-ratio']:.3f} x "
-                   f"its TF-motif response; threshold {max_residual_bias_ratio}): the bias is not fully removed")
+            _check(
+                h,
+                "residual's bias-motif response / its TF-motif response",
+                f"{h['residual-bias-tf-ratio']:.4g}",
+                f"<= {max_residual_bias_ratio:g}",
+                h["residual-bias-tf-ratio"] > max_residual_bias_ratio,
+                f"head {head}: the residual responds to the bias motif(s) ({h['residual-bias-tf-ratio']:.3f} x "
+                f"its TF-motif response; threshold {max_residual_bias_ratio}): the bias is not fully removed",
+            )
         out["heads"][head] = h
     return out
 
@@ -205,34 +263,68 @@ def run_qc(config: dict, combined=None, residual=None, bias=None) -> dict:
     also logged."""
     config = schemas.validate(config, "qc-combined", "qc-combined config")
     if not config["enabled"]:
-        return {"format": QC_FORMAT, "step": "qc-combined", "counts": None, "motifs": None, "warnings": [],
-                "disabled": True}
+        return {
+            "format": QC_FORMAT,
+            "step": "qc-combined",
+            "counts": None,
+            "motifs": None,
+            "warnings": [],
+            "disabled": True,
+        }
     combined = combined or load_model(config["combined-model-file"], "combined-model-file")
     residual = residual or load_model(config["residual-model-file"], "residual-model-file")
     bias = bias or load_model(config["bias-model-file"], "bias-model-file")
     names = [h["head-name"] for h in config["heads"]]
     data = as_list(config["data"])
     report = {"format": QC_FORMAT, "step": "qc-combined", "counts": None, "motifs": None, "warnings": []}
-    report["counts"] = counts_qc(combined, residual, bias, data, names, [h["use-bias-counts"] for h in config["heads"]],
-                                 min_residual_share=config["min-residual-share"], max_samples=config["max-samples"])
+    report["counts"] = counts_qc(
+        combined,
+        residual,
+        bias,
+        data,
+        names,
+        [h["use-bias-counts"] for h in config["heads"]],
+        min_residual_share=config["min-residual-share"],
+        max_samples=config["max-samples"],
+    )
     report["counts"]["data"] = data
     tf_motifs, bias_motifs = qc_motifs(config)
     if tf_motifs or bias_motifs:
         background = config.get("background-data", data[0])
-        seqs = background_sequences(background, combined.inputs[0].shape[1], num=config["num-sequences"],
-                                    seed=config["seed"])
-        report["motifs"] = motif_qc(residual, bias, seqs, tf_motifs, bias_motifs,
-                                    max_bias_tf_ratio=config["max-bias-tf-ratio"],
-                                    max_residual_bias_ratio=config["max-residual-bias-ratio"], head_names=names)
+        seqs = background_sequences(
+            background, combined.inputs[0].shape[1], num=config["num-sequences"], seed=config["seed"]
+        )
+        report["motifs"] = motif_qc(
+            residual,
+            bias,
+            seqs,
+            tf_motifs,
+            bias_motifs,
+            max_bias_tf_ratio=config["max-bias-tf-ratio"],
+            max_residual_bias_ratio=config["max-residual-bias-ratio"],
+            head_names=names,
+        )
         report["motifs"]["background-data"] = str(background)
     report["warnings"] = all_warnings(report)
     for h, v in (report["counts"] or {}).get("heads", {}).items():
-        logger.info("QC %s: counts Pearson on %d validation windows: combined %.3f, bias %.3f, residual %.3f; "
-                    "residual share of predicted counts %.3g", h, report["counts"]["num-windows"],
-                    v["pearson-combined"], v["pearson-bias"], v["pearson-residual"], v["residual-share"])
+        logger.info(
+            "QC %s: counts Pearson on %d validation windows: combined %.3f, bias %.3f, residual %.3f; "
+            "residual share of predicted counts %.3g",
+            h,
+            report["counts"]["num-windows"],
+            v["pearson-combined"],
+            v["pearson-bias"],
+            v["pearson-residual"],
+            v["residual-share"],
+        )
     for h, v in (report["motifs"] or {}).get("heads", {}).items():
-        logger.info("QC %s: footprints: residual TF %.4g, residual bias-motif %.4g, bias-model TF %.4g",
-                    h, v["residual-tf-response"], v["residual-bias-response"], v["bias-tf-response"])
+        logger.info(
+            "QC %s: footprints: residual TF %.4g, residual bias-motif %.4g, bias-model TF %.4g",
+            h,
+            v["residual-tf-response"],
+            v["residual-bias-response"],
+            v["bias-tf-response"],
+        )
     for w in report["warnings"]:
         logger.warning("QC WARNING: %s", w)
     if not report["warnings"]:
@@ -241,10 +333,12 @@ def run_qc(config: dict, combined=None, residual=None, bias=None) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    path, config, _ = read_step_config(argv, "qc-combined", "Quality checks of a trained combined model.",
-                                       "docs/qc.md")
-    files = [(k, config[k]) for k in ("combined-model-file", "residual-model-file", "bias-model-file",
-                                      "truth-json", "background-data") if k in config]
+    path, config, _ = read_step_config(argv, "qc-combined", "Quality checks of a trained combined model.", "docs/qc.md")
+    files = [
+        (k, config[k])
+        for k in ("combined-model-file", "residual-model-file", "bias-model-file", "truth-json", "background-data")
+        if k in config
+    ]
     files += [("data", f) for f in as_list(config["data"])]
     for key, file in files:
         if not Path(file).is_file():

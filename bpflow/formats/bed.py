@@ -44,9 +44,18 @@ class BedRegions:
 
     def subset(self, index) -> "BedRegions":
         index = np.asarray(index, dtype=np.int64)
-        return BedRegions(self.chrom[index], self.start[index], self.end[index], self.name[index],
-                          self.score[index], self.strand[index], self.summit[index], self.file[index],
-                          self.line[index], list(self.paths))
+        return BedRegions(
+            self.chrom[index],
+            self.start[index],
+            self.end[index],
+            self.name[index],
+            self.score[index],
+            self.strand[index],
+            self.summit[index],
+            self.file[index],
+            self.line[index],
+            list(self.paths),
+        )
 
     @staticmethod
     def concat(parts: Sequence["BedRegions"]) -> "BedRegions":
@@ -58,11 +67,18 @@ class BedRegions:
         def cat(attr, dtype):
             return np.concatenate([getattr(p, attr) for p in parts]).astype(dtype, copy=False)
 
-        return BedRegions(cat("chrom", object), cat("start", np.int64), cat("end", np.int64),
-                          cat("name", object), cat("score", object), cat("strand", object),
-                          cat("summit", np.int64),
-                          np.concatenate([p.file + o for p, o in zip(parts, offsets)]).astype(np.int32),
-                          cat("line", np.int64), [x for p in parts for x in p.paths])
+        return BedRegions(
+            cat("chrom", object),
+            cat("start", np.int64),
+            cat("end", np.int64),
+            cat("name", object),
+            cat("score", object),
+            cat("strand", object),
+            cat("summit", np.int64),
+            np.concatenate([p.file + o for p, o in zip(parts, offsets)]).astype(np.int32),
+            cat("line", np.int64),
+            [x for p in parts for x in p.paths],
+        )
 
 
 def _open_text(path: Path):
@@ -101,12 +117,14 @@ def read_bed(path: str | Path, extra_columns: bool = True) -> BedRegions:
                     try:
                         offset = int(cols[9])
                     except ValueError:
-                        raise BpflowError(f"{path}:{lineno}: narrowPeak column 10 (summit offset) must be an "
-                                          f"integer: {cols[9]!r}") from None
+                        raise BpflowError(
+                            f"{path}:{lineno}: narrowPeak column 10 (summit offset) must be an integer: {cols[9]!r}"
+                        ) from None
                     if offset >= 0:
                         if offset >= end - start:
-                            raise BpflowError(f"{path}:{lineno}: summit offset {offset} lies outside the peak "
-                                              f"{cols[0]}:{start}-{end}")
+                            raise BpflowError(
+                                f"{path}:{lineno}: summit offset {offset} lies outside the peak {cols[0]}:{start}-{end}"
+                            )
                         summit = start + offset
                 chroms.append(interned.setdefault(cols[0], cols[0]))
                 starts.append(start)
@@ -126,15 +144,23 @@ def read_bed(path: str | Path, extra_columns: bool = True) -> BedRegions:
         out[:] = values if default is None or extra_columns else default
         return out
 
-    return BedRegions(column(chroms), np.array(starts, dtype=np.int64),
-                      np.array(ends, dtype=np.int64),
-                      column(names, "."), column(scores, "0"), column(strands, "."),
-                      np.array(summits, dtype=np.int64), np.zeros(n, dtype=np.int32),
-                      np.array(lines, dtype=np.int64), [str(path)])
+    return BedRegions(
+        column(chroms),
+        np.array(starts, dtype=np.int64),
+        np.array(ends, dtype=np.int64),
+        column(names, "."),
+        column(scores, "0"),
+        column(strands, "."),
+        np.array(summits, dtype=np.int64),
+        np.zeros(n, dtype=np.int32),
+        np.array(lines, dtype=np.int64),
+        [str(path)],
+    )
 
 
-def write_bed(path: str | Path, chroms: Sequence[str], starts: Sequence[int], ends: Sequence[int],
-              *extra_columns: Sequence) -> None:
+def write_bed(
+    path: str | Path, chroms: Sequence[str], starts: Sequence[int], ends: Sequence[int], *extra_columns: Sequence
+) -> None:
     """Write a BED file (tab-separated) atomically; extra columns follow chrom/start/end."""
     with atomic_output(path) as tmp:
         with open(tmp, "w") as fh:
@@ -143,8 +169,9 @@ def write_bed(path: str | Path, chroms: Sequence[str], starts: Sequence[int], en
                 fh.write("\n")
 
 
-def iter_chrom_groups(chroms: Sequence[str] | np.ndarray, order: Sequence[str] | None = None
-                      ) -> Iterator[tuple[str, np.ndarray]]:
+def iter_chrom_groups(
+    chroms: Sequence[str] | np.ndarray, order: Sequence[str] | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (chrom, indices) for each chromosome present, in ``order`` when given (others
     after it, by name), else by name."""
     chroms = np.asarray(chroms, dtype=object)

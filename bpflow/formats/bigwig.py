@@ -98,9 +98,7 @@ class BigWigFile:
         if negative not in ("error", "abs", "keep"):
             raise ValueError(f"negative must be 'error', 'abs' or 'keep', not {negative!r}")
         starts = np.asarray(starts, dtype=np.int64)
-        out = read_windows(
-            lambda a, b: self.values(chrom, a, b, pad=pad), starts, width, np.float32, max_gap, max_span
-        )
+        out = read_windows(lambda a, b: self.values(chrom, a, b, pad=pad), starts, width, np.float32, max_gap, max_span)
         if negative == "abs":
             np.abs(out, out=out)
         elif negative == "error" and out.size:

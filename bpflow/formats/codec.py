@@ -38,10 +38,10 @@ class _BitWriter:
 
 def _one_hot_block_header() -> bytes:
     b = _BitWriter()
-    b.put(1, 1)       # BFINAL: the only block
-    b.put(2, 2)       # BTYPE: dynamic Huffman codes
-    b.put(0, 5)       # HLIT: 257 literal/length codes (0..256)
-    b.put(0, 5)       # HDIST: 1 distance code
+    b.put(1, 1)  # BFINAL: the only block
+    b.put(2, 2)  # BTYPE: dynamic Huffman codes
+    b.put(0, 5)  # HLIT: 257 literal/length codes (0..256)
+    b.put(0, 5)  # HDIST: 1 distance code
     b.put(19 - 4, 4)  # HCLEN: all 19 code-length codes (makes the header 104 bits: byte aligned)
     # Code-length code: symbols 0, 1, 2 and 18 (run of zeros), each 2 bits: 00, 01, 10, 11.
     for sym in (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15):
@@ -65,9 +65,9 @@ _ONE_HOT_ROW[[0, 1, 2, 4, 8]] = True  # an N row (all zero) or one base
 def _pack_rows(r: np.ndarray) -> np.ndarray:
     """Bits of rows coded 1 << column, 5 bits each, for a multiple of 8 rows: 5 bytes per 8."""
     g = len(r) // 8
-    p = r[0::2].astype(np.uint16) | (r[1::2].astype(np.uint16) << 5)    # pairs: 10 bits
-    q = p[0::2].astype(np.uint32) | (p[1::2].astype(np.uint32) << 10)   # quads: 20 bits
-    o = q[0::2].astype(np.uint64) | (q[1::2].astype(np.uint64) << 20)   # octets: 40 bits
+    p = r[0::2].astype(np.uint16) | (r[1::2].astype(np.uint16) << 5)  # pairs: 10 bits
+    q = p[0::2].astype(np.uint32) | (p[1::2].astype(np.uint32) << 10)  # quads: 20 bits
+    o = q[0::2].astype(np.uint64) | (q[1::2].astype(np.uint64) << 20)  # octets: 40 bits
     return o.astype("<u8").view(np.uint8).reshape(g, 8)[:, :5].ravel()
 
 
@@ -92,7 +92,7 @@ def deflate_codes(r: np.ndarray) -> bytes:
     g = m // 8
     zero_rows = np.flatnonzero(r == 0)
     if len(zero_rows) == 0:
-        body = _pack_rows(r[:8 * g]).tobytes()
+        body = _pack_rows(r[: 8 * g]).tobytes()
         tail = _BitWriter()
         for k in range(8 * g, m):
             tail.put(int(r[k]), 5)
@@ -101,7 +101,7 @@ def deflate_codes(r: np.ndarray) -> bytes:
     else:
         # An N row is 4 zero bits, not 5: pack as 5 and drop one bit per N row.
         rr = np.concatenate([r, np.zeros((-m) % 8, dtype=np.uint8)])
-        bits = np.unpackbits(_pack_rows(rr), bitorder="little")[:5 * m]
+        bits = np.unpackbits(_pack_rows(rr), bitorder="little")[: 5 * m]
         keep = np.ones(5 * m, dtype=bool)
         keep[5 * zero_rows + 4] = False
         bits = np.concatenate([bits[keep], np.ones(2, dtype=np.uint8)])  # + end of block
@@ -129,15 +129,16 @@ def compress_code_chunks(codes: np.ndarray, rows: int) -> list[tuple[bytes, int]
     """Deflate (n, length) base codes as HDF5 chunks of ``rows`` one-hot samples."""
     out = []
     for c0 in range(0, len(codes), rows):
-        part = codes[c0:c0 + rows]
+        part = codes[c0 : c0 + rows]
         if len(part) < rows:  # the edge chunk is stored full size; padding rows are N rows
             part = np.concatenate([part, np.zeros((rows - len(part),) + codes.shape[1:], dtype=np.uint8)])
         out.append((deflate_codes(part), 0))
     return out
 
 
-def compress_chunks(array: np.ndarray, rows: int, compression: str, level: int,
-                     fast_strategy: int) -> list[tuple[bytes, int]]:
+def compress_chunks(
+    array: np.ndarray, rows: int, compression: str, level: int, fast_strategy: int
+) -> list[tuple[bytes, int]]:
     """Split (n, ...) into HDF5 chunks of ``rows`` samples (the last one zero-padded, as HDF5
     stores edge chunks full size) and deflate each; returns (bytes, filter_mask) pairs.
 
@@ -147,10 +148,10 @@ def compress_chunks(array: np.ndarray, rows: int, compression: str, level: int,
     Either way the result is a standard deflate stream that HDF5's gzip filter reads."""
     out = []
     for c0 in range(0, len(array), rows):
-        part = array[c0:c0 + rows]
+        part = array[c0 : c0 + rows]
         if len(part) < rows:
             padded = np.zeros((rows,) + array.shape[1:], dtype=array.dtype)
-            padded[:len(part)] = part
+            padded[: len(part)] = part
             part = padded
         raw = np.ascontiguousarray(part).tobytes()
         if compression != "none":

@@ -216,8 +216,7 @@ class TrainingDataset:
     def totals(self, head: int, length: int | None = None, chunk: int = 4096) -> np.ndarray:
         """Total counts (N,) of every sample of ``head`` over its central ``length`` bases."""
         parts = [
-            self.profiles(head, slice(a, a + chunk), length).sum(axis=(1, 2))
-            for a in range(0, self.num_samples, chunk)
+            self.profiles(head, slice(a, a + chunk), length).sum(axis=(1, 2)) for a in range(0, self.num_samples, chunk)
         ]
         return np.concatenate(parts) if parts else np.zeros(0)
 

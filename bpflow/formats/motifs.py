@@ -301,7 +301,9 @@ def simulation_motifs(truth_json) -> tuple[dict[str, Motif], dict[str, Motif]]:
         raise BpflowError(f"{path}: simulation truth file not found")
     try:
         truth = json.loads(path.read_text())
-        tfs = {m["name"]: as_motif(np.asarray(m["probabilities"], dtype=np.float64), m["name"]) for m in truth["motifs"]}
+        tfs = {
+            m["name"]: as_motif(np.asarray(m["probabilities"], dtype=np.float64), m["name"]) for m in truth["motifs"]
+        }
         bias = {"bias": as_motif(str(truth["bias"]["motif"]), "bias")}
     except (ValueError, KeyError, TypeError) as err:
         raise BpflowError(f"{path}: not a bpflow simulate truth file ({type(err).__name__}: {err})") from None

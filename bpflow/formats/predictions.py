@@ -30,9 +30,18 @@ class PredictionWriter:
     Use on a temporary path inside :func:`bpflow.utils.atomic_output`.
     """
 
-    def __init__(self, path, num_samples: int, output_length: int, num_tasks: Sequence[int],
-                 chrom_names: Sequence[str], chrom_sizes: Sequence[int], head_names: Sequence[str] | None = None,
-                 attrs: dict | None = None, strand_dtype=None):
+    def __init__(
+        self,
+        path,
+        num_samples: int,
+        output_length: int,
+        num_tasks: Sequence[int],
+        chrom_names: Sequence[str],
+        chrom_sizes: Sequence[int],
+        head_names: Sequence[str] | None = None,
+        attrs: dict | None = None,
+        strand_dtype=None,
+    ):
         import h5py
 
         self.num_samples = int(num_samples)
@@ -48,8 +57,9 @@ class PredictionWriter:
         self.coords_chrom = f.create_dataset("coords_chrom", (n,), dtype=np.int32)
         self.coords_start = f.create_dataset("coords_start", (n,), dtype=np.int64)
         self.coords_stop = f.create_dataset("coords_stop", (n,), dtype=np.int64)
-        self.coords_strand = (f.create_dataset("coords_strand", (n,), dtype=strand_dtype)
-                              if strand_dtype is not None else None)
+        self.coords_strand = (
+            f.create_dataset("coords_strand", (n,), dtype=strand_dtype) if strand_dtype is not None else None
+        )
         self.logits = []
         self.logcounts = []
         head_names = list(head_names) if head_names else [f"head_{i}" for i in range(len(self.num_tasks))]
@@ -58,14 +68,16 @@ class PredictionWriter:
             group.attrs["head-name"] = head_names[i]
             group.attrs["num-tasks"] = tasks
             chunks = (rows, output_length, tasks) if n else None
-            self.logits.append(group.create_dataset("logits", (n, output_length, tasks), dtype=np.float32,
-                                                    chunks=chunks))
+            self.logits.append(
+                group.create_dataset("logits", (n, output_length, tasks), dtype=np.float32, chunks=chunks)
+            )
             self.logcounts.append(group.create_dataset("logcounts", (n,), dtype=np.float32))
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
 
-    def write(self, row: int, chrom, start, stop, logits: Sequence[np.ndarray], logcounts: Sequence[np.ndarray],
-              strand=None) -> None:
+    def write(
+        self, row: int, chrom, start, stop, logits: Sequence[np.ndarray], logcounts: Sequence[np.ndarray], strand=None
+    ) -> None:
         """Write rows ``row .. row + len(start) - 1``."""
         sl = slice(row, row + len(start))
         self.coords_chrom[sl] = chrom
@@ -111,8 +123,11 @@ class PredictionFile:
         self.num_samples = shapes[0][0][0]
         self.output_length = shapes[0][0][1]
         for i, (lshape, cshape) in enumerate(shapes):
-            if len(lshape) != 3 or lshape[:2] != (self.num_samples, self.output_length) or \
-                    int(np.prod(cshape)) != self.num_samples:
+            if (
+                len(lshape) != 3
+                or lshape[:2] != (self.num_samples, self.output_length)
+                or int(np.prod(cshape)) != self.num_samples
+            ):
                 self.close()
                 raise BpflowError(f"{path}: head_{i} shapes {lshape} / {cshape} disagree with head_0")
 

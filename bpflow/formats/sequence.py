@@ -152,13 +152,11 @@ def revcomp_task_order(order, num_tasks: int, where: str) -> list[int]:
         if num_tasks == 2:
             return [1, 0]
         raise BpflowError(
-            f'{where}: revcomp-task-order "auto" needs 1 or 2 tasks, the head has '
-            f"{num_tasks}; give the order as a list"
+            f'{where}: revcomp-task-order "auto" needs 1 or 2 tasks, the head has {num_tasks}; give the order as a list'
         )
     order = [int(x) for x in order]
     if sorted(order) != list(range(num_tasks)):
         raise BpflowError(
-            f"{where}: revcomp-task-order {order} is not a permutation of the head's "
-            f"task indices 0..{num_tasks - 1}"
+            f"{where}: revcomp-task-order {order} is not a permutation of the head's task indices 0..{num_tasks - 1}"
         )
     return order

@@ -41,10 +41,19 @@ def gc_bin(gc: np.ndarray, bins: int) -> np.ndarray:
     return np.clip(np.floor(np.asarray(gc) * bins).astype(np.int64), 0, bins - 1)
 
 
-def sample_background(cfg: dict, target: int, geo: Geometry, sizes: dict[str, int],
-                       chroms: list[str], peak_zone: IntervalSet, blacklist: IntervalSet,
-                       peak_gc_hist: np.ndarray, thresholds: np.ndarray | None, handles: Handles,
-                       rng: np.random.Generator) -> tuple[dict, dict]:
+def sample_background(
+    cfg: dict,
+    target: int,
+    geo: Geometry,
+    sizes: dict[str, int],
+    chroms: list[str],
+    peak_zone: IntervalSet,
+    blacklist: IntervalSet,
+    peak_gc_hist: np.ndarray,
+    thresholds: np.ndarray | None,
+    handles: Handles,
+    rng: np.random.Generator,
+) -> tuple[dict, dict]:
     """Background windows of one split: output-length bins of the split's chromosomes drawn in
     a seeded random order, kept when they pass every check and their GC bin still has room.
     Returns ({"chrom", "start", "gc"}, stats)."""
@@ -55,8 +64,13 @@ def sample_background(cfg: dict, target: int, geo: Geometry, sizes: dict[str, in
         quota = apportion(target, peak_gc_hist)
     else:
         quota = apportion(target, np.ones(bins))
-    stats = {"target": int(target), "kept": 0, "candidates": 0,
-             "rejected": collections.Counter(), "gc-quota": quota.tolist()}
+    stats = {
+        "target": int(target),
+        "kept": 0,
+        "candidates": 0,
+        "rejected": collections.Counter(),
+        "gc-quota": quota.tolist(),
+    }
     chosen_chrom: list[str] = []
     chosen_start: list[int] = []
     chosen_gc: list[float] = []
@@ -73,7 +87,7 @@ def sample_background(cfg: dict, target: int, geo: Geometry, sizes: dict[str, in
     chrom_arr = np.array(chroms, dtype=object)
     while pos < total_bins and (filled < quota).any():
         need = int((quota - filled).sum())
-        take = draw[pos:pos + max(256, 3 * need)]
+        take = draw[pos : pos + max(256, 3 * need)]
         pos += len(take)
         which = np.searchsorted(cum, take, side="right") - 1
         starts = (take - cum[which]) * out
@@ -117,8 +131,18 @@ def sample_background(cfg: dict, target: int, geo: Geometry, sizes: dict[str, in
             waiting[pre] = False
             accept = np.ones(len(pre), dtype=bool)
             if thresholds is not None:
-                sums = count_sums(handles, geo, cfg["heads"], cand_chrom, starts, live[pre], chroms, threads,
-                                   None, windows=("output",))["output"]
+                sums = count_sums(
+                    handles,
+                    geo,
+                    cfg["heads"],
+                    cand_chrom,
+                    starts,
+                    live[pre],
+                    chroms,
+                    threads,
+                    None,
+                    windows=("output",),
+                )["output"]
                 high = (sums >= thresholds[None, :]).any(axis=1)
                 stats["rejected"]["high-counts"] += int(high.sum())
                 accept = ~high
@@ -136,16 +160,33 @@ def sample_background(cfg: dict, target: int, geo: Geometry, sizes: dict[str, in
     return {"chrom": chosen_chrom, "start": chosen_start, "gc": chosen_gc}, stats
 
 
-
-
-def background_regions(cfg, geo, bed, split_of, kept, out_start, out_end, gc, output_counts, usable, order,
-                blacklist, handles, summary, source) -> dict:
+def background_regions(
+    cfg,
+    geo,
+    bed,
+    split_of,
+    kept,
+    out_start,
+    out_end,
+    gc,
+    output_counts,
+    usable,
+    order,
+    blacklist,
+    handles,
+    summary,
+    source,
+) -> dict:
     bg = cfg["background"]
     # Every input region (whatever its fate) repels background windows: its BED interval and
     # its output window, grown by min-distance.
     on_genome = np.array([c in usable for c in bed.chrom], dtype=bool)
-    zone = IntervalSet(bed.chrom[on_genome], np.minimum(bed.start, out_start)[on_genome],
-                       np.maximum(bed.end, out_end)[on_genome], expand=bg["min-distance"])
+    zone = IntervalSet(
+        bed.chrom[on_genome],
+        np.minimum(bed.start, out_start)[on_genome],
+        np.maximum(bed.end, out_end)[on_genome],
+        expand=bg["min-distance"],
+    )
     bins = bg["gc-bins"]
     peak_hist = np.bincount(gc_bin(gc[kept], bins), minlength=bins).astype(np.float64) if len(kept) else np.zeros(bins)
     split_chroms = [[c for c in order if c in usable and c in set(cfg["splits"][f"{s}-chroms"])] for s in SPLITS]
@@ -157,26 +198,38 @@ def background_regions(cfg, geo, bed, split_of, kept, out_start, out_end, gc, ou
     thresholds = None
     if bg["counts-factor"] is not None and sum(targets) > 0:
         if output_counts is None or len(output_counts) == 0:
-            raise BpflowError(f"{source}: key background: no peaks were kept, so the background "
-                              "counts threshold (counts-quantile of peak counts x counts-factor) is undefined; "
-                              "set counts-factor to null or keep some peaks")
+            raise BpflowError(
+                f"{source}: key background: no peaks were kept, so the background "
+                "counts threshold (counts-quantile of peak counts x counts-factor) is undefined; "
+                "set counts-factor to null or keep some peaks"
+            )
         thresholds = np.quantile(output_counts, bg["counts-quantile"], axis=0) * bg["counts-factor"]
         for h, t in enumerate(thresholds):
             if t <= 0:
                 logger.warning("background: counts threshold for head_%d is %g; no window can be below it", h, t)
     result = {}
-    report = {"counts-thresholds": None if thresholds is None else thresholds.tolist(),
-              "min-distance": bg["min-distance"], "gc-bin-edges": np.linspace(0, 1, bins + 1).tolist(),
-              "peak-gc-histogram": peak_hist.astype(np.int64).tolist()}
+    report = {
+        "counts-thresholds": None if thresholds is None else thresholds.tolist(),
+        "min-distance": bg["min-distance"],
+        "gc-bin-edges": np.linspace(0, 1, bins + 1).tolist(),
+        "peak-gc-histogram": peak_hist.astype(np.int64).tolist(),
+    }
     for s, split in enumerate(SPLITS):
         rng = np.random.default_rng([cfg["seed"], 1 + s])
-        chosen, stats = sample_background(cfg, int(targets[s]), geo, usable, split_chroms[s], zone, blacklist,
-                                           peak_hist, thresholds, handles, rng)
-        stats["gc-histogram"] = np.bincount(gc_bin(np.array(chosen["gc"]), bins), minlength=bins).tolist() \
-            if chosen["gc"] else [0] * bins
+        chosen, stats = sample_background(
+            cfg, int(targets[s]), geo, usable, split_chroms[s], zone, blacklist, peak_hist, thresholds, handles, rng
+        )
+        stats["gc-histogram"] = (
+            np.bincount(gc_bin(np.array(chosen["gc"]), bins), minlength=bins).tolist() if chosen["gc"] else [0] * bins
+        )
         if stats["shortfall"] > 0:
-            logger.warning("background %s: kept %d of %d wanted (%d candidates examined)", split,
-                           stats["kept"], stats["target"], stats["candidates"])
+            logger.warning(
+                "background %s: kept %d of %d wanted (%d candidates examined)",
+                split,
+                stats["kept"],
+                stats["target"],
+                stats["candidates"],
+            )
         report[split] = stats
         result[split] = chosen
     summary["background"] = report

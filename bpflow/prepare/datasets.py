@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bpflow import schemas
 from bpflow.formats.bed import iter_chrom_groups, read_bed
 from bpflow.formats.bigwig import BigWigFile
 from bpflow.formats.codec import BASE_CODE, COMPLEMENT_CODE, compress_chunks, compress_code_chunks
 from bpflow.formats.dataset import create_arrays, write_coordinates, write_metadata
 from bpflow.formats.fasta import FastaFile
 from bpflow.formats.sequence import one_hot_windows, revcomp_task_order, reverse_complement_windows
-from bpflow import schemas
 from bpflow.lengths import crop_offset
 from bpflow.utils import BpflowError, atomic_output, progress, read_step_config
 
@@ -65,8 +65,10 @@ def normalize_data_config(config: dict, source: str = "config") -> dict:
         where = f"{source}: heads/{i}"
         n = len(head["bigwig-files"])
         if "num-tasks" in head and head["num-tasks"] != n:
-            raise BpflowError(f"{where}: num-tasks is {head['num-tasks']} but bigwig-files lists {n} "
-                              "file(s); give one bigWig per task")
+            raise BpflowError(
+                f"{where}: num-tasks is {head['num-tasks']} but bigwig-files lists {n} "
+                "file(s); give one bigWig per task"
+            )
         head.setdefault("num-tasks", n)
         head.setdefault("head-name", f"head_{i}")
         if cfg["reverse-complement"]:
@@ -96,8 +98,9 @@ class _Plan:
     head_len: int
 
 
-def _load_regions(cfg: dict, source: str, fasta_sizes: dict[str, int],
-                  bigwig_sizes: list[tuple[str, dict[str, int]]]) -> _Plan:
+def _load_regions(
+    cfg: dict, source: str, fasta_sizes: dict[str, int], bigwig_sizes: list[tuple[str, dict[str, int]]]
+) -> _Plan:
     regions_path = cfg["regions"]
     bed = read_bed(regions_path, extra_columns=False)
     if len(bed) == 0:
@@ -107,36 +110,48 @@ def _load_regions(cfg: dict, source: str, fasta_sizes: dict[str, int],
     bad = np.flatnonzero(widths != out)
     if len(bad):
         k = int(bad[0])
-        raise BpflowError(f"{bed.where(k)}: region {bed.chrom[k]}:{bed.start[k]}-{bed.end[k]} is "
-                          f"{widths[k]} bp wide but output-length is {out}; regions must be output-length "
-                          "wide (bpflow prepare-regions writes such BEDs)")
+        raise BpflowError(
+            f"{bed.where(k)}: region {bed.chrom[k]}:{bed.start[k]}-{bed.end[k]} is "
+            f"{widths[k]} bp wide but output-length is {out}; regions must be output-length "
+            "wide (bpflow prepare-regions writes such BEDs)"
+        )
     seq_pad = (cfg["input-length"] - out) // 2 + jitter
     for chrom, idx in iter_chrom_groups(bed.chrom):
         if chrom not in fasta_sizes:
-            raise BpflowError(f"{cfg['genome']}: chromosome {chrom} (used at {bed.where(idx[0])}) is "
-                              "not in the FASTA file")
+            raise BpflowError(
+                f"{cfg['genome']}: chromosome {chrom} (used at {bed.where(idx[0])}) is not in the FASTA file"
+            )
         lo, hi = int(bed.start[idx].min()), int(bed.end[idx].max())
         if lo - seq_pad < 0 or hi + seq_pad > fasta_sizes[chrom]:
             k = idx[np.argmax((bed.start[idx] - seq_pad < 0) | (bed.end[idx] + seq_pad > fasta_sizes[chrom]))]
-            raise BpflowError(f"{bed.where(k)}: region {chrom}:{bed.start[k]}-{bed.end[k]} padded to "
-                              f"input-length + 2*max-jitter runs off the end of {chrom} (length "
-                              f"{fasta_sizes[chrom]} in {cfg['genome']})")
+            raise BpflowError(
+                f"{bed.where(k)}: region {chrom}:{bed.start[k]}-{bed.end[k]} padded to "
+                f"input-length + 2*max-jitter runs off the end of {chrom} (length "
+                f"{fasta_sizes[chrom]} in {cfg['genome']})"
+            )
         for path, sizes in bigwig_sizes:
             if chrom not in sizes:
-                raise BpflowError(f"{path}: chromosome {chrom} (used at {bed.where(idx[0])}) is not "
-                                  "in this bigWig")
+                raise BpflowError(f"{path}: chromosome {chrom} (used at {bed.where(idx[0])}) is not in this bigWig")
             if lo - jitter < 0 or hi + jitter > sizes[chrom]:
                 k = idx[np.argmax((bed.start[idx] - jitter < 0) | (bed.end[idx] + jitter > sizes[chrom]))]
-                raise BpflowError(f"{bed.where(k)}: region {chrom}:{bed.start[k]}-{bed.end[k]} padded by "
-                                  f"max-jitter runs off the end of {chrom} (length {sizes[chrom]} in {path})")
+                raise BpflowError(
+                    f"{bed.where(k)}: region {chrom}:{bed.start[k]}-{bed.end[k]} padded by "
+                    f"max-jitter runs off the end of {chrom} (length {sizes[chrom]} in {path})"
+                )
     order = list(fasta_sizes)
     names = [c for c, _ in iter_chrom_groups(bed.chrom, order)]
     lookup = {c: i for i, c in enumerate(names)}
-    return _Plan(chrom=bed.chrom, start=bed.start, end=bed.end, chrom_names=names,
-                 chrom_sizes=[fasta_sizes[c] for c in names],
-                 chrom_index=np.array([lookup[c] for c in bed.chrom], dtype=np.int32),
-                 seq_pad=seq_pad, seq_len=cfg["input-length"] + 2 * jitter,
-                 head_len=out + 2 * jitter)
+    return _Plan(
+        chrom=bed.chrom,
+        start=bed.start,
+        end=bed.end,
+        chrom_names=names,
+        chrom_sizes=[fasta_sizes[c] for c in names],
+        chrom_index=np.array([lookup[c] for c in bed.chrom], dtype=np.int32),
+        seq_pad=seq_pad,
+        seq_len=cfg["input-length"] + 2 * jitter,
+        head_len=out + 2 * jitter,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -175,8 +190,9 @@ class _BatchBuilder:
     def _readers(self) -> _Readers:
         readers = getattr(self._local, "readers", None)
         if readers is None:
-            readers = _Readers(self.cfg["genome"], [h["bigwig-files"] for h in self.cfg["heads"]],
-                               self._registry, self._lock)
+            readers = _Readers(
+                self.cfg["genome"], [h["bigwig-files"] for h in self.cfg["heads"]], self._registry, self._lock
+            )
             self._local.readers = readers
         return readers
 
@@ -203,9 +219,11 @@ class _BatchBuilder:
             seq[idx * step] = BASE_CODE[raw] if fast else one_hot_windows(raw)
             for h, head_bws in enumerate(readers.bigwigs):
                 for t, bw in enumerate(head_bws):
-                    heads[h][idx * step, :, t] = bw.windows(chrom, starts - jitter, plan.head_len, negative=self.negative[h])
+                    heads[h][idx * step, :, t] = bw.windows(
+                        chrom, starts - jitter, plan.head_len, negative=self.negative[h]
+                    )
         out_len = cfg["output-length"]
-        totals = [float(h[0::step, jitter:jitter + out_len].sum(dtype=np.float64)) for h in heads]
+        totals = [float(h[0::step, jitter : jitter + out_len].sum(dtype=np.float64)) for h in heads]
         if self.revcomp:
             if fast:
                 seq[1::2] = COMPLEMENT_CODE[seq[0::2, ::-1]]
@@ -293,8 +311,14 @@ def prepare_data(config: dict, source: str = "config") -> dict:
     batches = [(r0, min(r0 + batch_regions, num_regions)) for r0 in range(0, num_regions, batch_regions)]
     threads = cfg["num-threads"]
     output = Path(cfg["output-h5"])
-    logger.info("prepare-data: %d regions -> %d samples, %d batches, %d thread(s) -> %s",
-                num_regions, num_samples, len(batches), threads, output)
+    logger.info(
+        "prepare-data: %d regions -> %d samples, %d batches, %d thread(s) -> %s",
+        num_regions,
+        num_samples,
+        len(batches),
+        threads,
+        output,
+    )
 
     level = cfg["compression-level"] if cfg["compression"] == "gzip" else 1
     filters = {"compression": "gzip", "compression_opts": level} if cfg["compression"] != "none" else {}
@@ -304,13 +328,20 @@ def prepare_data(config: dict, source: str = "config") -> dict:
         try:
             with h5py.File(tmp, "w") as f:
                 datasets = create_arrays(f, num_samples, plan.seq_len, plan.head_len, num_tasks, rows, filters)
-                write_coordinates(f, plan.chrom_names, plan.chrom_sizes, plan.chrom_index, plan.start, plan.end,
-                                  per_region)
+                write_coordinates(
+                    f, plan.chrom_names, plan.chrom_sizes, plan.chrom_index, plan.start, plan.end, per_region
+                )
                 write_metadata(
-                    f, cfg, input_length=cfg["input-length"], output_length=cfg["output-length"],
-                    max_jitter=cfg["max-jitter"], reverse_complement=cfg["reverse-complement"],
-                    num_regions=num_regions, head_names=json.dumps([h["head-name"] for h in cfg["heads"]]),
-                    revcomp_task_orders=json.dumps([h["revcomp-task-order"] for h in cfg["heads"]]))
+                    f,
+                    cfg,
+                    input_length=cfg["input-length"],
+                    output_length=cfg["output-length"],
+                    max_jitter=cfg["max-jitter"],
+                    reverse_complement=cfg["reverse-complement"],
+                    num_regions=num_regions,
+                    head_names=json.dumps([h["head-name"] for h in cfg["heads"]]),
+                    revcomp_task_orders=json.dumps([h["revcomp-task-order"] for h in cfg["heads"]]),
+                )
 
                 results = _ordered_results(builder, batches, threads)
                 try:
@@ -328,22 +359,30 @@ def prepare_data(config: dict, source: str = "config") -> dict:
         finally:
             builder.close()
     summary = {
-        "output-h5": str(output), "num-regions": num_regions, "num-samples": num_samples,
+        "output-h5": str(output),
+        "num-regions": num_regions,
+        "num-samples": num_samples,
         "sequence-shape": [num_samples, plan.seq_len, 4],
         "head-shapes": [[num_samples, plan.head_len, t] for t in num_tasks],
         "total-counts": totals.tolist(),
     }
-    logger.info("prepare-data: wrote %s (%d samples; total counts per head %s)", output, num_samples,
-                ", ".join(f"{x:g}" for x in totals))
+    logger.info(
+        "prepare-data: wrote %s (%d samples; total counts per head %s)",
+        output,
+        num_samples,
+        ", ".join(f"{x:g}" for x in totals),
+    )
     return summary
 
 
 def main(argv: list[str]) -> int:
     path, config, _ = read_step_config(
-        argv, "prepare-data", "Write a BPReveal-layout training HDF5 (sequence + head_i) from a FASTA, "
-        "bigWigs and a BED of output-length regions.", "docs/data.md")
+        argv,
+        "prepare-data",
+        "Write a BPReveal-layout training HDF5 (sequence + head_i) from a FASTA, "
+        "bigWigs and a BED of output-length regions.",
+        "docs/data.md",
+    )
     summary = prepare_data(config, source=path)
     print(f"wrote {summary['output-h5']}: {summary['num-regions']} regions, {summary['num-samples']} samples")
     return 0
-
-

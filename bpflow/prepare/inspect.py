@@ -49,10 +49,11 @@ def inspect_data(path: str | Path, block: int = 1024) -> dict:
             revcomp = config.get("reverse-complement")
             orders = [h.get("revcomp-task-order") for h in config.get("heads", [])]
         report = {
-            "path": str(data.path), "num_samples": n,
+            "path": str(data.path),
+            "num_samples": n,
             "sequence": {"shape": list(seq.shape), "dtype": str(seq.dtype)},
-            "heads": [], "coordinates": all(k in f for k in ("chrom_names", "coords_chrom", "coords_start",
-                                                            "coords_stop")),
+            "heads": [],
+            "coordinates": all(k in f for k in ("chrom_names", "coords_chrom", "coords_start", "coords_stop")),
             "metadata": {k: (v.item() if hasattr(v, "item") else v) for k, v in meta.items() if k != "config"},
             "problems": problems,
         }
@@ -74,7 +75,7 @@ def inspect_data(path: str | Path, block: int = 1024) -> dict:
                 task_totals[k] += arr.sum(axis=(0, 1), dtype=np.float64)
                 if jitter is not None and output_length is not None:
                     fwd = arr[0::2] if revcomp else arr
-                    window_counts[k].append(fwd[:, jitter:jitter + output_length].sum(axis=(1, 2), dtype=np.float64))
+                    window_counts[k].append(fwd[:, jitter : jitter + output_length].sum(axis=(1, 2), dtype=np.float64))
             if not check:
                 continue
             if s0 == 0 and revcomp is None:
@@ -111,20 +112,33 @@ def inspect_data(path: str | Path, block: int = 1024) -> dict:
         if revcomp is False or n < 2:
             status = "not-paired"
         report["reverse_complement"] = {
-            "status": status, "pairs_checked": checked, "bad_pairs": bad_pairs, "first_bad_pair": first_bad,
+            "status": status,
+            "pairs_checked": checked,
+            "bad_pairs": bad_pairs,
+            "first_bad_pair": first_bad,
             "task_orders": inferred if status != "not-paired" else None,
             "from_metadata": revcomp is not None,
         }
         for k, name in enumerate(heads):
-            entry = {"name": name, "shape": list(f[name].shape), "dtype": str(f[name].dtype),
-                     "total_counts": float(task_totals[k].sum()), "task_totals": task_totals[k].tolist(),
-                     "mean_counts_per_sample": float(task_totals[k].sum() / n) if n else 0.0}
+            entry = {
+                "name": name,
+                "shape": list(f[name].shape),
+                "dtype": str(f[name].dtype),
+                "total_counts": float(task_totals[k].sum()),
+                "task_totals": task_totals[k].tolist(),
+                "mean_counts_per_sample": float(task_totals[k].sum() / n) if n else 0.0,
+            }
             if window_counts[k]:
                 wc = np.concatenate(window_counts[k])
                 entry["output_window_counts"] = {
-                    "regions": int(len(wc)), "total": float(wc.sum()), "mean": float(wc.mean()),
-                    "median": float(np.median(wc)), "min": float(wc.min()), "max": float(wc.max()),
-                    "zero_count_regions": int((wc == 0).sum())}
+                    "regions": int(len(wc)),
+                    "total": float(wc.sum()),
+                    "mean": float(wc.mean()),
+                    "median": float(np.median(wc)),
+                    "min": float(wc.min()),
+                    "max": float(wc.max()),
+                    "zero_count_regions": int((wc == 0).sum()),
+                }
             report["heads"].append(entry)
         if "chrom_names" in f:
             report["chromosomes"] = [c.decode() if isinstance(c, bytes) else str(c) for c in f["chrom_names"][:]]
@@ -132,27 +146,40 @@ def inspect_data(path: str | Path, block: int = 1024) -> dict:
 
 
 def _format_report(r: dict) -> str:
-    lines = [f"{r['path']}", f"  samples: {r['num_samples']}",
-             f"  sequence: shape {tuple(r['sequence']['shape'])} {r['sequence']['dtype']}"]
+    lines = [
+        f"{r['path']}",
+        f"  samples: {r['num_samples']}",
+        f"  sequence: shape {tuple(r['sequence']['shape'])} {r['sequence']['dtype']}",
+    ]
     for h in r["heads"]:
-        lines.append(f"  {h['name']}: shape {tuple(h['shape'])} {h['dtype']}; total counts {h['total_counts']:.6g} "
-                     f"(per task {', '.join(f'{x:.6g}' for x in h['task_totals'])}; "
-                     f"mean per sample {h['mean_counts_per_sample']:.6g})")
+        lines.append(
+            f"  {h['name']}: shape {tuple(h['shape'])} {h['dtype']}; total counts {h['total_counts']:.6g} "
+            f"(per task {', '.join(f'{x:.6g}' for x in h['task_totals'])}; "
+            f"mean per sample {h['mean_counts_per_sample']:.6g})"
+        )
         w = h.get("output_window_counts")
         if w:
-            lines.append(f"    output window, forward samples: {w['regions']} regions, mean {w['mean']:.6g}, "
-                         f"median {w['median']:.6g}, min {w['min']:.6g}, max {w['max']:.6g}, "
-                         f"{w['zero_count_regions']} with zero counts")
-    lines.append(f"  coordinates: {'yes' if r['coordinates'] else 'no'}"
-                 + (f" ({len(r['chromosomes'])} chromosomes)" if r.get("chromosomes") else ""))
+            lines.append(
+                f"    output window, forward samples: {w['regions']} regions, mean {w['mean']:.6g}, "
+                f"median {w['median']:.6g}, min {w['min']:.6g}, max {w['max']:.6g}, "
+                f"{w['zero_count_regions']} with zero counts"
+            )
+    lines.append(
+        f"  coordinates: {'yes' if r['coordinates'] else 'no'}"
+        + (f" ({len(r['chromosomes'])} chromosomes)" if r.get("chromosomes") else "")
+    )
     rc = r["reverse_complement"]
     if rc["status"] == "ok":
-        lines.append(f"  reverse-complement pairs: OK ({rc['pairs_checked']} pairs checked; task orders "
-                     f"{rc['task_orders']}{'' if rc['from_metadata'] else ', inferred'})")
+        lines.append(
+            f"  reverse-complement pairs: OK ({rc['pairs_checked']} pairs checked; task orders "
+            f"{rc['task_orders']}{'' if rc['from_metadata'] else ', inferred'})"
+        )
     elif rc["status"] == "broken":
-        lines.append(f"  reverse-complement pairs: BROKEN ({rc['bad_pairs']} of {rc['pairs_checked']} pairs are "
-                     f"not reverse complements; first bad pair: region {rc['first_bad_pair']}, samples "
-                     f"{2 * (rc['first_bad_pair'] or 0)}/{2 * (rc['first_bad_pair'] or 0) + 1})")
+        lines.append(
+            f"  reverse-complement pairs: BROKEN ({rc['bad_pairs']} of {rc['pairs_checked']} pairs are "
+            f"not reverse complements; first bad pair: region {rc['first_bad_pair']}, samples "
+            f"{2 * (rc['first_bad_pair'] or 0)}/{2 * (rc['first_bad_pair'] or 0) + 1})"
+        )
     else:
         lines.append(f"  reverse-complement pairs: {rc['status']}")
     for p in r["problems"]:
@@ -164,7 +191,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="bpflow inspect-data",
         description="Print shapes, sample count and total counts per head of a training HDF5 and check "
-        "its reverse-complement pairing.  Exit code 1 when a check fails.")
+        "its reverse-complement pairing.  Exit code 1 when a check fails.",
+    )
     parser.add_argument("file", help="training HDF5 (bpflow prepare-data or BPReveal prepareTrainingData)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)

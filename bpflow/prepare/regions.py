@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from bpflow import schemas
 from bpflow.formats.bed import BedRegions, IntervalSet, iter_chrom_groups, read_bed, write_bed
 from bpflow.formats.bigwig import BigWigFile
 from bpflow.formats.fasta import FastaFile
 from bpflow.prepare.background import background_regions
-from bpflow.prepare.windows import Geometry, Handles, count_sums, sequence_stats
-from bpflow import schemas
 from bpflow.prepare.datasets import check_length_arithmetic
+from bpflow.prepare.windows import Geometry, Handles, count_sums, sequence_stats
 from bpflow.utils import BpflowError, read_step_config, write_json_atomic
 
 logger = logging.getLogger("bpflow.prepare")
@@ -36,8 +36,16 @@ _STRINGS = {"type": "array", "items": {"type": "string", "minLength": 1}}
 _FILES = {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}}
 
 # Reject reasons, in the order the checks run.
-REASONS = ("not-in-split", "wrong-width", "chrom-not-in-genome", "chrom-not-in-bigwig", "off-chrom-end",
-           "blacklist", "non-acgt", "overlap")  # then "max-counts:head_<i>", "min-counts:head_<i>"
+REASONS = (
+    "not-in-split",
+    "wrong-width",
+    "chrom-not-in-genome",
+    "chrom-not-in-bigwig",
+    "off-chrom-end",
+    "blacklist",
+    "non-acgt",
+    "overlap",
+)  # then "max-counts:head_<i>", "min-counts:head_<i>"
 
 # --------------------------------------------------------------------------------------
 # Config
@@ -52,15 +60,18 @@ def _split_mode(splits: dict, source: str) -> str:
     }
     used = [m for m, keys in modes.items() if any(k in splits for k in keys)]
     if len(used) != 1:
-        raise BpflowError(f"{source}: key splits: give exactly one of train-chroms/val-chroms/test-chroms, "
-                          "train-regex/val-regex/test-regex or train-regions/val-regions/test-regions")
+        raise BpflowError(
+            f"{source}: key splits: give exactly one of train-chroms/val-chroms/test-chroms, "
+            "train-regex/val-regex/test-regex or train-regions/val-regions/test-regions"
+        )
     mode = used[0]
     missing = [k for k in modes[mode] if k not in splits]
     if missing:
         raise BpflowError(f"{source}: key splits: missing {', '.join(missing)}")
     if mode in ("chroms", "regex") and "regions" not in splits:
-        raise BpflowError(f"{source}: key splits: 'regions' (a list of peak BED files) is required with "
-                          f"{modes[mode][0]}")
+        raise BpflowError(
+            f"{source}: key splits: 'regions' (a list of peak BED files) is required with {modes[mode][0]}"
+        )
     if mode == "bed" and "regions" in splits:
         raise BpflowError(f"{source}: key splits/regions: not used with train-regions/val-regions/test-regions")
     return mode
@@ -88,16 +99,18 @@ def normalize_regions_config(config: dict, source: str = "config") -> dict:
         for split in SPLITS:
             for chrom in splits[f"{split}-chroms"]:
                 if chrom in seen and seen[chrom] != split:
-                    raise BpflowError(f"{source}: key splits: chromosome {chrom} is in both "
-                                      f"{seen[chrom]}-chroms and {split}-chroms")
+                    raise BpflowError(
+                        f"{source}: key splits: chromosome {chrom} is in both {seen[chrom]}-chroms and {split}-chroms"
+                    )
                 seen[chrom] = split
     if splits["mode"] == "regex":
         for split in SPLITS:
             try:
                 re.compile(splits[f"{split}-regex"])
             except re.error as err:
-                raise BpflowError(f"{source}: key splits/{split}-regex: not a valid regular expression: "
-                                  f"{err}") from None
+                raise BpflowError(
+                    f"{source}: key splits/{split}-regex: not a valid regular expression: {err}"
+                ) from None
     cfg["blacklist"] = [cfg["blacklist"]] if isinstance(cfg["blacklist"], str) else list(cfg["blacklist"])
     if "background" in cfg:
         bg = cfg["background"]
@@ -107,8 +120,10 @@ def normalize_regions_config(config: dict, source: str = "config") -> dict:
             bg["ratio"] = 1.0
         bg.setdefault("min-distance", (cfg["input-length"] - cfg["output-length"]) // 2 + cfg["max-jitter"])
         if splits["mode"] != "chroms":
-            raise BpflowError(f"{source}: key background: background sampling needs splits by chromosome "
-                              "(train-chroms/val-chroms/test-chroms)")
+            raise BpflowError(
+                f"{source}: key background: background sampling needs splits by chromosome "
+                "(train-chroms/val-chroms/test-chroms)"
+            )
     prefix = cfg["output-prefix"]
     outputs = {split: cfg.get(f"output-{split}", f"{prefix}_{split}.bed") for split in SPLITS}
     outputs["all"] = cfg.get("output-all", f"{prefix}_all.bed")
@@ -156,8 +171,10 @@ def _load_peaks(cfg: dict) -> tuple[BedRegions, np.ndarray, np.ndarray]:
             for k, name in enumerate(bed.name):
                 hits = [s for s, rx in enumerate(regexes) if rx.search(name)]
                 if len(hits) > 1:
-                    raise BpflowError(f"{bed.where(k)}: region name {name!r} matches the regexes of "
-                                      f"{' and '.join(SPLITS[s] for s in hits)}")
+                    raise BpflowError(
+                        f"{bed.where(k)}: region name {name!r} matches the regexes of "
+                        f"{' and '.join(SPLITS[s] for s in hits)}"
+                    )
                 if hits:
                     split_of[k] = hits[0]
     reason = np.full(len(bed), None, dtype=object)
@@ -182,8 +199,9 @@ def _output_windows(cfg: dict, bed: BedRegions, reason: np.ndarray) -> tuple[np.
     return starts, starts + out
 
 
-def _remove_overlaps(centres: np.ndarray, chroms: np.ndarray, candidates: np.ndarray, distance: int,
-                     rng: np.random.Generator) -> np.ndarray:
+def _remove_overlaps(
+    centres: np.ndarray, chroms: np.ndarray, candidates: np.ndarray, distance: int, rng: np.random.Generator
+) -> np.ndarray:
     """Of the candidate regions, those to drop so that no two kept centres on a chromosome
     are closer than ``distance``: regions are visited in a seeded random order and kept when
     they conflict with no region kept before."""
@@ -195,8 +213,9 @@ def _remove_overlaps(centres: np.ndarray, chroms: np.ndarray, candidates: np.nda
         for r in visit:
             c = int(centres[r])
             k = bisect.bisect_left(kept_sorted, c)
-            near = (k < len(kept_sorted) and kept_sorted[k] - c < distance) or \
-                   (k > 0 and c - kept_sorted[k - 1] < distance)
+            near = (k < len(kept_sorted) and kept_sorted[k] - c < distance) or (
+                k > 0 and c - kept_sorted[k - 1] < distance
+            )
             if near:
                 drop.append(r)
             else:
@@ -245,8 +264,9 @@ def prepare_regions(config: dict, source: str = "config") -> dict:
             with BigWigFile(path) as bw:
                 bigwig_sizes.append(dict(bw.chrom_sizes))
     # Usable length of each chromosome: present everywhere, the shortest of its lengths.
-    usable = {c: min([n] + [s[c] for s in bigwig_sizes]) for c, n in genome_sizes.items()
-              if all(c in s for s in bigwig_sizes)}
+    usable = {
+        c: min([n] + [s[c] for s in bigwig_sizes]) for c, n in genome_sizes.items() if all(c in s for s in bigwig_sizes)
+    }
 
     bed, split_of, reason = _load_peaks(cfg)
     blacklist_bed = BedRegions.concat([read_bed(p, extra_columns=False) for p in cfg["blacklist"]])
@@ -275,8 +295,9 @@ def prepare_regions(config: dict, source: str = "config") -> dict:
         live = np.flatnonzero(reason == None)  # noqa: E711
         gc = np.zeros(len(bed), dtype=np.float64)
         if len(live):
-            nonacgt, gc_live = sequence_stats(handles, geo, bed.chrom, out_start, live, order, threads,
-                                               "prepare-regions sequence")
+            nonacgt, gc_live = sequence_stats(
+                handles, geo, bed.chrom, out_start, live, order, threads, "prepare-regions sequence"
+            )
             gc[live] = gc_live
             reason[live[nonacgt > cfg["max-non-acgt-fraction"]]] = "non-acgt"
 
@@ -287,13 +308,16 @@ def prepare_regions(config: dict, source: str = "config") -> dict:
             reason[drop] = "overlap"
 
         thresholds_report = []
-        need_counts = any(k in h for h in cfg["heads"] for k in ("max-counts", "max-quantile", "min-counts",
-                                                                  "min-quantile")) or "background" in cfg
+        need_counts = (
+            any(k in h for h in cfg["heads"] for k in ("max-counts", "max-quantile", "min-counts", "min-quantile"))
+            or "background" in cfg
+        )
         live = np.flatnonzero(reason == None)  # noqa: E711
         output_counts = None
         if need_counts and len(live):
-            sums = count_sums(handles, geo, cfg["heads"], bed.chrom, out_start, live, order, threads,
-                               "prepare-regions counts")
+            sums = count_sums(
+                handles, geo, cfg["heads"], bed.chrom, out_start, live, order, threads, "prepare-regions counts"
+            )
             keep = np.ones(len(live), dtype=bool)
             for h, head in enumerate(cfg["heads"]):
                 entry = {"head": h, "max-counts": None, "min-counts": None}
@@ -317,23 +341,46 @@ def prepare_regions(config: dict, source: str = "config") -> dict:
             output_counts = sums["output"][keep]
         kept = np.flatnonzero(reason == None)  # noqa: E711
 
-        summary: dict = {"input-regions": int(len(bed)), "splits": {}, "kept": {}, "count-thresholds": thresholds_report,
-                         "outputs": cfg["outputs"], "seed": cfg["seed"]}
+        summary: dict = {
+            "input-regions": int(len(bed)),
+            "splits": {},
+            "kept": {},
+            "count-thresholds": thresholds_report,
+            "outputs": cfg["outputs"],
+            "seed": cfg["seed"],
+        }
         for s, split in enumerate(SPLITS + ("none",)):
             label = -1 if split == "none" else s
             members = split_of == label
             rejected = collections.Counter(reason[members & (reason != None)])  # noqa: E711
-            summary["splits"][split] = {"regions": int(members.sum()),
-                                        "kept": int((members & (reason == None)).sum()),  # noqa: E711
-                                        "rejected": dict(sorted(rejected.items()))}
+            summary["splits"][split] = {
+                "regions": int(members.sum()),
+                "kept": int((members & (reason == None)).sum()),  # noqa: E711
+                "rejected": dict(sorted(rejected.items())),
+            }
         for s, split in enumerate(SPLITS):
             summary["kept"][split] = int((split_of[kept] == s).sum())
         summary["kept"]["all"] = int(len(kept))
 
         background = None
         if "background" in cfg:
-            background = background_regions(cfg, geo, bed, split_of, kept, out_start, out_end, gc, output_counts,
-                                     usable, order, blacklist, handles, summary, source)
+            background = background_regions(
+                cfg,
+                geo,
+                bed,
+                split_of,
+                kept,
+                out_start,
+                out_end,
+                gc,
+                output_counts,
+                usable,
+                order,
+                blacklist,
+                handles,
+                summary,
+                source,
+            )
     finally:
         handles.close()
 
@@ -350,8 +397,15 @@ def _write_outputs(cfg, bed, split_of, reason, out_start, out_end, kept, order, 
     for s, split in enumerate(SPLITS):
         idx = all_idx[split_of[all_idx] == s]
         write_bed(outs[split], bed.chrom[idx], out_start[idx], out_end[idx], names[idx], scores[idx], strands[idx])
-    write_bed(outs["all"], bed.chrom[all_idx], out_start[all_idx], out_end[all_idx], names[all_idx],
-              scores[all_idx], strands[all_idx])
+    write_bed(
+        outs["all"],
+        bed.chrom[all_idx],
+        out_start[all_idx],
+        out_end[all_idx],
+        names[all_idx],
+        scores[all_idx],
+        strands[all_idx],
+    )
     rej = np.flatnonzero(reason != None)  # noqa: E711
     rej = rej[_sorted_index(bed.chrom[rej], out_start[rej], order)]
     # A region whose output window was never meaningful keeps its BED interval.
@@ -368,15 +422,17 @@ def _write_outputs(cfg, bed, split_of, reason, out_start, out_end, kept, order, 
             st = np.array(background[split]["start"], dtype=np.int64)
             o = _sorted_index(c, st, order)
             c, st = c[o], st[o]
-            write_bed(outs[f"background-{split}"], c, st, st + out, ["background"] * len(st), [0] * len(st),
-                      ["."] * len(st))
+            write_bed(
+                outs[f"background-{split}"], c, st, st + out, ["background"] * len(st), [0] * len(st), ["."] * len(st)
+            )
             all_c.append(c)
             all_s.append(st)
         c = np.concatenate(all_c) if all_c else np.empty(0, dtype=object)
         st = np.concatenate(all_s) if all_s else np.empty(0, dtype=np.int64)
         o = _sorted_index(c, st, order)
-        write_bed(outs["background-all"], c[o], st[o], st[o] + out, ["background"] * len(st), [0] * len(st),
-                  ["."] * len(st))
+        write_bed(
+            outs["background-all"], c[o], st[o], st[o] + out, ["background"] * len(st), [0] * len(st), ["."] * len(st)
+        )
 
 
 def format_summary(summary: dict) -> str:
@@ -397,16 +453,22 @@ def format_summary(summary: dict) -> str:
         for split in SPLITS:
             st = bg[split]
             rej = ", ".join(f"{k} {v}" for k, v in sorted(st["rejected"].items())) or "none"
-            lines.append(f"  background {split:<{width}}  {st['kept']:>6} of {st['target']} wanted "
-                         f"({st['candidates']} candidates; rejected: {rej})")
-    lines.append(f"  outputs: {summary['outputs']['all']}, {summary['outputs']['reject']}, "
-                 f"{summary['outputs']['summary']}")
+            lines.append(
+                f"  background {split:<{width}}  {st['kept']:>6} of {st['target']} wanted "
+                f"({st['candidates']} candidates; rejected: {rej})"
+            )
+    lines.append(
+        f"  outputs: {summary['outputs']['all']}, {summary['outputs']['reject']}, {summary['outputs']['summary']}"
+    )
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     path, config, _ = read_step_config(
-        argv, "prepare-regions",
-        "Split peak regions into train/val/test, filter them, and sample background regions.", "docs/data.md")
+        argv,
+        "prepare-regions",
+        "Split peak regions into train/val/test, filter them, and sample background regions.",
+        "docs/data.md",
+    )
     prepare_regions(config, source=path)
     return 0

@@ -54,6 +54,7 @@ class Handles:
 def run_tasks(tasks: list, func: Callable, threads: int, desc: str | None) -> list:
     """func(task) for each task, in threads when threads > 1; results in task order (with
     progress lines when ``desc`` is given)."""
+
     def shown(items):
         return progress(items, total=len(items), desc=desc, unit="batches") if desc else items
 
@@ -75,7 +76,7 @@ def window_tasks(chroms: np.ndarray, starts: np.ndarray, order: list[str]) -> li
     for chrom, idx in iter_chrom_groups(chroms, order):
         idx = idx[np.argsort(starts[idx], kind="stable")]
         for k in range(0, len(idx), WORK_BATCH):
-            tasks.append((chrom, idx[k:k + WORK_BATCH]))
+            tasks.append((chrom, idx[k : k + WORK_BATCH]))
     return tasks
 
 
@@ -99,9 +100,16 @@ class Geometry:
         return self.pad + (self.output_length - width) // 2, width
 
 
-def sequence_stats(handles: Handles, geo: Geometry, chroms: np.ndarray, out_starts: np.ndarray,
-                    index: np.ndarray, order: list[str], threads: int, desc: str | None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def sequence_stats(
+    handles: Handles,
+    geo: Geometry,
+    chroms: np.ndarray,
+    out_starts: np.ndarray,
+    index: np.ndarray,
+    order: list[str],
+    threads: int,
+    desc: str | None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Non-ACGT fraction of each padded window and GC fraction of its input-length window."""
     nonacgt = np.zeros(len(index), dtype=np.float64)
     gc = np.zeros(len(index), dtype=np.float64)
@@ -123,9 +131,18 @@ def sequence_stats(handles: Handles, geo: Geometry, chroms: np.ndarray, out_star
     return nonacgt, gc
 
 
-def count_sums(handles: Handles, geo: Geometry, heads: list[dict], chroms: np.ndarray,
-                out_starts: np.ndarray, index: np.ndarray, order: list[str], threads: int, desc: str | None,
-                windows: tuple[str, ...] = ("padded", "min", "output")) -> dict[str, np.ndarray]:
+def count_sums(
+    handles: Handles,
+    geo: Geometry,
+    heads: list[dict],
+    chroms: np.ndarray,
+    out_starts: np.ndarray,
+    index: np.ndarray,
+    order: list[str],
+    threads: int,
+    desc: str | None,
+    windows: tuple[str, ...] = ("padded", "min", "output"),
+) -> dict[str, np.ndarray]:
     """Per head, the coverage summed over its bigWigs in the padded window ("padded"), the
     central output-length - 2*max-jitter window ("min") and the output window ("output").
     Arrays of shape (len(index), num_heads)."""

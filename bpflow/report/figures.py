@@ -126,8 +126,9 @@ def plot_counts_scatter(observed_log1p, predicted_logcounts, output, title: str 
     return None
 
 
-def counts_scatter_from_files(predictions: Mapping[str, str], data_h5, output, head: int = 0,
-                              strands: str = "auto", region_set: str | None = None) -> dict[str, float]:
+def counts_scatter_from_files(
+    predictions: Mapping[str, str], data_h5, output, head: int = 0, strands: str = "auto", region_set: str | None = None
+) -> dict[str, float]:
     """One scatter panel per model (e.g. combined, residual, bias) against one dataset.
 
     Each prediction file must be the dataset predicted sample for sample (``bpflow predict``
@@ -157,8 +158,9 @@ def counts_scatter_from_files(predictions: Mapping[str, str], data_h5, output, h
 # Example regions
 
 
-def pick_example_regions(data_h5, num: int = 3, head: int = 0, output_length: int | None = None,
-                         strands: str = "auto") -> list[int]:
+def pick_example_regions(
+    data_h5, num: int = 3, head: int = 0, output_length: int | None = None, strands: str = "auto"
+) -> list[int]:
     """Sample indices of the example regions: the rule is fixed and documented.
 
     Among the dataset's samples that ``bpflow metrics`` scores (forward-strand samples when
@@ -186,12 +188,20 @@ def _strand_plot(ax, values: np.ndarray, color: str, label: str | None = None) -
         ax.axhline(0, color="#bbbbbb", lw=0.5)
     else:
         for t in range(values.shape[1]):
-            ax.plot(x, values[:, t], lw=0.9, color=color if values.shape[1] == 1 else None,
-                    label=label if t == 0 else None)
+            ax.plot(
+                x, values[:, t], lw=0.9, color=color if values.shape[1] == 1 else None, label=label if t == 0 else None
+            )
 
 
-def plot_example_regions(data_h5, predictions: Mapping[str, str], output, indices: Sequence[int] | None = None,
-                         num: int = 3, head: int = 0, strands: str = "auto") -> list[int]:
+def plot_example_regions(
+    data_h5,
+    predictions: Mapping[str, str],
+    output,
+    indices: Sequence[int] | None = None,
+    num: int = 3,
+    head: int = 0,
+    strands: str = "auto",
+) -> list[int]:
     """Observed and predicted profiles of a few regions (columns) x tracks (rows).
 
     Rows: observed coverage, then each prediction file's predicted profile (softmax of the
@@ -226,10 +236,11 @@ def plot_example_regions(data_h5, predictions: Mapping[str, str], output, indice
                 tracks = [("observed", obs)]
                 for label, pf in files:
                     h = pf.head_index(head)
-                    tracks.append((label, predicted_profile(pf.logits(h, slice(i, i + 1)),
-                                                            pf.logcounts(h, slice(i, i + 1)))[0]))
+                    tracks.append(
+                        (label, predicted_profile(pf.logits(h, slice(i, i + 1)), pf.logcounts(h, slice(i, i + 1)))[0])
+                    )
                 if coords is not None:
-                    s, e = center_windows(coords.start[i:i + 1], coords.stop[i:i + 1], out_len)
+                    s, e = center_windows(coords.start[i : i + 1], coords.stop[i : i + 1], out_len)
                     where = f"{coords.names()[i]}:{int(s[0])}-{int(e[0])}"
                 else:
                     where = f"sample {i}"
@@ -272,8 +283,13 @@ def _footprint_entries(table: dict, models, motifs, head):
     return models, motifs, heads
 
 
-def plot_footprints(table: dict, output, models: Sequence[str] | None = None, motifs: Sequence[str] | None = None,
-                    head: str | None = None) -> Path:
+def plot_footprints(
+    table: dict,
+    output,
+    models: Sequence[str] | None = None,
+    motifs: Sequence[str] | None = None,
+    head: str | None = None,
+) -> Path:
     """Grid of marginal footprints: one row per model, one column per motif.
 
     Each panel shows the footprint (mean predicted profile with minus without the motif)
@@ -285,13 +301,17 @@ def plot_footprints(table: dict, output, models: Sequence[str] | None = None, mo
     table made with ``include_profiles=True``.
     """
     models, motifs, heads = _footprint_entries(table, models, motifs, head)
-    fig, axes = subplots(len(models), len(motifs), figsize=(3.2 * len(motifs), 2.3 * len(models) + 0.4),
-                         sharey="row")
+    fig, axes = subplots(len(models), len(motifs), figsize=(3.2 * len(motifs), 2.3 * len(models) + 0.4), sharey="row")
     _draw_footprints(table, axes, models, motifs, heads)
-    if any(np.asarray(table["models"][m]["heads"][heads[m]][motifs[0]]["profiles"]["footprint"]).shape[0] == 2
-           for m in models):
-        fig.suptitle("footprint = mean profile with - without motif, / mean total without "
-                     "(plus strand up, minus strand mirrored down)", fontsize=8)
+    if any(
+        np.asarray(table["models"][m]["heads"][heads[m]][motifs[0]]["profiles"]["footprint"]).shape[0] == 2
+        for m in models
+    ):
+        fig.suptitle(
+            "footprint = mean profile with - without motif, / mean total without "
+            "(plus strand up, minus strand mirrored down)",
+            fontsize=8,
+        )
     return save_figure(fig, output)
 
 
@@ -301,11 +321,13 @@ def _draw_footprints(table, axes, models, motifs, heads) -> None:
             ax = axes[r][c]
             entry = table["models"][label]["heads"][heads[label]].get(motif)
             if entry is None or "profiles" not in entry:
-                raise BpflowError(f"footprint table: no profiles for model {label!r}, motif {motif!r} "
-                                  "(make it with include_profiles=True)")
+                raise BpflowError(
+                    f"footprint table: no profiles for model {label!r}, motif {motif!r} "
+                    "(make it with include_profiles=True)"
+                )
             prof = entry["profiles"]
             total = entry.get("mean-total-without") or 1.0
-            fp = np.asarray(prof["footprint"], dtype=np.float64).T / total   # (positions, tasks)
+            fp = np.asarray(prof["footprint"], dtype=np.float64).T / total  # (positions, tasks)
             x = np.asarray(prof["positions"])
             if fp.shape[1] == 2:
                 ax.plot(x, fp[:, 0], color=_color(label, r), lw=0.9)
@@ -316,8 +338,7 @@ def _draw_footprints(table, axes, models, motifs, heads) -> None:
             ax.axhline(0, color="#bbbbbb", lw=0.5)
             ax.axvline(0, color="#dddddd", lw=0.5)
             resp = entry.get("profile-response")
-            ax.set_title(f"{motif}\nresponse {fmt(resp, 3)}, dlogc {fmt(entry.get('counts-response'), 2)}",
-                         fontsize=8)
+            ax.set_title(f"{motif}\nresponse {fmt(resp, 3)}, dlogc {fmt(entry.get('counts-response'), 2)}", fontsize=8)
             ax.tick_params(labelsize=7)
             if c == 0:
                 ax.set_ylabel(f"{label}\nchange / total", fontsize=8)
@@ -336,15 +357,16 @@ def _align(value) -> str:
 
 def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], caption: str | None = None) -> str:
     """A plain, self-contained HTML table (escaped)."""
-    out = ['<table class="bpflow" border="1" style="border-collapse:collapse;font-family:sans-serif;'
-           'font-size:12px">']
+    out = ['<table class="bpflow" border="1" style="border-collapse:collapse;font-family:sans-serif;font-size:12px">']
     if caption:
         out.append(f"<caption>{html.escape(caption)}</caption>")
-    out.append("<tr>" + "".join(f"<th style=\"padding:2px 6px\">{html.escape(str(h))}</th>" for h in header)
-               + "</tr>")
+    out.append("<tr>" + "".join(f'<th style="padding:2px 6px">{html.escape(str(h))}</th>' for h in header) + "</tr>")
     for row in rows:
-        out.append("<tr>" + "".join(f"<td style=\"padding:2px 6px;text-align:{_align(v)}\">{html.escape(str(v))}</td>"
-                                    for v in row) + "</tr>")
+        out.append(
+            "<tr>"
+            + "".join(f'<td style="padding:2px 6px;text-align:{_align(v)}">{html.escape(str(v))}</td>' for v in row)
+            + "</tr>"
+        )
     out.append("</table>")
     return "\n".join(out) + "\n"
 
@@ -358,12 +380,19 @@ def footprint_table_html(table: dict, output, caption: str | None = None) -> Pat
 # Metrics
 
 
-METRICS_HTML_COLUMNS = [("region-set", None), ("model", None), ("head", None), ("regions", "num-regions"),
-                        ("counts Pearson", ("counts", "pearson")), ("counts Spearman", ("counts", "spearman")),
-                        ("counts MSE", ("counts", "mse")), ("median JSD", ("profile", "jsd", "median")),
-                        ("median norm. JSD", ("profile", "normalized-jsd", "median")),
-                        ("median MNLL", ("profile", "mnll", "median")),
-                        ("median profile Pearson", ("profile", "pearson", "median"))]
+METRICS_HTML_COLUMNS = [
+    ("region-set", None),
+    ("model", None),
+    ("head", None),
+    ("regions", "num-regions"),
+    ("counts Pearson", ("counts", "pearson")),
+    ("counts Spearman", ("counts", "spearman")),
+    ("counts MSE", ("counts", "mse")),
+    ("median JSD", ("profile", "jsd", "median")),
+    ("median norm. JSD", ("profile", "normalized-jsd", "median")),
+    ("median MNLL", ("profile", "mnll", "median")),
+    ("median profile Pearson", ("profile", "pearson", "median")),
+]
 
 
 def metrics_rows(results: Sequence) -> list[list[str]]:
@@ -378,7 +407,7 @@ def metrics_rows(results: Sequence) -> list[list[str]]:
                 row = [res.get("region-set") or "", label, head]
                 for _, key in METRICS_HTML_COLUMNS[3:]:
                     v = values
-                    for k in (key if isinstance(key, tuple) else (key,)):
+                    for k in key if isinstance(key, tuple) else (key,):
                         v = v.get(k) if isinstance(v, dict) else None
                     row.append(fmt(v, 3))
                 rows.append(row)
@@ -399,10 +428,12 @@ QC_COLUMNS = ["head", "check", "value", "threshold", "status"]
 def qc_rows(qc: dict) -> list[list[str]]:
     """Rows of :data:`QC_COLUMNS`: every check that :mod:`bpflow.evaluate.qc` recorded in a
     train-combined QC report (``checks`` of each head, counts then motifs)."""
-    return [[head, c["check"], c["value"], c["threshold"], c["status"]]
-            for part in ("counts", "motifs")
-            for head, h in ((qc.get(part) or {}).get("heads") or {}).items()
-            for c in h.get("checks", [])]
+    return [
+        [head, c["check"], c["value"], c["threshold"], c["status"]]
+        for part in ("counts", "motifs")
+        for head, h in ((qc.get(part) or {}).get("heads") or {}).items()
+        for c in h.get("checks", [])
+    ]
 
 
 def qc_table_html(qc_json, output, caption: str | None = None) -> Path:
@@ -414,8 +445,7 @@ def qc_table_html(qc_json, output, caption: str | None = None) -> Path:
     if qc.get("disabled"):
         head = "<p><b>Quality checks were disabled</b> (training.qc.enabled: false).</p>"
     elif warnings:
-        head = "<p><b>QC warnings:</b></p><ul>" + "".join(
-            f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
+        head = "<p><b>QC warnings:</b></p><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
     else:
         head = "<p><b>QC: no warnings.</b></p>"
     return _write_text(output, head + "\n" + html_table(QC_COLUMNS, qc_rows(qc), caption))
@@ -457,8 +487,11 @@ def _draw_history(ax, stage: str, hist, keys) -> None:
     epochs = hist.get("epoch") if isinstance(hist.get("epoch"), list) else None
     for name in names:
         values = np.asarray([math.nan if v is None else v for v in hist[name]], dtype=np.float64)
-        x = np.asarray(epochs, dtype=np.float64) if epochs and len(epochs) == len(values) \
+        x = (
+            np.asarray(epochs, dtype=np.float64)
+            if epochs and len(epochs) == len(values)
             else np.arange(1, len(values) + 1)
+        )
         ax.plot(x, values, ls="--" if name.startswith("val_") else "-", label=name)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(stage, fontsize=9)

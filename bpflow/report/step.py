@@ -52,7 +52,8 @@ def footprints_caption(table: dict) -> str:
     ratios = table.get("bias-tf-ratio") or {}
     if table.get("tf-motifs") and table.get("bias-motifs") and ratios:
         caption += "; bias/TF profile-response ratio: " + ", ".join(
-            f"{k} {figures.fmt(v, 3)}" for k, v in ratios.items())
+            f"{k} {figures.fmt(v, 3)}" for k, v in ratios.items()
+        )
     return caption
 
 
@@ -60,8 +61,9 @@ def draw(fig: dict) -> str:
     """Draw one figure of the config; returns a line for the log."""
     kind, out = fig["figure"], fig["output"]
     if kind == "counts-scatter":
-        r = figures.counts_scatter_from_files(fig["predictions"], fig["data"], out, head=fig["head"],
-                                              region_set=fig.get("region-set"))
+        r = figures.counts_scatter_from_files(
+            fig["predictions"], fig["data"], out, head=fig["head"], region_set=fig.get("region-set")
+        )
         return "counts Pearson: " + ", ".join(f"{k} {v:.4f}" for k, v in r.items())
     if kind == "example-regions":
         shown = figures.plot_example_regions(fig["data"], fig["predictions"], out, num=fig["num"], head=fig["head"])
@@ -81,8 +83,9 @@ def draw(fig: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    path, config, _ = read_step_config(argv, "report-figures", "Draw the report's figures and tables.",
-                                       "docs/evaluation.md")
+    path, config, _ = read_step_config(
+        argv, "report-figures", "Draw the report's figures and tables.", "docs/evaluation.md"
+    )
     outputs = [f["output"] for f in config["figures"]]
     if len(set(outputs)) != len(outputs):
         raise BpflowError(f"{path}: key figures: two figures have the same output")

@@ -61,7 +61,9 @@ def load_schema(step: str) -> dict:
 
 def steps() -> list[str]:
     """The steps that have a schema."""
-    return sorted(p.name[: -len(".schema.json")] for p in SCHEMA_DIR.glob("*.schema.json") if p.name != "common.schema.json")
+    return sorted(
+        p.name[: -len(".schema.json")] for p in SCHEMA_DIR.glob("*.schema.json") if p.name != "common.schema.json"
+    )
 
 
 def fill_defaults(instance, schema: dict):
@@ -91,7 +93,9 @@ def _matching_branches(instance: dict, schema: dict) -> list[dict]:
     property with a ``const`` (e.g. report-figures' ``figure``)."""
     out = []
     for branch in schema.get("oneOf", []):
-        consts = {k: v["const"] for k, v in branch.get("properties", {}).items() if isinstance(v, dict) and "const" in v}
+        consts = {
+            k: v["const"] for k, v in branch.get("properties", {}).items() if isinstance(v, dict) and "const" in v
+        }
         if consts and all(instance.get(k) == v for k, v in consts.items()):
             out.append(branch)
     return out

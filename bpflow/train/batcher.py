@@ -50,8 +50,6 @@ logger = logging.getLogger("bpflow.train")
 _SCAN_BLOCK_BYTES = 64 << 20
 
 
-
-
 @dataclass
 class HeadStats:
     """Totals of one head over the central (un-jittered) output windows of a data set."""
@@ -67,13 +65,13 @@ class HeadStats:
 class _Source:
     path: Path
     data: TrainingDataset
-    sequence: np.ndarray                 # (n, seq_width, 4) uint8, in memory
-    heads: list                          # h5py datasets, (n, head_width, tasks)
+    sequence: np.ndarray  # (n, seq_width, 4) uint8, in memory
+    heads: list  # h5py datasets, (n, head_width, tasks)
     n: int
-    seq_jitter: int                      # (seq_width - input_length) / 2
-    head_jitter: list[int]               # (head_width - output_length) / 2, per head
-    chunk_rows: int | None               # rows per HDF5 chunk of head_0 (None: contiguous)
-    stored_revcomp: bool | None          # metadata: does the file hold reverse-complement pairs?
+    seq_jitter: int  # (seq_width - input_length) / 2
+    head_jitter: list[int]  # (head_width - output_length) / 2, per head
+    chunk_rows: int | None  # rows per HDF5 chunk of head_0 (None: contiguous)
+    stored_revcomp: bool | None  # metadata: does the file hold reverse-complement pairs?
     stored_orders: list | None = field(default=None)
 
 
@@ -104,13 +102,28 @@ class H5Batcher(keras.utils.PyDataset):
         name: a label for messages ("train-data", "val-data").
     """
 
-    def __init__(self, paths, num_tasks: Sequence[int], input_length: int, output_length: int,
-                 batch_size: int, *, max_jitter: int = 0, shuffle: bool = False, seed: int = 0,
-                 reverse_complement: bool = False, revcomp_orders=None, batch_multiple: int = 1,
-                 sample_weights: bool = False, drop_remainder: bool = False, cache_mb: float = 256,
-                 workers: int = 1, max_queue_size: int = 10, name: str = "data"):
-        super().__init__(workers=max(1, int(workers)), use_multiprocessing=False,
-                         max_queue_size=max_queue_size)
+    def __init__(
+        self,
+        paths,
+        num_tasks: Sequence[int],
+        input_length: int,
+        output_length: int,
+        batch_size: int,
+        *,
+        max_jitter: int = 0,
+        shuffle: bool = False,
+        seed: int = 0,
+        reverse_complement: bool = False,
+        revcomp_orders=None,
+        batch_multiple: int = 1,
+        sample_weights: bool = False,
+        drop_remainder: bool = False,
+        cache_mb: float = 256,
+        workers: int = 1,
+        max_queue_size: int = 10,
+        name: str = "data",
+    ):
+        super().__init__(workers=max(1, int(workers)), use_multiprocessing=False, max_queue_size=max_queue_size)
         if isinstance(paths, (str, Path)):
             paths = [paths]
         self.paths = [Path(p) for p in paths]
@@ -152,9 +165,12 @@ class H5Batcher(keras.utils.PyDataset):
         if self.reverse_complement:
             stored = [s.path.name for s in self.sources if s.stored_revcomp]
             if stored:
-                logger.warning("%s: %s already hold(s) reverse-complement pairs; reverse-complementing "
-                               "on the fly as well only repeats that augmentation",
-                               name, ", ".join(stored))
+                logger.warning(
+                    "%s: %s already hold(s) reverse-complement pairs; reverse-complementing "
+                    "on the fly as well only repeats that augmentation",
+                    name,
+                    ", ".join(stored),
+                )
         self._sizes = self._batch_sizes()
         self._memspaces = [h5py.h5s.create_simple((self.output_length, t)) for t in self.num_tasks]
         self._blocks, self._window = self._shuffle_layout()
@@ -162,8 +178,7 @@ class H5Batcher(keras.utils.PyDataset):
     # ------------------------------------------------------------------ opening and checks
 
     def _open(self, path: Path) -> _Source:
-        data = TrainingDataset(path, self.name, rdcc_nbytes=self._cache_per_dataset, rdcc_nslots=100_003,
-                               rdcc_w0=0.0)
+        data = TrainingDataset(path, self.name, rdcc_nbytes=self._cache_per_dataset, rdcc_nslots=100_003, rdcc_w0=0.0)
         where = data.where
         try:
             seq_ds = data.sequence
@@ -176,17 +191,20 @@ class H5Batcher(keras.utils.PyDataset):
             for h, tasks in enumerate(self.num_tasks):
                 ds = data.head(h)
                 if ds.shape[2] != tasks:
-                    raise BpflowError(f"{where}: 'head_{h}' has {ds.shape[2]} task(s) but the config's head "
-                                      f"{h} has num-tasks {tasks}")
+                    raise BpflowError(
+                        f"{where}: 'head_{h}' has {ds.shape[2]} task(s) but the config's head {h} has num-tasks {tasks}"
+                    )
                 if ds.dtype.kind != "f":
                     raise BpflowError(f"{where}: 'head_{h}' must be a float dataset, got {ds.dtype}")
                 heads.append(ds)
-                head_jitter.append(self._flank(int(ds.shape[1]), self.output_length, f"head_{h}",
-                                               "output-length", where))
+                head_jitter.append(
+                    self._flank(int(ds.shape[1]), self.output_length, f"head_{h}", "output-length", where)
+                )
             extra = data.extra_heads(len(self.num_tasks))
             if extra:
-                logger.warning("%s: ignoring %s (the config has %d head(s))", where, ", ".join(extra),
-                               len(self.num_tasks))
+                logger.warning(
+                    "%s: ignoring %s (the config has %d head(s))", where, ", ".join(extra), len(self.num_tasks)
+                )
             chunks = heads[0].chunks
             chunk_rows = int(chunks[0]) if chunks else None
             # The sequence, in memory as uint8 (converted once if stored as another type).
@@ -196,11 +214,21 @@ class H5Batcher(keras.utils.PyDataset):
                 sequence = np.empty(seq_ds.shape, dtype=np.uint8)
                 step = max(1, _SCAN_BLOCK_BYTES // max(1, seq_width * 4 * seq_ds.dtype.itemsize))
                 for r0 in range(0, n, step):
-                    sequence[r0:r0 + step] = seq_ds[r0:r0 + step]
+                    sequence[r0 : r0 + step] = seq_ds[r0 : r0 + step]
             if sequence.size and sequence.max() > 1:
                 raise BpflowError(f"{where}: 'sequence' is not one-hot (values above 1)")
-            return _Source(path, data, sequence, heads, n, seq_jitter, head_jitter, chunk_rows,
-                           data.stored_revcomp(), data.stored_task_orders())
+            return _Source(
+                path,
+                data,
+                sequence,
+                heads,
+                n,
+                seq_jitter,
+                head_jitter,
+                chunk_rows,
+                data.stored_revcomp(),
+                data.stored_task_orders(),
+            )
         except BaseException:
             data.close()
             raise
@@ -208,13 +236,17 @@ class H5Batcher(keras.utils.PyDataset):
     def _flank(self, width: int, length: int, what: str, key: str, where: str) -> int:
         diff = width - length
         if diff < 0 or diff % 2:
-            raise BpflowError(f"{where}: '{what}' windows are {width} wide, which does not fit the "
-                              f"model's {key} {length} with an even flank on both sides")
+            raise BpflowError(
+                f"{where}: '{what}' windows are {width} wide, which does not fit the "
+                f"model's {key} {length} with an even flank on both sides"
+            )
         flank = diff // 2
         if flank < self.max_jitter:
-            raise BpflowError(f"{where}: '{what}' windows are {width} wide, so they allow a jitter of "
-                              f"at most {flank} around the {key} {length}, but max-jitter is "
-                              f"{self.max_jitter}")
+            raise BpflowError(
+                f"{where}: '{what}' windows are {width} wide, so they allow a jitter of "
+                f"at most {flank} around the {key} {length}, but max-jitter is "
+                f"{self.max_jitter}"
+            )
         return flank
 
     def _resolve_orders(self, orders) -> list[list[int]]:
@@ -271,8 +303,13 @@ class H5Batcher(keras.utils.PyDataset):
             start = int(self._starts[f])
             blocks += [(start + r0, start + min(r0 + rows, s.n)) for r0 in range(0, s.n, rows)]
         window = max(1, self._cache_per_dataset // max(1, 2 * max_chunk_bytes))
-        logger.info("%s: profile data exceeds the %.0f MiB chunk cache: two-level shuffle over %d "
-                    "blocks, %d per window", self.name, self.cache_bytes / (1 << 20), len(blocks), window)
+        logger.info(
+            "%s: profile data exceeds the %.0f MiB chunk cache: two-level shuffle over %d blocks, %d per window",
+            self.name,
+            self.cache_bytes / (1 << 20),
+            len(blocks),
+            window,
+        )
         return np.asarray(blocks, dtype=np.int64), window
 
     # ------------------------------------------------------------------ epochs
@@ -298,14 +335,15 @@ class H5Batcher(keras.utils.PyDataset):
                 parts = []
                 perm = rng.permutation(len(self._blocks))
                 for w in range(0, len(perm), self._window):
-                    ids = np.concatenate([np.arange(a, b) for a, b in self._blocks[perm[w:w + self._window]]])
+                    ids = np.concatenate([np.arange(a, b) for a, b in self._blocks[perm[w : w + self._window]]])
                     parts.append(rng.permutation(ids))
                 order = np.concatenate(parts)
         else:
             order = np.arange(n)
         if self.max_jitter:
             offsets = np.random.default_rng([self.seed, epoch, 1]).integers(
-                0, 2 * self.max_jitter + 1, size=n, dtype=np.int64)
+                0, 2 * self.max_jitter + 1, size=n, dtype=np.int64
+            )
         else:
             offsets = np.zeros(n, dtype=np.int64)
         if self.reverse_complement:
@@ -352,7 +390,7 @@ class H5Batcher(keras.utils.PyDataset):
             src = self.sources[files[j]]
             row, off = int(rows[j]), int(offsets[j])
             s0 = src.seq_jitter - self.max_jitter + off
-            x[j] = src.sequence[row, s0:s0 + self.input_length]
+            x[j] = src.sequence[row, s0 : s0 + self.input_length]
             for h, ds in enumerate(src.heads):
                 # h5py's low-level read of one window: ~3x faster than slicing the dataset
                 p0 = src.head_jitter[h] - self.max_jitter + off
@@ -368,8 +406,7 @@ class H5Batcher(keras.utils.PyDataset):
             x[k:] = x[np.arange(pad) % k]
             for prof in profiles:
                 prof[k:] = prof[np.arange(pad) % k]
-        counts = [np.log1p(p.sum(axis=(1, 2), dtype=np.float64)).astype(np.float32)[:, None]
-                  for p in profiles]
+        counts = [np.log1p(p.sum(axis=(1, 2), dtype=np.float64)).astype(np.float32)[:, None] for p in profiles]
         y = tuple(profiles + counts)
         if self.sample_weights:
             w = np.zeros(total, dtype=np.float32)
@@ -390,35 +427,42 @@ class H5Batcher(keras.utils.PyDataset):
                 step *= max(1, _SCAN_BLOCK_BYTES // max(1, step * row_bytes))
                 c0 = src.head_jitter[h]
                 for r0 in range(0, src.n, step):
-                    block = ds[r0:r0 + step]
+                    block = ds[r0 : r0 + step]
                     bad = ~np.isfinite(block)
                     if bad.any():
                         i = int(np.argwhere(bad)[0][0]) + r0
-                        raise BpflowError(f"{self.name} {src.path}: head_{h} has NaN or infinite values "
-                                          f"(first in sample {i}); fix the bigWig or the data preparation")
+                        raise BpflowError(
+                            f"{self.name} {src.path}: head_{h} has NaN or infinite values "
+                            f"(first in sample {i}); fix the bigWig or the data preparation"
+                        )
                     if block.size and block.min() < 0:
                         i = int(np.argwhere(block < 0)[0][0]) + r0
-                        raise BpflowError(f"{self.name} {src.path}: head_{h} has negative values (first in "
-                                          f"sample {i}, minimum {float(block.min()):g}); the multinomial "
-                                          "loss needs counts >= 0 (use absolute values of minus-strand "
-                                          "bigWigs)")
-                    window = block[:, c0:c0 + self.output_length, :]
+                        raise BpflowError(
+                            f"{self.name} {src.path}: head_{h} has negative values (first in "
+                            f"sample {i}, minimum {float(block.min()):g}); the multinomial "
+                            "loss needs counts >= 0 (use absolute values of minus-strand "
+                            "bigWigs)"
+                        )
+                    window = block[:, c0 : c0 + self.output_length, :]
                     totals[h].append(window.sum(axis=(1, 2), dtype=np.float64))
         stats = []
         for h in range(len(self.num_tasks)):
             t = np.concatenate(totals[h])
-            stats.append(HeadStats(int(t.size), float(t.mean()), float(np.median(t)), float(t.max()),
-                                   int((t == 0).sum())))
+            stats.append(
+                HeadStats(int(t.size), float(t.mean()), float(np.median(t)), float(t.max()), int((t == 0).sum()))
+            )
         return stats
 
     # ------------------------------------------------------------------ misc
 
     def describe(self) -> str:
         files = ", ".join(str(p) for p in self.paths)
-        return (f"{self.name}: {self.num_samples} samples from {files}; {len(self)} batches of "
-                f"{self.batch_size}; jitter {self.max_jitter}; "
-                f"{'shuffled' if self.shuffle else 'in file order'}"
-                f"{'; reverse complement on the fly' if self.reverse_complement else ''}")
+        return (
+            f"{self.name}: {self.num_samples} samples from {files}; {len(self)} batches of "
+            f"{self.batch_size}; jitter {self.max_jitter}; "
+            f"{'shuffled' if self.shuffle else 'in file order'}"
+            f"{'; reverse complement on the fly' if self.reverse_complement else ''}"
+        )
 
     def close(self) -> None:
         for src in getattr(self, "sources", []):

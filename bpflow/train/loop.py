@@ -51,8 +51,9 @@ def initial_counts_weight(mean_counts: float, frac_target: float) -> float:
     return INITIAL_LAMBDA_FACTOR * float(mean_counts) * float(frac_target)
 
 
-def update_counts_weight(weight: float, profile_loss: float, counts_loss: float, frac_target: float,
-                         epoch: int) -> float:
+def update_counts_weight(
+    weight: float, profile_loss: float, counts_loss: float, frac_target: float, epoch: int
+) -> float:
     """The counts-loss weight (lambda) for the epoch after ``epoch`` (0-based).
 
     Aims for ``lambda * c / (lambda * c + p) = t``: the candidate is ``t * p / ((1 - t) * c)``
@@ -85,18 +86,23 @@ def _output_names(model, heads: Sequence[HeadSpec]) -> tuple[list[str], list[str
     names = list(model.output_names)
     n = len(heads)
     if len(names) != 2 * n:
-        raise BpflowError(f"model {model.name!r} has {len(names)} outputs, but the config has {n} heads "
-                          f"(expected {2 * n}: a profile and a counts output per head)")
+        raise BpflowError(
+            f"model {model.name!r} has {len(names)} outputs, but the config has {n} heads "
+            f"(expected {2 * n}: a profile and a counts output per head)"
+        )
     for i, head in enumerate(heads):
         tasks = model.outputs[i].shape[-1]
         if tasks != head.num_tasks:
-            raise BpflowError(f"model {model.name!r}: head {i} ({head.name}) has {tasks} task(s), the config "
-                              f"says num-tasks {head.num_tasks}")
+            raise BpflowError(
+                f"model {model.name!r}: head {i} ({head.name}) has {tasks} task(s), the config "
+                f"says num-tasks {head.num_tasks}"
+            )
     return names[:n], names[n:]
 
 
-def compile_model(model, heads: Sequence[HeadSpec], learning_rate: float, counts_weights: Sequence[float],
-                  jit_compile="auto") -> list:
+def compile_model(
+    model, heads: Sequence[HeadSpec], learning_rate: float, counts_weights: Sequence[float], jit_compile="auto"
+) -> list:
     """Compile ``model`` with bpflow's losses; return the lambda variables (one per head).
 
     Losses: ``profile-loss-weight`` x :class:`MultinomialNLL` per profile output and
@@ -110,10 +116,16 @@ def compile_model(model, heads: Sequence[HeadSpec], learning_rate: float, counts
     losses = [MultinomialNLL(name=f"profile_nll_{i}") for i in range(len(heads))]
     counts = [CountsMSE(w, name=f"counts_mse_{i}") for i, w in enumerate(counts_weights)]
     weights = [h.profile_weight for h in heads] + [1.0] * len(heads)
-    metrics = ([[keras.metrics.MeanMetricWrapper(multinomial_nll, name="nll")] for _ in heads]
-               + [[keras.metrics.MeanMetricWrapper(_squared_error, name="mse")] for _ in heads])
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=losses + counts,
-                  loss_weights=weights, weighted_metrics=metrics, jit_compile=jit_compile)
+    metrics = [[keras.metrics.MeanMetricWrapper(multinomial_nll, name="nll")] for _ in heads] + [
+        [keras.metrics.MeanMetricWrapper(_squared_error, name="mse")] for _ in heads
+    ]
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=losses + counts,
+        loss_weights=weights,
+        weighted_metrics=metrics,
+        jit_compile=jit_compile,
+    )
     variables = []
     for i, loss in enumerate(counts):
         setattr(model, f"counts_loss_weight_{i}", loss.weight)
@@ -151,8 +163,9 @@ def copy_weights(source, target, exclude=()) -> None:
     elif len(src) == len(dst):
         pairs = list(zip(src, dst))
     else:
-        raise BpflowError(f"cannot copy weights of {source.name!r} ({len(src)} variables) to "
-                          f"{target.name!r} ({len(dst)} variables)")
+        raise BpflowError(
+            f"cannot copy weights of {source.name!r} ({len(src)} variables) to {target.name!r} ({len(dst)} variables)"
+        )
     for s, d in pairs:
         value = _value(s)
         if tuple(value.shape) != tuple(d.shape):
@@ -206,8 +219,12 @@ def _terms(logs: dict, prefix: str, profile_names, counts_names, heads) -> dict:
 
 
 def _total(terms: dict, heads, lambdas) -> float:
-    return float(sum(h.profile_weight * terms[f"{h.name}_profile"] + lam * terms[f"{h.name}_counts"]
-                     for h, lam in zip(heads, lambdas)))
+    return float(
+        sum(
+            h.profile_weight * terms[f"{h.name}_profile"] + lam * terms[f"{h.name}_counts"]
+            for h, lam in zip(heads, lambdas)
+        )
+    )
 
 
 class TrainingState:
@@ -218,8 +235,15 @@ class TrainingState:
     stores :meth:`to_json`.
     """
 
-    def __init__(self, heads: Sequence[HeadSpec], lambdas: Sequence[float], learning_rate: float,
-                 epochs: int, early_stopping_patience: int, plateau_patience: int):
+    def __init__(
+        self,
+        heads: Sequence[HeadSpec],
+        lambdas: Sequence[float],
+        learning_rate: float,
+        epochs: int,
+        early_stopping_patience: int,
+        plateau_patience: int,
+    ):
         self.heads = list(heads)
         self.epochs = int(epochs)
         self.early_stopping_patience = int(early_stopping_patience)
@@ -243,8 +267,19 @@ class TrainingState:
         self.history["learning_rate"] = []
         self.history["seconds"] = []
 
-    _SAVED = ("epochs_done", "lambdas", "learning_rate", "best_terms", "best_epoch", "es_wait", "lr_wait",
-              "stopped", "stop_reason", "initial", "history")
+    _SAVED = (
+        "epochs_done",
+        "lambdas",
+        "learning_rate",
+        "best_terms",
+        "best_epoch",
+        "es_wait",
+        "lr_wait",
+        "stopped",
+        "stop_reason",
+        "initial",
+        "history",
+    )
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self._SAVED}
@@ -303,8 +338,10 @@ class TrainingState:
                 notes.append(f"learning rate -> {self.learning_rate:.3g}")
             if self.es_wait >= self.early_stopping_patience:
                 self.stopped = True
-                self.stop_reason = (f"early stopping: no improvement of the validation loss for "
-                                    f"{self.es_wait} epochs (best: epoch {self.best_epoch})")
+                self.stop_reason = (
+                    f"early stopping: no improvement of the validation loss for "
+                    f"{self.es_wait} epochs (best: epoch {self.best_epoch})"
+                )
         source = val_terms if epoch == 0 else train_terms
         for i, head in enumerate(self.heads):
             if head.frac_target is None:
@@ -316,8 +353,14 @@ class TrainingState:
         if self.epochs_done >= self.epochs and not self.stopped:
             self.stopped = True
             self.stop_reason = f"finished all {self.epochs} epochs"
-        return {"improved": improved, "loss": loss, "val_loss": val_loss, "lambdas": lambdas,
-                "learning_rate": learning_rate, "notes": notes}
+        return {
+            "improved": improved,
+            "loss": loss,
+            "val_loss": val_loss,
+            "lambdas": lambdas,
+            "learning_rate": learning_rate,
+            "notes": notes,
+        }
 
 
 class _Controller(keras.callbacks.Callback):
@@ -342,8 +385,11 @@ class _Controller(keras.callbacks.Callback):
         st = tr.state
         train_terms = _terms(logs, "", tr.profile_names, tr.counts_names, tr.heads)
         val_terms = _terms(logs, "val_", tr.profile_names, tr.counts_names, tr.heads)
-        bad = [k for k, v in {**train_terms, **{f"val_{k}": v for k, v in val_terms.items()}}.items()
-               if not math.isfinite(v)]
+        bad = [
+            k
+            for k, v in {**train_terms, **{f"val_{k}": v for k, v in val_terms.items()}}.items()
+            if not math.isfinite(v)
+        ]
         if bad:
             tr.nan_watch.bad = (epoch, None, bad[0])
             self.model.stop_training = True
@@ -354,9 +400,23 @@ class _Controller(keras.callbacks.Callback):
         for var, lam in zip(tr.lambda_vars, st.lambdas):
             var.assign(lam)
         self.model.optimizer.learning_rate = st.learning_rate
-        logger.info("%s", _epoch_line(epoch + 1, st.epochs, seconds, out["loss"], out["val_loss"], train_terms,
-                                      val_terms, tr.heads, out["lambdas"], st.lambdas, out["learning_rate"],
-                                      out["notes"]))
+        logger.info(
+            "%s",
+            _epoch_line(
+                epoch + 1,
+                st.epochs,
+                seconds,
+                out["loss"],
+                out["val_loss"],
+                train_terms,
+                val_terms,
+                tr.heads,
+                out["lambdas"],
+                st.lambdas,
+                out["learning_rate"],
+                out["notes"],
+            ),
+        )
         tr.write_checkpoint()
         if st.stopped:
             if st.stop_reason.startswith("early"):
@@ -364,14 +424,17 @@ class _Controller(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _epoch_line(epoch, epochs, seconds, loss, val_loss, train_terms, val_terms, heads, lambdas, new_lambdas,
-                lr, notes) -> str:
+def _epoch_line(
+    epoch, epochs, seconds, loss, val_loss, train_terms, val_terms, heads, lambdas, new_lambdas, lr, notes
+) -> str:
     parts = [f"epoch {epoch}/{epochs} ({seconds:.1f} s): loss {loss:.4g} val {val_loss:.4g}"]
     for h, lam, new in zip(heads, lambdas, new_lambdas):
         lam_txt = f"lambda {lam:.4g}" + (f"->{new:.4g}" if new != lam else "")
-        parts.append(f"{h.name}: profile {train_terms[f'{h.name}_profile']:.4g} val "
-                     f"{val_terms[f'{h.name}_profile']:.4g}, counts {train_terms[f'{h.name}_counts']:.4g} val "
-                     f"{val_terms[f'{h.name}_counts']:.4g}, {lam_txt}")
+        parts.append(
+            f"{h.name}: profile {train_terms[f'{h.name}_profile']:.4g} val "
+            f"{val_terms[f'{h.name}_profile']:.4g}, counts {train_terms[f'{h.name}_counts']:.4g} val "
+            f"{val_terms[f'{h.name}_counts']:.4g}, {lam_txt}"
+        )
     parts.append(f"lr {lr:.3g}")
     line = " | ".join(parts)
     if notes:
@@ -389,16 +452,26 @@ def fingerprint(step: str, config: dict, files: Sequence) -> str:
     for path in files:
         st = Path(path).stat()
         items.append([str(Path(path).resolve()), st.st_size, st.st_mtime_ns])
-    blob = json.dumps({"step": step, "config": config, "files": items, "backend": keras.backend.backend(),
-                       "format": CHECKPOINT_FORMAT}, sort_keys=True, default=str)
+    blob = json.dumps(
+        {
+            "step": step,
+            "config": config,
+            "files": items,
+            "backend": keras.backend.backend(),
+            "format": CHECKPOINT_FORMAT,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 class _Fit:
     """One call of :func:`fit_model` (holds what the callbacks need)."""
 
-    def __init__(self, model, heads, settings, rt, train_data, val_data, lambda_vars, checkpoint_path,
-                 fingerprint_value):
+    def __init__(
+        self, model, heads, settings, rt, train_data, val_data, lambda_vars, checkpoint_path, fingerprint_value
+    ):
         self.model = model
         self.heads = heads
         self.settings = settings
@@ -426,10 +499,12 @@ class _Fit:
             for i, w in enumerate(self.best_weights):
                 arrays[f"b_{i}"] = w
         meta = {
-            "format": CHECKPOINT_FORMAT, "fingerprint": self.fingerprint,
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
             "variables": [v.path for v in self.model_variables],
             "optimizer-variables": [v.path for v in opt_vars],
-            "best-is-current": bool(best_is_current), "has-best": self.best_weights is not None,
+            "best-is-current": bool(best_is_current),
+            "has-best": self.best_weights is not None,
             "state": self.state.to_json(),
         }
         arrays["meta"] = np.array(json.dumps(meta))
@@ -447,8 +522,9 @@ class _Fit:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(str(z["meta"]))
                 if meta.get("fingerprint") != self.fingerprint:
-                    logger.warning("%s was written for a different config or different input files; "
-                                   "starting afresh", path)
+                    logger.warning(
+                        "%s was written for a different config or different input files; starting afresh", path
+                    )
                     return False
                 if meta["variables"] != [v.path for v in self.model_variables]:
                     logger.warning("%s does not match the model's variables; starting afresh", path)
@@ -464,8 +540,9 @@ class _Fit:
                 opt_values = [z[f"o_{i}"] for i in range(len(opt_vars))]
                 best = None
                 if meta["has-best"]:
-                    best = weights if meta["best-is-current"] else \
-                        [z[f"b_{i}"] for i in range(len(self.model_variables))]
+                    best = (
+                        weights if meta["best-is-current"] else [z[f"b_{i}"] for i in range(len(self.model_variables))]
+                    )
         except (OSError, KeyError, ValueError) as err:
             logger.warning("cannot read the checkpoint %s (%s); starting afresh", path, err)
             return False
@@ -486,8 +563,19 @@ def _verbose() -> int:
     return 1 if sys.stdout.isatty() and sys.stderr.isatty() else 0
 
 
-def fit_model(model, heads: Sequence[HeadSpec], settings: TrainSettings, rt: Runtime, train_data, val_data, *,
-              fingerprint_value: str, checkpoint_path=None, callbacks=(), batcher_options=None) -> dict:
+def fit_model(
+    model,
+    heads: Sequence[HeadSpec],
+    settings: TrainSettings,
+    rt: Runtime,
+    train_data,
+    val_data,
+    *,
+    fingerprint_value: str,
+    checkpoint_path=None,
+    callbacks=(),
+    batcher_options=None,
+) -> dict:
     """Train ``model`` (built inside ``rt.scope()``) and leave it at its best weights.
 
     ``train_data`` / ``val_data``: an HDF5 path or a list of paths (concatenated).  The model's
@@ -506,24 +594,53 @@ def fit_model(model, heads: Sequence[HeadSpec], settings: TrainSettings, rt: Run
     orders = [h.revcomp_order for h in heads]
     options = dict(cache_mb=settings.data_cache_mb, workers=settings.data_workers)
     options.update(batcher_options or {})
-    train = H5Batcher(train_data, num_tasks, input_length, output_length, settings.batch_size,
-                      max_jitter=settings.max_jitter, shuffle=True, seed=settings.seed,
-                      reverse_complement=settings.reverse_complement, revcomp_orders=orders,
-                      batch_multiple=rt.num_devices, name="train-data", **options)
+    train = H5Batcher(
+        train_data,
+        num_tasks,
+        input_length,
+        output_length,
+        settings.batch_size,
+        max_jitter=settings.max_jitter,
+        shuffle=True,
+        seed=settings.seed,
+        reverse_complement=settings.reverse_complement,
+        revcomp_orders=orders,
+        batch_multiple=rt.num_devices,
+        name="train-data",
+        **options,
+    )
     val = None
     try:
-        val = H5Batcher(val_data, num_tasks, input_length, output_length, settings.batch_size, max_jitter=0,
-                        shuffle=False, batch_multiple=rt.num_devices, sample_weights=True, name="val-data",
-                        **options)
+        val = H5Batcher(
+            val_data,
+            num_tasks,
+            input_length,
+            output_length,
+            settings.batch_size,
+            max_jitter=0,
+            shuffle=False,
+            batch_multiple=rt.num_devices,
+            sample_weights=True,
+            name="val-data",
+            **options,
+        )
         logger.info("%s", train.describe())
         logger.info("%s", val.describe())
         t0 = time.monotonic()
         train_stats = train.scan()
         val_stats = val.scan()
         for head, ts, vs in zip(heads, train_stats, val_stats):
-            logger.info("head %s: mean counts per window %.4g (train), %.4g (val); windows without counts: "
-                        "%d of %d (train), %d of %d (val)", head.name, ts.mean_total, vs.mean_total,
-                        ts.zero_windows, ts.num_samples, vs.zero_windows, vs.num_samples)
+            logger.info(
+                "head %s: mean counts per window %.4g (train), %.4g (val); windows without counts: "
+                "%d of %d (train), %d of %d (val)",
+                head.name,
+                ts.mean_total,
+                vs.mean_total,
+                ts.zero_windows,
+                ts.num_samples,
+                vs.zero_windows,
+                vs.num_samples,
+            )
         logger.debug("data checked in %.1f s", time.monotonic() - t0)
         lambdas = []
         for head, stats in zip(heads, train_stats):
@@ -531,34 +648,62 @@ def fit_model(model, heads: Sequence[HeadSpec], settings: TrainSettings, rt: Run
                 lambdas.append(head.counts_weight)
                 continue
             if stats.mean_total <= 0:
-                raise BpflowError(f"train-data: head {head.name!r} has no counts in any window, so "
-                                  "counts-loss-frac-target cannot set lambda; give counts-loss-weight")
+                raise BpflowError(
+                    f"train-data: head {head.name!r} has no counts in any window, so "
+                    "counts-loss-frac-target cannot set lambda; give counts-loss-weight"
+                )
             lambdas.append(initial_counts_weight(stats.mean_total, head.frac_target))
         with rt.scope():
             lambda_vars = compile_model(model, heads, settings.learning_rate, lambdas, settings.jit_compile)
-        fit = _Fit(model, heads, settings, rt, train, val, lambda_vars,
-                   checkpoint_path or Path(settings.checkpoint_dir) / "checkpoint.npz", fingerprint_value)
-        fit.state = TrainingState(heads, lambdas, settings.learning_rate, settings.epochs,
-                                  settings.early_stopping_patience, settings.plateau_patience)
+        fit = _Fit(
+            model,
+            heads,
+            settings,
+            rt,
+            train,
+            val,
+            lambda_vars,
+            checkpoint_path or Path(settings.checkpoint_dir) / "checkpoint.npz",
+            fingerprint_value,
+        )
+        fit.state = TrainingState(
+            heads,
+            lambdas,
+            settings.learning_rate,
+            settings.epochs,
+            settings.early_stopping_patience,
+            settings.plateau_patience,
+        )
         resumed = fit.read_checkpoint()
         if not resumed:
             initial = model.evaluate(val, verbose=0, return_dict=True)
             terms = _terms(initial, "", fit.profile_names, fit.counts_names, heads)
-            fit.state.initial = {"val_loss": _total(terms, heads, lambdas),
-                                 **{f"val_{k}": v for k, v in terms.items()}}
-            logger.info("before training: val loss %.4g (%s)", fit.state.initial["val_loss"],
-                        ", ".join(f"{h.name} lambda {lam:.4g}" for h, lam in zip(heads, lambdas)))
+            fit.state.initial = {"val_loss": _total(terms, heads, lambdas), **{f"val_{k}": v for k, v in terms.items()}}
+            logger.info(
+                "before training: val loss %.4g (%s)",
+                fit.state.initial["val_loss"],
+                ", ".join(f"{h.name} lambda {lam:.4g}" for h, lam in zip(heads, lambdas)),
+            )
         st = fit.state
         if not st.stopped and st.epochs_done < settings.epochs:
             train.set_epoch(st.epochs_done)  # Keras may fetch a first batch before on_epoch_begin
-            model.fit(train, validation_data=val, epochs=settings.epochs, initial_epoch=st.epochs_done,
-                      callbacks=[fit.nan_watch, _Controller(fit), *callbacks], verbose=_verbose(), shuffle=False)
+            model.fit(
+                train,
+                validation_data=val,
+                epochs=settings.epochs,
+                initial_epoch=st.epochs_done,
+                callbacks=[fit.nan_watch, _Controller(fit), *callbacks],
+                verbose=_verbose(),
+                shuffle=False,
+            )
         if fit.nan_watch.bad is not None:
             epoch, batch, what = fit.nan_watch.bad
             where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
-            raise BpflowError(f"training stopped: the loss became NaN or infinite in {where} ({what}); "
-                              "check the data for extreme values or lower learning-rate (the checkpoint "
-                              "keeps the last good epoch)")
+            raise BpflowError(
+                f"training stopped: the loss became NaN or infinite in {where} ({what}); "
+                "check the data for extreme values or lower learning-rate (the checkpoint "
+                "keeps the last good epoch)"
+            )
         if fit.best_weights is not None:
             for v, w in zip(fit.model_variables, fit.best_weights):
                 v.assign(w)
@@ -577,8 +722,9 @@ def fit_model(model, heads: Sequence[HeadSpec], settings: TrainSettings, rt: Run
             "train-counts": {h.name: vars(s) for h, s in zip(heads, train_stats)},
             "val-counts": {h.name: vars(s) for h, s in zip(heads, val_stats)},
         }
-        logger.info("best epoch %s (val loss %.4g); %s", st.best_epoch, record["best-val-loss"] or float("nan"),
-                    st.stop_reason)
+        logger.info(
+            "best epoch %s (val loss %.4g); %s", st.best_epoch, record["best-val-loss"] or float("nan"), st.stop_reason
+        )
         return record
     finally:
         train.close()

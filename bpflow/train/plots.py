@@ -19,7 +19,7 @@ def plot_loss_history(record: dict, path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     hist = record["history"]
-    heads = record.get("heads") or sorted({k[:-len("_counts_weight")] for k in hist if k.endswith("_counts_weight")})
+    heads = record.get("heads") or sorted({k[: -len("_counts_weight")] for k in hist if k.endswith("_counts_weight")})
     initial = record.get("initial") or {}
     epochs = hist.get("epoch", [])
     panels = [("total loss", "loss")]
@@ -52,8 +52,15 @@ def plot_loss_history(record: dict, path) -> None:
             ax.plot(epochs, hist.get(key, []), marker=".", label="train")
             ax.plot(epochs, hist.get(f"val_{key}", []), marker=".", label="validation")
             if f"val_{key}" in initial:
-                ax.plot([0], [initial[f"val_{key}"]], marker="o", mfc="none", color="tab:orange",
-                        linestyle="none", label="validation, initial")
+                ax.plot(
+                    [0],
+                    [initial[f"val_{key}"]],
+                    marker="o",
+                    mfc="none",
+                    color="tab:orange",
+                    linestyle="none",
+                    label="validation, initial",
+                )
             best = record.get("best-epoch")
             if best and key == "loss":
                 ax.axvline(best, color="tab:green", linestyle=":", label="best epoch")

@@ -78,8 +78,7 @@ def set_linear_transform(layer, slope: float, offset: float) -> None:
     """Make a :class:`bpflow.layers.SimpleTransform` compute ``slope * x + offset``: its
     linear term gets the values, every other term scale 0 and bias 0."""
     if "linear" not in getattr(layer, "types", ()):
-        raise BpflowError(f"{layer.name}: a closed-form counts fit needs a simple transformation with a "
-                          "linear term")
+        raise BpflowError(f"{layer.name}: a closed-form counts fit needs a simple transformation with a linear term")
     done = False
     for term in layer._terms:
         if term[0] == "linear" and not done:
@@ -99,8 +98,9 @@ def _mse(a, b) -> float:
     return float(np.mean((a - b) ** 2)) if a.size else math.nan
 
 
-def fit_counts_transform(model, solo, head_names: Sequence[str], train_files, val_files, method: str,
-                         input_length: int, output_length: int) -> dict:
+def fit_counts_transform(
+    model, solo, head_names: Sequence[str], train_files, val_files, method: str, input_length: int, output_length: int
+) -> dict:
     """Fit each head's counts transformation of ``model`` (a transformation model around the
     frozen ``solo``) on the windows of ``train_files``; report MSEs on ``val_files``."""
     fit = COUNTS_FITS[method]
@@ -117,7 +117,8 @@ def fit_counts_transform(model, solo, head_names: Sequence[str], train_files, va
         slope, offset = fit(pred_t[i], y_t)
         set_linear_transform(model.get_layer(f"transformation_logcounts_{name}"), slope, offset)
         out["heads"][name] = {
-            "slope": slope, "offset": offset,
+            "slope": slope,
+            "offset": offset,
             "train-mse-before": _mse(pred_t[i], y_t),
             "train-mse-after": _mse(slope * pred_t[i] + offset, y_t),
             "val-mse-before": _mse(pred_v[i], y_v),
@@ -125,21 +126,49 @@ def fit_counts_transform(model, solo, head_names: Sequence[str], train_files, va
             "mean-observed-log": float(np.mean(y_t)),
         }
         h = out["heads"][name]
-        logger.info("counts transformation %s (%s on %d windows): slope %.4g offset %+.4g; val MSE %.4g -> %.4g",
-                    name, method, len(seq_t), slope, offset, h["val-mse-before"], h["val-mse-after"])
+        logger.info(
+            "counts transformation %s (%s on %d windows): slope %.4g offset %+.4g; val MSE %.4g -> %.4g",
+            name,
+            method,
+            len(seq_t),
+            slope,
+            offset,
+            h["val-mse-before"],
+            h["val-mse-after"],
+        )
     return out
 
 
 def _empty_record(heads: Sequence[HeadSpec], reason: str) -> dict:
     """A fit_model-like record for a part with nothing to train."""
-    return {"initial": {}, "history": {"epoch": []}, "best-epoch": None, "best-val-loss": None, "epochs-run": 0,
-            "stopped-early": False, "stop-reason": reason,
-            "final-counts-loss-weight": {h.name: 0.0 for h in heads}, "final-learning-rate": None,
-            "train-samples": 0, "val-samples": 0, "train-counts": {}, "val-counts": {}}
+    return {
+        "initial": {},
+        "history": {"epoch": []},
+        "best-epoch": None,
+        "best-val-loss": None,
+        "epochs-run": 0,
+        "stopped-early": False,
+        "stop-reason": reason,
+        "final-counts-loss-weight": {h.name: 0.0 for h in heads},
+        "final-learning-rate": None,
+        "train-samples": 0,
+        "val-samples": 0,
+        "train-counts": {},
+        "val-counts": {},
+    }
 
 
-def fit_transformation_parts(model, config: dict, heads: Sequence[HeadSpec], settings: TrainSettings, rt: Runtime,
-                             *, fingerprint_value: str, checkpoint_path=None, callbacks=()) -> dict:
+def fit_transformation_parts(
+    model,
+    config: dict,
+    heads: Sequence[HeadSpec],
+    settings: TrainSettings,
+    rt: Runtime,
+    *,
+    fingerprint_value: str,
+    checkpoint_path=None,
+    callbacks=(),
+) -> dict:
     """bpflow's transformation recipe: the profile part trained on ``train-data`` / ``val-data``
     (the peaks: the counts part frozen, counts loss weight 0), then the counts part fitted in
     closed form (``settings/counts-fit``: "shift" or "linear", :func:`fit_counts_transform`) to
@@ -157,13 +186,28 @@ def fit_transformation_parts(model, config: dict, heads: Sequence[HeadSpec], set
         record = _empty_record(heads, "profile transformation is passthrough: nothing to train")
     else:
         logger.info("profile transformation: trained on train-data (counts part frozen)")
-        record = fit_model(model, profile_heads, settings, rt, config["train-data"], config["val-data"],
-                           fingerprint_value=fingerprint_value, checkpoint_path=checkpoint_path,
-                           callbacks=callbacks)
+        record = fit_model(
+            model,
+            profile_heads,
+            settings,
+            rt,
+            config["train-data"],
+            config["val-data"],
+            fingerprint_value=fingerprint_value,
+            checkpoint_path=checkpoint_path,
+            callbacks=callbacks,
+        )
     solo = next(layer for layer in model.layers if isinstance(layer, keras.Model))
     record["counts-fit"] = fit_counts_transform(
-        model, solo, [h.name for h in heads], config["counts-train-data"], config["counts-val-data"],
-        s.get("counts-fit", "shift"), s["input-length"], s["output-length"])
+        model,
+        solo,
+        [h.name for h in heads],
+        config["counts-train-data"],
+        config["counts-val-data"],
+        s.get("counts-fit", "shift"),
+        s["input-length"],
+        s["output-length"],
+    )
     record["recipe"] = "profile on train-data, counts on counts-train-data"
     return record
 
@@ -176,13 +220,29 @@ def phase_checkpoint(checkpoint: Path, phase: str) -> Path:
 
 
 def _phase_summary(name: str, rec: dict, trainable) -> dict:
-    return {"phase": name, "trainable": trainable, "epochs-run": rec["epochs-run"], "best-epoch": rec["best-epoch"],
-            "best-val-loss": rec["best-val-loss"], "stop-reason": rec["stop-reason"],
-            "final-learning-rate": rec["final-learning-rate"]}
+    return {
+        "phase": name,
+        "trainable": trainable,
+        "epochs-run": rec["epochs-run"],
+        "best-epoch": rec["best-epoch"],
+        "best-val-loss": rec["best-val-loss"],
+        "stop-reason": rec["stop-reason"],
+        "final-learning-rate": rec["final-learning-rate"],
+    }
 
 
-def fit_profile_first(model, body, config: dict, heads: Sequence[HeadSpec], settings: TrainSettings, rt: Runtime,
-                      *, fingerprint_value: str, checkpoint_path: Path, callbacks=()) -> dict:
+def fit_profile_first(
+    model,
+    body,
+    config: dict,
+    heads: Sequence[HeadSpec],
+    settings: TrainSettings,
+    rt: Runtime,
+    *,
+    fingerprint_value: str,
+    checkpoint_path: Path,
+    callbacks=(),
+) -> dict:
     """``settings/counts-schedule`` "profile-first" (train-solo, train-combined).
 
     Phase 1 trains with a counts loss weight of 0, so the network's body serves the profile
@@ -199,13 +259,22 @@ def fit_profile_first(model, body, config: dict, heads: Sequence[HeadSpec], sett
     summarising each.
     """
     s = config["settings"]
-    counts_layers = {layer.name for layer in body.layers
-                     if any(layer.name.endswith(f"_logcounts_{h.name}") for h in heads)}
+    counts_layers = {
+        layer.name for layer in body.layers if any(layer.name.endswith(f"_logcounts_{h.name}") for h in heads)
+    }
     profile_heads = [dataclasses.replace(h, counts_weight=0.0, frac_target=None) for h in heads]
     logger.info("counts-schedule profile-first: phase 1 of 2, the profile (counts loss weight 0)")
-    first = fit_model(model, profile_heads, settings, rt, config["train-data"], config["val-data"],
-                      fingerprint_value=f"{fingerprint_value}/profile",
-                      checkpoint_path=phase_checkpoint(checkpoint_path, "profile"), callbacks=callbacks)
+    first = fit_model(
+        model,
+        profile_heads,
+        settings,
+        rt,
+        config["train-data"],
+        config["val-data"],
+        fingerprint_value=f"{fingerprint_value}/profile",
+        checkpoint_path=phase_checkpoint(checkpoint_path, "profile"),
+        callbacks=callbacks,
+    )
     trainable = s.get("counts-phase-trainable", "all")
     frozen = []
     if trainable == "counts-layers":
@@ -213,14 +282,25 @@ def fit_profile_first(model, body, config: dict, heads: Sequence[HeadSpec], sett
     for layer in frozen:
         layer.trainable = False
     phase_settings = dataclasses.replace(
-        settings, learning_rate=float(s.get("counts-phase-learning-rate", settings.learning_rate / 10)))
+        settings, learning_rate=float(s.get("counts-phase-learning-rate", settings.learning_rate / 10))
+    )
     try:
-        logger.info("counts-schedule profile-first: phase 2 of 2, the counts (%s trainable, learning rate %.4g)",
-                    "all weights" if not frozen else ", ".join(sorted(counts_layers)),
-                    phase_settings.learning_rate)
-        second = fit_model(model, heads, phase_settings, rt, config["train-data"], config["val-data"],
-                           fingerprint_value=f"{fingerprint_value}/counts",
-                           checkpoint_path=phase_checkpoint(checkpoint_path, "counts"), callbacks=callbacks)
+        logger.info(
+            "counts-schedule profile-first: phase 2 of 2, the counts (%s trainable, learning rate %.4g)",
+            "all weights" if not frozen else ", ".join(sorted(counts_layers)),
+            phase_settings.learning_rate,
+        )
+        second = fit_model(
+            model,
+            heads,
+            phase_settings,
+            rt,
+            config["train-data"],
+            config["val-data"],
+            fingerprint_value=f"{fingerprint_value}/counts",
+            checkpoint_path=phase_checkpoint(checkpoint_path, "counts"),
+            callbacks=callbacks,
+        )
     finally:
         for layer in frozen:
             layer.trainable = True
@@ -231,14 +311,18 @@ def fit_profile_first(model, body, config: dict, heads: Sequence[HeadSpec], sett
         history[key] = list(values) + ([e + offset for e in later] if key == "epoch" else list(later))
     history["phase"] = [PHASES[0]] * len(first["history"]["epoch"]) + [PHASES[1]] * len(second["history"]["epoch"])
     record = dict(second)
-    record.update({
-        "initial": first["initial"],
-        "history": history,
-        "best-epoch": None if second["best-epoch"] is None else second["best-epoch"] + offset,
-        "epochs-run": first["epochs-run"] + second["epochs-run"],
-        "phases": [_phase_summary(PHASES[0], first, "all"),
-                   _phase_summary(PHASES[1], second, "all" if not frozen else sorted(counts_layers))],
-    })
+    record.update(
+        {
+            "initial": first["initial"],
+            "history": history,
+            "best-epoch": None if second["best-epoch"] is None else second["best-epoch"] + offset,
+            "epochs-run": first["epochs-run"] + second["epochs-run"],
+            "phases": [
+                _phase_summary(PHASES[0], first, "all"),
+                _phase_summary(PHASES[1], second, "all" if not frozen else sorted(counts_layers)),
+            ],
+        }
+    )
     return record
 
 
@@ -265,6 +349,7 @@ def init_residual_counts(residual, bias, heads: Sequence[HeadSpec], train_data, 
         dense = residual.get_layer(f"residual_logcounts_{h.name}")
         dense.bias.assign(np.full(dense.bias.shape, value, dtype=np.float32))
         out[h.name] = value
-        logger.info("residual counts of head %s start at log %.4g reads (mean training total %.4g)",
-                    h.name, value, target - 1)
+        logger.info(
+            "residual counts of head %s start at log %.4g reads (mean training total %.4g)", h.name, value, target - 1
+        )
     return out

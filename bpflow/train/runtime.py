@@ -17,7 +17,6 @@ from bpflow.utils import BpflowError
 logger = logging.getLogger("bpflow.train")
 
 
-
 @dataclass
 class Runtime:
     """Backend, devices and precision of a training run (see :func:`runtime`)."""
@@ -33,9 +32,15 @@ class Runtime:
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
     def describe(self) -> dict:
-        return {"backend": self.backend, "devices": self.num_devices, "device-kind": self.device_kind,
-                "deterministic": self.deterministic, "precision": self.precision,
-                "bpflow-version": __version__, "keras-version": keras.__version__}
+        return {
+            "backend": self.backend,
+            "devices": self.num_devices,
+            "device-kind": self.device_kind,
+            "deterministic": self.deterministic,
+            "precision": self.precision,
+            "bpflow-version": __version__,
+            "keras-version": keras.__version__,
+        }
 
 
 def _tf_devices():
@@ -67,16 +72,18 @@ def runtime(settings: TrainSettings):
 
         devices = jax.devices()
         device_kind = devices[0].platform
-        if (settings.multi_device is True or (settings.multi_device == "auto" and device_kind != "cpu")) \
-                and len(devices) > 1:
+        if (settings.multi_device is True or (settings.multi_device == "auto" and device_kind != "cpu")) and len(
+            devices
+        ) > 1:
             data_parallel = keras.distribution.DataParallel(devices=devices)
             num_devices = len(devices)
     elif settings.multi_device is True:
-        logger.warning("multi-device training is supported with the tensorflow and jax backends, not %s",
-                       backend)
+        logger.warning("multi-device training is supported with the tensorflow and jax backends, not %s", backend)
     if settings.batch_size % num_devices:
-        raise BpflowError(f"settings/batch-size: {settings.batch_size} is not a multiple of the "
-                          f"{num_devices} devices used for data-parallel training")
+        raise BpflowError(
+            f"settings/batch-size: {settings.batch_size} is not a multiple of the "
+            f"{num_devices} devices used for data-parallel training"
+        )
     deterministic = settings.deterministic
     if deterministic == "auto":
         deterministic = device_kind == "cpu"
@@ -94,10 +101,16 @@ def runtime(settings: TrainSettings):
             import tensorflow as tf
 
             tf.config.experimental.enable_op_determinism()
-        elif deterministic and backend == "jax" and device_kind == "gpu" and \
-                "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", ""):
-            logger.warning("deterministic: under JAX on a GPU set XLA_FLAGS=--xla_gpu_deterministic_ops=true "
-                           "before starting bpflow for bit-identical reruns")
+        elif (
+            deterministic
+            and backend == "jax"
+            and device_kind == "gpu"
+            and "xla_gpu_deterministic_ops" not in os.environ.get("XLA_FLAGS", "")
+        ):
+            logger.warning(
+                "deterministic: under JAX on a GPU set XLA_FLAGS=--xla_gpu_deterministic_ops=true "
+                "before starting bpflow for bit-identical reruns"
+            )
         keras.config.set_dtype_policy(precision)
         yield Runtime(backend, num_devices, device_kind, bool(deterministic), precision, strategy)
     finally:

@@ -24,7 +24,6 @@ COUNTS_SCHEDULES = ("joint", "profile-first")
 COUNTS_FIT_METHODS = ("shift", "linear")
 
 
-
 @dataclass
 class HeadSpec:
     """One head's training settings (resolved from the config)."""
@@ -32,8 +31,8 @@ class HeadSpec:
     name: str
     num_tasks: int
     profile_weight: float
-    counts_weight: float | None          # the starting lambda, None: derive from the data
-    frac_target: float | None            # counts-loss-frac-target, None: lambda stays fixed
+    counts_weight: float | None  # the starting lambda, None: derive from the data
+    frac_target: float | None  # counts-loss-frac-target, None: lambda stays fixed
     use_bias_counts: bool = True
     revcomp_order: list[int] | None = None
 
@@ -68,25 +67,42 @@ class TrainSettings:
         s = config["settings"]
         prefix = s["output-prefix"]
         return cls(
-            output_prefix=prefix, epochs=s["epochs"], max_jitter=s["max-jitter"],
-            early_stopping_patience=s["early-stopping-patience"], batch_size=s["batch-size"],
-            learning_rate=float(s["learning-rate"]), plateau_patience=s["learning-rate-plateau-patience"],
-            seed=s["seed"], mixed_precision=s["mixed-precision"], jit_compile=s["jit-compile"],
+            output_prefix=prefix,
+            epochs=s["epochs"],
+            max_jitter=s["max-jitter"],
+            early_stopping_patience=s["early-stopping-patience"],
+            batch_size=s["batch-size"],
+            learning_rate=float(s["learning-rate"]),
+            plateau_patience=s["learning-rate-plateau-patience"],
+            seed=s["seed"],
+            mixed_precision=s["mixed-precision"],
+            jit_compile=s["jit-compile"],
             reverse_complement=s["reverse-complement"],
             checkpoint_dir=s.get("checkpoint-dir") or f"{prefix}.checkpoint",
-            multi_device=s["multi-device"], deterministic=s["deterministic"],
-            data_workers=s["data-workers"], data_cache_mb=s["data-cache-mb"],
+            multi_device=s["multi-device"],
+            deterministic=s["deterministic"],
+            data_workers=s["data-workers"],
+            data_cache_mb=s["data-cache-mb"],
         )
 
     def as_dict(self) -> dict:
         return {
-            "output-prefix": self.output_prefix, "epochs": self.epochs, "max-jitter": self.max_jitter,
-            "early-stopping-patience": self.early_stopping_patience, "batch-size": self.batch_size,
-            "learning-rate": self.learning_rate, "learning-rate-plateau-patience": self.plateau_patience,
-            "seed": self.seed, "mixed-precision": self.mixed_precision, "jit-compile": self.jit_compile,
-            "reverse-complement": self.reverse_complement, "checkpoint-dir": self.checkpoint_dir,
-            "multi-device": self.multi_device, "deterministic": self.deterministic,
-            "data-workers": self.data_workers, "data-cache-mb": self.data_cache_mb,
+            "output-prefix": self.output_prefix,
+            "epochs": self.epochs,
+            "max-jitter": self.max_jitter,
+            "early-stopping-patience": self.early_stopping_patience,
+            "batch-size": self.batch_size,
+            "learning-rate": self.learning_rate,
+            "learning-rate-plateau-patience": self.plateau_patience,
+            "seed": self.seed,
+            "mixed-precision": self.mixed_precision,
+            "jit-compile": self.jit_compile,
+            "reverse-complement": self.reverse_complement,
+            "checkpoint-dir": self.checkpoint_dir,
+            "multi-device": self.multi_device,
+            "deterministic": self.deterministic,
+            "data-workers": self.data_workers,
+            "data-cache-mb": self.data_cache_mb,
         }
 
 
@@ -118,65 +134,86 @@ def check_config(config: dict, step: str, source: str = "config") -> tuple[dict,
         frac = h.get("counts-loss-frac-target")
         weight = h.get("counts-loss-weight")
         if frac is not None and h["profile-loss-weight"] == 0:
-            raise BpflowError(f"{where}: counts-loss-frac-target needs profile-loss-weight > 0 (the "
-                              "target is a fraction of the head's total loss)")
+            raise BpflowError(
+                f"{where}: counts-loss-frac-target needs profile-loss-weight > 0 (the "
+                "target is a fraction of the head's total loss)"
+            )
         if frac is not None and weight is not None and weight == 0:
-            raise BpflowError(f"{where}/counts-loss-weight: must be > 0 when counts-loss-frac-target "
-                              "adapts it (a zero weight cannot be scaled)")
+            raise BpflowError(
+                f"{where}/counts-loss-weight: must be > 0 when counts-loss-frac-target "
+                "adapts it (a zero weight cannot be scaled)"
+            )
         order = h.get("revcomp-task-order")
         if order is not None and order != "auto":
             revcomp_task_order(order, h["num-tasks"], f"{where}/revcomp-task-order")
         elif settings.reverse_complement:
             revcomp_task_order(order, h["num-tasks"], f"{where}/revcomp-task-order")
-        heads.append(HeadSpec(
-            name=h["head-name"], num_tasks=h["num-tasks"], profile_weight=float(h["profile-loss-weight"]),
-            counts_weight=None if weight is None else float(weight),
-            frac_target=None if frac is None else float(frac),
-            use_bias_counts=bool(h.get("use-bias-counts", True)),  # combined only (schema default)
-            revcomp_order=None if order in (None, "auto") else [int(x) for x in order]))
+        heads.append(
+            HeadSpec(
+                name=h["head-name"],
+                num_tasks=h["num-tasks"],
+                profile_weight=float(h["profile-loss-weight"]),
+                counts_weight=None if weight is None else float(weight),
+                frac_target=None if frac is None else float(frac),
+                use_bias_counts=bool(h.get("use-bias-counts", True)),  # combined only (schema default)
+                revcomp_order=None if order in (None, "auto") else [int(x) for x in order],
+            )
+        )
 
     s = config["settings"]
     if step in ("bias", "combined"):
         arch = s["architecture"]
         where = f"{source}: key settings/architecture"
         if arch.get("model-args"):
-            logger.warning("%s/model-args: %r is ignored (bpflow's bpnet takes no extra arguments)", where,
-                           arch["model-args"])
-        needed = lengths.needed_input_length(arch["output-length"], arch["layers"],
-                                             arch["input-filter-width"], arch["output-filter-width"])
+            logger.warning(
+                "%s/model-args: %r is ignored (bpflow's bpnet takes no extra arguments)", where, arch["model-args"]
+            )
+        needed = lengths.needed_input_length(
+            arch["output-length"], arch["layers"], arch["input-filter-width"], arch["output-filter-width"]
+        )
         if arch["input-length"] < needed:
-            raise BpflowError(f"{where}/input-length: {arch['input-length']} is too short: output-length "
-                              f"{arch['output-length']} with {arch['layers']} layers and filter widths "
-                              f"{arch['input-filter-width']}/{arch['output-filter-width']} needs {needed}")
+            raise BpflowError(
+                f"{where}/input-length: {arch['input-length']} is too short: output-length "
+                f"{arch['output-length']} with {arch['layers']} layers and filter widths "
+                f"{arch['input-filter-width']}/{arch['output-filter-width']} needs {needed}"
+            )
         if (arch["input-length"] - needed) % 2:
-            raise BpflowError(f"{where}/input-length: {arch['input-length']} exceeds the needed {needed} by an "
-                              "odd number of bases; use the needed length or add an even number")
+            raise BpflowError(
+                f"{where}/input-length: {arch['input-length']} exceeds the needed {needed} by an "
+                "odd number of bases; use the needed length or add an even number"
+            )
     if step != "transformation" and s["counts-schedule"] == "joint":
         for key in ("counts-phase-trainable", "counts-phase-learning-rate"):
             if key in raw["settings"]:
-                raise BpflowError(f"{source}: key settings/{key}: only used with counts-schedule "
-                                  "\"profile-first\"")
+                raise BpflowError(f'{source}: key settings/{key}: only used with counts-schedule "profile-first"')
     if step == "transformation":
         _check_file(s["solo-model-file"], f"{source}: key settings/solo-model-file")
         if s["profile-architecture"]["name"] == "passthrough" and s["counts-architecture"]["name"] == "passthrough":
-            raise BpflowError(f"{source}: key settings: profile-architecture and counts-architecture are both "
-                              "passthrough, so the transformation has nothing to train")
+            raise BpflowError(
+                f"{source}: key settings: profile-architecture and counts-architecture are both "
+                "passthrough, so the transformation has nothing to train"
+            )
         if ("counts-train-data" in config) != ("counts-val-data" in config):
-            raise BpflowError(f"{source}: keys counts-train-data and counts-val-data go together (give both "
-                              "or neither)")
+            raise BpflowError(
+                f"{source}: keys counts-train-data and counts-val-data go together (give both or neither)"
+            )
         if "counts-fit" in s and "counts-train-data" not in config:
             raise BpflowError(f"{source}: key settings/counts-fit: only used with counts-train-data")
         if "counts-train-data" in config:
             spec = s["counts-architecture"]
             if spec["name"] != "simple" or "linear" not in spec.get("types", []):
-                raise BpflowError(f"{source}: key settings/counts-architecture: with counts-train-data the "
-                                  "counts part is fitted in closed form and needs a simple transformation with "
-                                  "a linear term, e.g. {\"name\": \"simple\", \"types\": [\"linear\"]}")
+                raise BpflowError(
+                    f"{source}: key settings/counts-architecture: with counts-train-data the "
+                    "counts part is fitted in closed form and needs a simple transformation with "
+                    'a linear term, e.g. {"name": "simple", "types": ["linear"]}'
+                )
             for key in ("counts-train-data", "counts-val-data"):
                 check_files(config[key], f"{source}: key {key}")
     if step == "combined":
-        _check_file(s["transformation-model"]["transformation-model-file"],
-                    f"{source}: key settings/transformation-model/transformation-model-file")
+        _check_file(
+            s["transformation-model"]["transformation-model-file"],
+            f"{source}: key settings/transformation-model/transformation-model-file",
+        )
     for key in ("train-data", "val-data"):
         check_files(config[key], f"{source}: key {key}")
     return config, settings, heads
@@ -196,8 +233,14 @@ def check_files(files, where: str) -> None:
 # Keys that say how to run or where to write, not what the weights become: a change of any
 # of them neither invalidates a checkpoint nor repeats a finished run.
 RUN_TIME_KEYS = ("verbosity",)
-RUN_TIME_SETTINGS = ("output-prefix", "checkpoint-dir", "data-workers", "data-cache-mb", "combined-model-file",
-                     "residual-model-file")
+RUN_TIME_SETTINGS = (
+    "output-prefix",
+    "checkpoint-dir",
+    "data-workers",
+    "data-cache-mb",
+    "combined-model-file",
+    "residual-model-file",
+)
 
 
 def weights_config(config: dict) -> dict:

@@ -23,8 +23,8 @@ from bpflow.formats.dataset import as_list
 from bpflow.formats.model_file import load_model
 from bpflow.train import recipes
 from bpflow.train.loop import copy_weights, detach_counts_weights, fingerprint, fit_model
-from bpflow.train.runtime import float32_policy, runtime
 from bpflow.train.plots import plot_loss_history
+from bpflow.train.runtime import float32_policy, runtime
 from bpflow.train.settings import HeadSpec, check_config, step_name, weights_config
 from bpflow.utils import BpflowError, atomic_output, read_step_config, write_json_atomic
 
@@ -55,9 +55,16 @@ def build_bias(config: dict, heads: Sequence[HeadSpec]):
 
     a = config["settings"]["architecture"]
     try:
-        return soloModel(a["input-length"], a["output-length"], a["filters"], a["layers"],
-                         a["input-filter-width"], a["output-filter-width"], [h.as_model_head() for h in heads],
-                         a["model-name"])
+        return soloModel(
+            a["input-length"],
+            a["output-length"],
+            a["filters"],
+            a["layers"],
+            a["input-filter-width"],
+            a["output-filter-width"],
+            [h.as_model_head() for h in heads],
+            a["model-name"],
+        )
     except ValueError as err:
         raise BpflowError(f"settings/architecture: {err}") from None
 
@@ -70,11 +77,14 @@ def build_transformation(config: dict, heads: Sequence[HeadSpec]):
     solo = load_model(s["solo-model-file"], "settings/solo-model-file")
     in_len, out_len = solo.inputs[0].shape[1], solo.outputs[0].shape[1]
     if in_len != s["input-length"] or out_len != s["output-length"]:
-        raise BpflowError(f"settings/input-length, output-length: {s['input-length']}/{s['output-length']} "
-                          f"differ from the solo model {s['solo-model-file']} ({in_len}/{out_len})")
+        raise BpflowError(
+            f"settings/input-length, output-length: {s['input-length']}/{s['output-length']} "
+            f"differ from the solo model {s['solo-model-file']} ({in_len}/{out_len})"
+        )
     try:
-        return transformationModel(solo, s["profile-architecture"], s["counts-architecture"],
-                                   [h.as_model_head() for h in heads])
+        return transformationModel(
+            solo, s["profile-architecture"], s["counts-architecture"], [h.as_model_head() for h in heads]
+        )
     except ValueError as err:
         raise BpflowError(f"settings/solo-model-file: {err}") from None
 
@@ -88,9 +98,16 @@ def build_combined(config: dict, heads: Sequence[HeadSpec]):
     path = s["transformation-model"]["transformation-model-file"]
     bias = load_model(path, "settings/transformation-model/transformation-model-file")
     try:
-        return combinedModel(a["input-length"], a["output-length"], a["filters"], a["layers"],
-                             a["input-filter-width"], a["output-filter-width"],
-                             [h.as_model_head() for h in heads], bias)
+        return combinedModel(
+            a["input-length"],
+            a["output-length"],
+            a["filters"],
+            a["layers"],
+            a["input-filter-width"],
+            a["output-filter-width"],
+            [h.as_model_head() for h in heads],
+            bias,
+        )
     except ValueError as err:
         raise BpflowError(f"settings/architecture: {err}") from None
 
@@ -140,15 +157,21 @@ def run_step(step: str, config: dict, *, source: str = "config", callbacks=()) -
     fp = fingerprint(step, weights_config(config), _input_files(step, config))
     done = _already_done(paths, fp)
     if done is not None:
-        logger.info("train-%s: %s is complete for this config and these inputs; nothing to do",
-                    step, paths["history"])
+        logger.info("train-%s: %s is complete for this config and these inputs; nothing to do", step, paths["history"])
         return done
     checkpoint = Path(settings.checkpoint_dir) / "checkpoint.npz"
     s = config["settings"]
     start = time.monotonic()
     with runtime(settings) as rt:
-        logger.info("train-%s: backend %s, %d %s device(s), %s%s", step, rt.backend, rt.num_devices,
-                    rt.device_kind, rt.precision, ", deterministic" if rt.deterministic else "")
+        logger.info(
+            "train-%s: backend %s, %d %s device(s), %s%s",
+            step,
+            rt.backend,
+            rt.num_devices,
+            rt.device_kind,
+            rt.precision,
+            ", deterministic" if rt.deterministic else "",
+        )
         with rt.scope():
             built = BUILDERS[step](config, heads)
         model = built[0] if step == "combined" else built
@@ -225,8 +248,9 @@ def train_combined(config: dict, *, source: str = "train-combined config", callb
 
 
 def _main(step: str, argv: list[str]) -> int:
-    path, config, _ = read_step_config(argv, f"train-{step}", f"Train the {step} model from a JSON config.",
-                                       "docs/training.md")
+    path, config, _ = read_step_config(
+        argv, f"train-{step}", f"Train the {step} model from a JSON config.", "docs/training.md"
+    )
     run_step(step, config, source=path)
     return 0
 

@@ -15,8 +15,10 @@ SCRIPT = Path(__file__).resolve().parent / "run_slurm_test.sh"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("BPFLOW_TEST_SLURM") != "1",
-                    reason="set BPFLOW_TEST_SLURM=1 (needs root and apt-get) to run the SLURM test")
+@pytest.mark.skipif(
+    os.environ.get("BPFLOW_TEST_SLURM") != "1",
+    reason="set BPFLOW_TEST_SLURM=1 (needs root and apt-get) to run the SLURM test",
+)
 def test_slurm_profile_submits_gpu_jobs_with_one_gpu():
     env = dict(os.environ, BPFLOW_VENV=str(Path(sys.executable).parent.parent))
     proc = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, env=env, timeout=1800)

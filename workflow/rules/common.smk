@@ -46,12 +46,7 @@ def deep_merge(base, override):
 
 def needed_input_length(output_length, layers, input_filter_width, output_filter_width):
     """Input length a BPNet with valid convolutions needs (copy of bpflow.lengths)."""
-    return (
-        output_length
-        + (input_filter_width - 1)
-        + (2 ** (layers + 2) - 4)
-        + (output_filter_width - 1)
-    )
+    return output_length + (input_filter_width - 1) + (2 ** (layers + 2) - 4) + (output_filter_width - 1)
 
 
 def _fail(message):
@@ -131,7 +126,9 @@ def _check_experiment(name, exp):
 
     out = exp["output-length"]
     bias_arch, res_arch = exp["bias-architecture"], exp["residual-architecture"]
-    lb = needed_input_length(out, bias_arch["layers"], bias_arch["input-filter-width"], bias_arch["output-filter-width"])
+    lb = needed_input_length(
+        out, bias_arch["layers"], bias_arch["input-filter-width"], bias_arch["output-filter-width"]
+    )
     lr = needed_input_length(out, res_arch["layers"], res_arch["input-filter-width"], res_arch["output-filter-width"])
     if lb > lr:
         _fail(

@@ -28,13 +28,13 @@ rule regions_sampled:
         "results/{experiment}/logs/regions_peaks.log",
     wildcard_constraints:
         experiment=SAMPLED,
+    conda:
+        "../../envs/bpflow.yaml"
     threads: RES["data"]["threads"]
     resources:
         verbosity=config["verbosity"],
         mem_mb=RES["data"]["mem-mb"],
         runtime=RES["data"]["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow prepare-regions {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
@@ -44,9 +44,7 @@ rule regions_sampled:
 rule regions:
     input:
         config="results/{experiment}/configs/regions_{regionset}.json",
-        bed=lambda wc: EXPERIMENTS[wc.experiment][
-            "peaks" if wc.regionset == "peaks" else "background-bed"
-        ],
+        bed=lambda wc: EXPERIMENTS[wc.experiment]["peaks" if wc.regionset == "peaks" else "background-bed"],
         files=lambda wc: experiment_inputs(wc.experiment),
     output:
         multiext(
@@ -62,13 +60,13 @@ rule regions:
         "results/{experiment}/logs/regions_{regionset}.log",
     wildcard_constraints:
         experiment=OWN_BED,
+    conda:
+        "../../envs/bpflow.yaml"
     threads: RES["data"]["threads"]
     resources:
         verbosity=config["verbosity"],
         mem_mb=RES["data"]["mem-mb"],
         runtime=RES["data"]["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow prepare-regions {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
@@ -84,12 +82,12 @@ rule dataset:
         "results/{experiment}/logs/data_{dataset}_{split}.log",
     benchmark:
         "results/{experiment}/benchmarks/data_{dataset}_{split}.tsv"
+    conda:
+        "../../envs/bpflow.yaml"
     threads: RES["data"]["threads"]
     resources:
         verbosity=config["verbosity"],
         mem_mb=RES["data"]["mem-mb"],
         runtime=RES["data"]["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow prepare-data {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"

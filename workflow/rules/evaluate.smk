@@ -14,14 +14,14 @@ rule qc_combined:
         "results/{experiment}/qc/combined.json",
     log:
         "results/{experiment}/logs/qc_combined.log",
+    conda:
+        "../../envs/bpflow.yaml"
     threads: EVAL["threads"]
     resources:
         verbosity=config["verbosity"],
         gpu=EVAL["gpu"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow qc-combined {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
@@ -39,14 +39,14 @@ rule predict:
         "results/{experiment}/benchmarks/predict_{model}_{regionset}.tsv"
     wildcard_constraints:
         model="|".join(EVAL_MODELS),
+    conda:
+        "../../envs/bpflow.yaml"
     threads: EVAL["threads"]
     resources:
         verbosity=config["verbosity"],
         gpu=EVAL["gpu"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow predict {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
@@ -70,13 +70,13 @@ rule metrics:
         ),
     log:
         "results/{experiment}/logs/metrics_{regionset}.log",
+    conda:
+        "../../envs/bpflow.yaml"
     threads: 1
     resources:
         verbosity=config["verbosity"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow metrics {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
@@ -97,13 +97,13 @@ rule footprints:
         "results/{experiment}/logs/footprints.log",
     benchmark:
         "results/{experiment}/benchmarks/footprints.tsv"
+    conda:
+        "../../envs/bpflow.yaml"
     threads: EVAL["threads"]
     resources:
         verbosity=config["verbosity"],
         gpu=EVAL["gpu"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow footprints {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"

@@ -54,13 +54,13 @@ rule report_figures:
         ),
     log:
         "results/{experiment}/logs/report_figures.log",
+    conda:
+        "../../envs/bpflow.yaml"
     threads: 1
     resources:
         verbosity=config["verbosity"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow report-figures {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
@@ -86,12 +86,12 @@ rule report_footprints:
         ),
     log:
         "results/{experiment}/logs/report_footprints.log",
+    conda:
+        "../../envs/bpflow.yaml"
     threads: 1
     resources:
         verbosity=config["verbosity"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow report-figures {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"

@@ -6,11 +6,11 @@
 rule simulate_config:
     output:
         "results/simulated/{sim}.json",
-    params:
-        text=lambda wc: json_text(simulate_json(wc.sim)),
     log:
         "results/simulated/logs/{sim}.config.log",
     localrule: True
+    params:
+        text=lambda wc: json_text(simulate_json(wc.sim)),
     run:
         write_text(output[0], params.text)
 
@@ -29,12 +29,12 @@ rule simulate:
         "results/simulated/logs/{sim}.log",
     benchmark:
         "results/simulated/benchmarks/{sim}.tsv"
+    conda:
+        "../../envs/bpflow.yaml"
     threads: RES["simulate"]["threads"]
     resources:
         verbosity=config["verbosity"],
         mem_mb=RES["simulate"]["mem-mb"],
         runtime=RES["simulate"]["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow simulate {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"

@@ -5,12 +5,12 @@
 rule step_config:
     output:
         "results/{experiment}/configs/{name}.json",
-    params:
-        text=lambda wc: json_text(step_config(wc.experiment, wc.name)),
     log:
         "results/{experiment}/logs/configs/{name}.log",
     wildcard_constraints:
         name="[A-Za-z0-9_.-]+",
     localrule: True
+    params:
+        text=lambda wc: json_text(step_config(wc.experiment, wc.name)),
     run:
         write_text(output[0], params.text)

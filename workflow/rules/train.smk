@@ -24,14 +24,14 @@ rule train_bias:
         "results/{experiment}/logs/train_bias.log",
     benchmark:
         "results/{experiment}/benchmarks/train_bias.tsv"
+    conda:
+        "../../envs/bpflow.yaml"
     threads: TRAIN["threads"]
     resources:
         verbosity=config["verbosity"],
         gpu=TRAIN["gpu"],
         mem_mb=TRAIN["mem-mb"],
         runtime=TRAIN["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow train-bias {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
@@ -57,14 +57,14 @@ rule train_transformation:
         "results/{experiment}/logs/train_transformation.log",
     benchmark:
         "results/{experiment}/benchmarks/train_transformation.tsv"
+    conda:
+        "../../envs/bpflow.yaml"
     threads: TRAIN["threads"]
     resources:
         verbosity=config["verbosity"],
         gpu=TRAIN["gpu"],
         mem_mb=TRAIN["mem-mb"],
         runtime=TRAIN["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow train-transformation {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
 
@@ -90,13 +90,13 @@ rule train_combined:
         "results/{experiment}/logs/train_combined.log",
     benchmark:
         "results/{experiment}/benchmarks/train_combined.tsv"
+    conda:
+        "../../envs/bpflow.yaml"
     threads: TRAIN["threads"]
     resources:
         verbosity=config["verbosity"],
         gpu=TRAIN["gpu"],
         mem_mb=TRAIN["mem-mb"],
         runtime=TRAIN["runtime"],
-    conda:
-        "../../envs/bpflow.yaml"
     shell:
         f"bpflow train-combined {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"

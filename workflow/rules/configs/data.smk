@@ -1,6 +1,7 @@
 # The step configs of the data stage (rules: ../data.smk): JSON builders, each
 # registered for the config names it writes (common.smk's register_config).
 
+
 def regions_json(e, regionset):
     """prepare-regions config: the peaks (with background sampling unless bias-source is
     bed), or the user's background BED (bias-source bed), split by chromosome."""

@@ -81,9 +81,7 @@ def predict_json(e, model, regionset):
 
 def metrics_json(e, regionset):
     return {
-        "predictions": {
-            m: f"results/{e}/predictions/{m}_{regionset}_test.h5" for m in EVAL_MODELS
-        },
+        "predictions": {m: f"results/{e}/predictions/{m}_{regionset}_test.h5" for m in EVAL_MODELS},
         "data": dataset_h5(e, regionset, "test"),
         "region-set": regionset,
         "output-json": f"results/{e}/metrics/{regionset}_test.json",

@@ -1,6 +1,7 @@
 # The step configs of the report stage (rules: ../report.smk): JSON builders, each
 # registered for the config names it writes (common.smk's register_config).
 
+
 def report_dir(e):
     return f"results/{e}/report"
 

@@ -1,5 +1,6 @@
 # The simulation's config (rules: ../simulate.smk; results/simulated/<name>.json).
 
+
 def simulate_json(sim):
     spec = SIMULATIONS[sim]
     cfg = copy.deepcopy(spec["options"])
