@@ -8,6 +8,8 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from bpflow.lengths import crop_offset
+
 PACKAGE = "bpflow"
 
 TRANSFORMATION_TYPES = ("linear", "sigmoid", "relu")
@@ -25,13 +27,7 @@ class CenterCrop1D(keras.layers.Layer):
         self.target_length = int(target_length)
 
     def _crop(self, length: int) -> int:
-        diff = length - self.target_length
-        if diff < 0 or diff % 2:
-            raise ValueError(
-                f"{self.name}: cannot center-crop length {length} to {self.target_length}: "
-                "the difference must be even and >= 0"
-            )
-        return diff // 2
+        return crop_offset(length, self.target_length, f"{self.name}: the input")
 
     def build(self, input_shape):
         if input_shape[1] is not None:

@@ -230,12 +230,9 @@ def combinedModel(
     )
     input_length = residual.inputs[0].shape[1]
     bias_length = biasModel.inputs[0].shape[1]
-    crop2 = input_length - bias_length
-    if bias_length is None or crop2 < 0 or crop2 % 2:
-        raise ValueError(
-            f"biasModel takes input length {bias_length}, which cannot be center-cropped from the "
-            f"combined input length {input_length}: (input - bias input) / 2 must be an integer >= 0"
-        )
+    if bias_length is None:
+        raise ValueError("biasModel's input length is not fixed")
+    lengths.crop_offset(input_length, bias_length, f"the combined input (biasModel takes {bias_length} bp)")
     for i, head in enumerate(headList):
         bias_out = biasModel.outputs[i].shape[1]
         if bias_out != outputLength:
@@ -247,7 +244,7 @@ def combinedModel(
 
     inp = keras.Input((input_length, 4), name="combined_input")
     residual_outputs = residual(inp)
-    bias_input = CenterCrop1D(bias_length, name="combined_crop_bias")(inp) if crop2 else inp
+    bias_input = CenterCrop1D(bias_length, name="combined_crop_bias")(inp) if input_length != bias_length else inp
     bias_outputs = biasModel(bias_input)
 
     n = len(headList)

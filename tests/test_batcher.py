@@ -252,7 +252,7 @@ def test_shape_errors_name_the_file_and_dataset(tmp_path):
         H5Batcher(path, [1], IN, OUT, batch_size=4)
     with pytest.raises(BpflowError, match="no 'head_1' dataset"):
         H5Batcher(path, [2, 1], IN, OUT, batch_size=4)
-    with pytest.raises(BpflowError, match="even flank"):
+    with pytest.raises(BpflowError, match="cannot center-crop"):
         H5Batcher(path, [2], IN + 1, OUT, batch_size=4)
     with pytest.raises(BpflowError, match="file not found"):
         H5Batcher(tmp_path / "missing.h5", [2], IN, OUT, batch_size=4)

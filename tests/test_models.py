@@ -283,14 +283,14 @@ def test_combined_rejects_bias_input_that_cannot_be_cropped():
     solo = small_solo(name="solo")
     bias_in = solo.inputs[0].shape[1]
     need = lengths.needed_input_length(20, 1, 3, 3)
-    with pytest.raises(ValueError, match="integer >= 0"):  # bias input longer than the combined input
+    with pytest.raises(ValueError, match="cannot center-crop"):  # bias input longer than the combined input
         combinedModel(need, 20, 4, 1, 3, 3, HEADS, solo)
     # residual input filter width 4 makes its needed length odd while the bias input is even
     need_odd = lengths.needed_input_length(20, 1, 4, 3)
     assert (bias_in - need_odd) % 2 == 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(ValueError, match="integer >= 0"):
+        with pytest.raises(ValueError, match="cannot center-crop"):
             combinedModel(need_odd + 10, 20, 4, 1, 4, 3, HEADS, solo)
 
 

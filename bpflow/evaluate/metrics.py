@@ -17,6 +17,7 @@ from bpflow.evaluate.measures import PROFILE_METRICS, region_metrics, summarize_
 from bpflow.formats.coords import center_windows
 from bpflow.formats.dataset import TrainingDataset
 from bpflow.formats.predictions import PredictionFile
+from bpflow.lengths import crop_offset
 from bpflow.utils import BpflowError, atomic_output, read_step_config
 
 logger = logging.getLogger("bpflow.metrics")
@@ -84,8 +85,8 @@ def evaluate(
                 for h, key in enumerate(heads):
                     ds = data.head(h)
                     tasks = pf.num_tasks(h)
-                    crop = ds.shape[1] - out
-                    if crop < 0 or crop % 2 or ds.shape[2] != tasks:
+                    crop_offset(ds.shape[1], out, f"{data_path} {key} (the predictions of {path})")
+                    if ds.shape[2] != tasks:
                         raise BpflowError(
                             f"{data_path} {key} has shape {ds.shape[1:]} but {path} head_{h} "
                             f"predicts ({out}, {tasks}): cannot center-crop one onto the other"

@@ -42,6 +42,7 @@ import numpy as np
 
 from bpflow.formats.dataset import TrainingDataset
 from bpflow.formats.sequence import revcomp_task_order
+from bpflow.lengths import crop_offset
 from bpflow.utils import BpflowError
 
 logger = logging.getLogger("bpflow.train")
@@ -234,13 +235,7 @@ class H5Batcher(keras.utils.PyDataset):
             raise
 
     def _flank(self, width: int, length: int, what: str, key: str, where: str) -> int:
-        diff = width - length
-        if diff < 0 or diff % 2:
-            raise BpflowError(
-                f"{where}: '{what}' windows are {width} wide, which does not fit the "
-                f"model's {key} {length} with an even flank on both sides"
-            )
-        flank = diff // 2
+        flank = crop_offset(width, length, f"{where}: '{what}' (the model's {key} is {length})")
         if flank < self.max_jitter:
             raise BpflowError(
                 f"{where}: '{what}' windows are {width} wide, so they allow a jitter of "
