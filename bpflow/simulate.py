@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +112,7 @@ FILE_NAMES: dict[str, str] = {
 _BIGWIG_KEYS = [key for key in FILE_NAMES if key.endswith(("-plus", "-minus"))]
 
 # Independent random streams (SeedSequence entropy = [seed, stream, index]).
-_GENOME, _BIAS, _SITES, _COUNTS, _CONTROL, _PEAKS = range(1, 7)
+_GENOME, _BIAS, _SITES, _COUNTS, _CONTROL, _PEAKS, _MARKOV, _MOTIFS = range(1, 9)
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -134,11 +135,11 @@ def resolve_config(config: dict, source: str = "simulate config") -> dict:
             cfg["splits"] = None  # the preset's splits name the preset's chromosomes
     motifs = []
     for entry in cfg.get("motifs", schemas.load_schema("simulate")["properties"]["motifs"]["default"]):
-        builtin = builtin_key(entry["name"]) if "file" not in entry else None
-        if "file" not in entry and builtin is None:
+        builtin = builtin_key(entry["name"]) if not {"file", "random-length"} & set(entry) else None
+        if not {"file", "random-length"} & set(entry) and builtin is None:
             raise BpflowError(
                 f"{source}: key motifs: {entry['name']!r} is not a built-in motif "
-                f"({', '.join(BUILTIN_FILES)}); give a 'file' (JASPAR or MEME) for it"
+                f"({', '.join(BUILTIN_FILES)}); give a 'file' (JASPAR or MEME) or a 'random-length' for it"
             )
         motifs.append({**(copy.deepcopy(BUILTIN_SETTINGS[builtin]) if builtin else {}), **entry})
     cfg["motifs"] = motifs
@@ -207,11 +208,48 @@ def _gc_profile(length: int, cfg: dict, rng: np.random.Generator) -> np.ndarray:
     return np.interp(np.arange(length, dtype=np.float64), centres, values).astype(np.float32)
 
 
+def markov_transitions(cfg: dict) -> np.ndarray:
+    """The ``sequence-model`` "markov" chain: P(next base | previous ``markov-order`` bases),
+    (4**order, 4), each row drawn from a Dirichlet with ``markov-concentration`` (smaller: more
+    uneven k-mer frequencies), seeded by ``seed``."""
+    rng = _rng(cfg["seed"], _MARKOV)
+    order = cfg["markov-order"]
+    return rng.dirichlet(np.full(4, cfg["markov-concentration"]), size=4**order)
+
+
+def _markov_sequence(length: int, transitions: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Bases (codes 0..3) of an order-k Markov chain with ``transitions`` (4**k, 4)."""
+    cumulative = np.cumsum(transitions, axis=1)[:, :3].tolist()
+    mask = len(transitions) - 1
+    state = int(rng.integers(len(transitions)))
+    draws = rng.random(length).tolist()
+    out = bytearray(length)
+    for i, x in enumerate(draws):
+        c = cumulative[state]
+        b = 0 if x < c[0] else 1 if x < c[1] else 2 if x < c[2] else 3
+        out[i] = b
+        state = ((state << 2) | b) & mask
+    return np.frombuffer(bytes(out), dtype=np.uint8).copy()
+
+
+def _local_gc(codes: np.ndarray, window: int) -> np.ndarray:
+    """GC fraction of the ``window`` bases around each position (for site placement)."""
+    csum = np.concatenate([[0.0], np.cumsum((codes == 1) | (codes == 2), dtype=np.float64)])
+    pos = np.arange(len(codes))
+    lo = np.clip(pos - window // 2, 0, len(codes))
+    hi = np.clip(pos - window // 2 + max(1, window), 0, len(codes))
+    return ((csum[hi] - csum[lo]) / np.maximum(hi - lo, 1)).astype(np.float32)
+
+
 def _random_sequence(length: int, cfg: dict, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    gc = _gc_profile(length, cfg, rng)
-    is_gc = rng.random(length, dtype=np.float32) < gc
-    coin = rng.integers(0, 2, size=length, dtype=np.uint8)
-    codes = np.where(is_gc, 1 + coin, 3 * coin).astype(np.uint8)  # C/G or A/T
+    if cfg["sequence-model"] == "markov":
+        codes = _markov_sequence(length, markov_transitions(cfg), rng)
+        gc = _local_gc(codes, cfg["gc-block-length"])
+    else:
+        gc = _gc_profile(length, cfg, rng)
+        is_gc = rng.random(length, dtype=np.float32) < gc
+        coin = rng.integers(0, 2, size=length, dtype=np.uint8)
+        codes = np.where(is_gc, 1 + coin, 3 * coin).astype(np.uint8)  # C/G or A/T
     gap_len = cfg["n-gap-length"]
     for _ in range(cfg["n-gaps-per-chromosome"]):
         start = int(rng.integers(0, max(1, length - gap_len)))
@@ -540,10 +578,22 @@ def _write_fasta(path: Path, names: list[str], codes: list[np.ndarray], width: i
     return rows
 
 
-def load_motif(entry: dict) -> Motif:
-    """The motif of a (resolved) config entry: ``file`` [+ ``matrix-id``], or a built-in name."""
+def random_motif(name: str, length: int, seed: int, concentration: float = 0.3) -> Motif:
+    """A random PWM: each position's probabilities drawn from a Dirichlet with
+    ``concentration`` (0.3: mostly one or two dominant bases), seeded by ``seed`` and the name."""
+    rng = np.random.default_rng([int(seed), _MOTIFS, zlib.crc32(name.encode())])
+    probs = rng.dirichlet(np.full(4, concentration), size=length)
+    probs = (probs + 1e-3) / (1 + 4e-3)
+    return Motif(name, probs, matrix_id=f"random-{length}", source="random")
+
+
+def load_motif(entry: dict, seed: int = 0) -> Motif:
+    """The motif of a (resolved) config entry: ``file`` [+ ``matrix-id``], ``random-length``
+    (a random PWM, seeded by ``seed`` and the name), or a built-in name."""
     if "file" in entry:
         return motif_from_file(entry["file"], entry.get("matrix-id"))
+    if "random-length" in entry:
+        return random_motif(entry["name"], entry["random-length"], seed)
     return builtin_motifs()[builtin_key(entry["name"])]
 
 
@@ -561,7 +611,7 @@ def simulate(config: dict, source: str = "simulate config") -> dict[str, str]:
     seed = cfg["seed"]
     lengths = list(cfg["chromosome-lengths"])
     names = chromosome_names(len(lengths))
-    motifs = [load_motif(entry) for entry in cfg["motifs"]]
+    motifs = [load_motif(entry, cfg["seed"]) for entry in cfg["motifs"]]
     for motif, entry in zip(motifs, cfg["motifs"]):
         widest = max(entry["broad-sigma"], entry["footprint-sigma"])
         reach = motif.length + max(entry["footprint-offsets"]) + 4 * widest

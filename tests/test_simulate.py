@@ -229,6 +229,46 @@ def test_same_seed_same_bytes_and_other_seed_differs(tmp_path):
     assert not [p for p in (tmp_path / "a").rglob(".*")]
 
 
+def test_markov_sequence_has_the_chains_transition_frequencies():
+    """sequence-model markov: the empirical P(base | previous 2 bases) of a long draw matches
+    the chain's transition table (binomial standard errors), and local GC is a windowed mean."""
+    cfg = {"seed": 4, "markov-order": 2, "markov-concentration": 0.5}
+    table = sim.markov_transitions(cfg)
+    assert table.shape == (16, 4) and np.allclose(table.sum(axis=1), 1)
+    np.testing.assert_array_equal(table, sim.markov_transitions(dict(cfg)))  # seeded
+    codes = sim._markov_sequence(200_000, table, np.random.default_rng(1)).astype(np.int64)
+    context = 4 * codes[:-2] + codes[1:-1]
+    counts = np.zeros((16, 4))
+    np.add.at(counts, (context, codes[2:]), 1)
+    n = counts.sum(axis=1, keepdims=True)
+    se = np.sqrt(table * (1 - table) / n) + 1e-9
+    assert np.max(np.abs(counts / n - table) / se) < 5
+    gc = sim._local_gc(np.array([1, 2, 0, 3, 1, 1], dtype=np.uint8), 2)
+    np.testing.assert_allclose(gc, [1.0, 1.0, 0.5, 0.0, 0.5, 1.0])
+
+
+def test_random_motifs_are_seeded_by_name_and_planted(tmp_path):
+    a, b = sim.random_motif("m1", 9, seed=3), sim.random_motif("m1", 9, seed=3)
+    np.testing.assert_array_equal(a.probabilities, b.probabilities)
+    assert a.probabilities.shape == (9, 4) and np.allclose(a.probabilities.sum(axis=1), 1)
+    assert not np.array_equal(a.probabilities, sim.random_motif("m2", 9, seed=3).probabilities)
+    assert not np.array_equal(a.probabilities, sim.random_motif("m1", 9, seed=4).probabilities)
+    paths = sim.simulate(
+        _tiny(
+            tmp_path,
+            **{
+                "chromosome-lengths": [30_000],
+                "sequence-model": "markov",
+                "motifs": [{"name": "short", "num-sites": 5, "random-length": 7}],
+            },
+        )
+    )
+    rows = _sites(paths["sites"])
+    assert len(rows) == 5 and {int(r[2]) - int(r[1]) for r in rows} == {7}
+    with pytest.raises(BpflowError, match="random-length"):
+        sim.resolve_config({"output-dir": str(tmp_path), "motifs": [{"name": "nosuch", "num-sites": 1}]})
+
+
 def test_planted_sites_match_their_motif_in_the_bed_orientation(tiny):
     out, paths, truth = tiny
     motifs = sim.builtin_motifs()
