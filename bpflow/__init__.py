@@ -19,7 +19,10 @@ _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def _register_keras_objects() -> None:
-    from bpflow import layers, losses  # noqa: F401  (their decorators register the classes)
+    # bpflow.layers registers the layers and, through its last line, the losses.  Already in
+    # sys.modules means registered, or being imported (this import of Keras is its own).
+    if "bpflow.layers" not in _sys.modules:
+        import bpflow.layers  # noqa: F401
 
 
 class _AfterKerasImport(_abc.MetaPathFinder):

@@ -118,3 +118,6 @@ class LogAddExp(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+
+from bpflow import losses as _losses  # noqa: E402,F401  (registers the losses with the layers)

@@ -132,3 +132,26 @@ def test_steps_that_run_no_model_import_no_keras():
     env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "import bpflow.layers",
+        "import bpflow.losses",
+        "import bpflow.models",
+        "import keras; import bpflow",
+        "import bpflow; import keras",
+    ],
+)
+def test_custom_objects_are_registered_whatever_is_imported_first(first):
+    """`import bpflow` registers the layers and losses once Keras is imported, whichever of
+    bpflow's modules or Keras comes first (no circular import on the way)."""
+    code = (
+        f"{first}\nimport keras\n"
+        "assert keras.saving.get_registered_object('bpflow>CenterCrop1D') is not None\n"
+        "assert keras.saving.get_registered_object('bpflow>MultinomialNLL') is not None\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "tensorflow")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
