@@ -42,6 +42,14 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 
 
+onsuccess:
+    print_qc_summary()
+
+
+onerror:
+    print_qc_summary()
+
+
 rule all:
     default_target: True
     input:

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train-bias": ("bpflow.train.steps", "train_bias_main", "train the bias (solo) model"),
     "train-transformation": ("bpflow.train.steps", "train_transformation_main", "fit the bias transformation"),
     "train-combined": ("bpflow.train.steps", "train_combined_main", "train the combined/residual model"),
+    "qc-bias": ("bpflow.evaluate.qc", "bias_main", "quality checks of a trained bias model"),
     "qc-combined": ("bpflow.evaluate.qc", "main", "quality checks of a trained combined model"),
     "predict": ("bpflow.evaluate.predict", "main", "predict over regions or whole chromosomes"),
     "predictions-to-bigwig": ("bpflow.evaluate.bigwig", "main", "prediction HDF5 -> bigWig"),

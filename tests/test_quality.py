@@ -19,7 +19,7 @@ from bpflow.cli import main as cli
 from bpflow.evaluate import qc
 from bpflow.formats.dataset import read_windows
 from bpflow.layers import SimpleTransform
-from bpflow.models import combinedModel
+from bpflow.models import combinedModel, soloModel
 from bpflow.report import figures as report
 from bpflow.train import recipes, settings, steps
 from bpflow.utils import BpflowError
@@ -175,7 +175,7 @@ def tiny(tmp_path_factory):
         f["pk_val"],
         tmp / "transformation.keras",
         heads=[head(**{"use-bias-counts": True})],
-        **{"epochs": 12, "learning-rate": 0.01, "batch-size": 32, "seed": 3, "counts-schedule": "profile-first"},
+        **{"epochs": 16, "learning-rate": 0.01, "batch-size": 32, "seed": 3, "counts-schedule": "profile-first"},
     )
     comb_record = steps.train_combined(comb)
     qc_config = {
@@ -188,6 +188,7 @@ def tiny(tmp_path_factory):
         "bias-motifs": {"bias-kmer": "TATATA"},
         "background-data": f["bg_val"],
         "num-sequences": 48,
+        "seed": 3,
         "output-json": str(tmp / "combined.qc.json"),
     }
     (tmp / "qc.json").write_text(json.dumps(qc_config))
@@ -285,6 +286,46 @@ def test_qc_flags_a_collapsed_residual_counts_head(tiny):
     assert not any("collapsed" in w for w in h["warnings"])
 
 
+def test_bias_model_beats_a_kmer_table_and_an_untrained_one_does_not(tiny, tmp_path):
+    """qc-bias: the trained bias model removes more of a flat profile's loss on held-out
+    background than a 7-mer table of cut rates fitted on the training background; an
+    untrained bias model removes less, and the check warns."""
+    f = tiny["files"]
+    untrained = soloModel(
+        th.needed(th.BIAS_ARCH),
+        th.OUTPUT_LENGTH,
+        th.BIAS_ARCH["filters"],
+        th.BIAS_ARCH["layers"],
+        th.BIAS_ARCH["input_filter_width"],
+        th.BIAS_ARCH["output_filter_width"],
+        [{"head-name": "h0", "num-tasks": 1}],
+        "solo",
+    )
+    untrained.save(tmp_path / "untrained.keras")
+    reports = {}
+    for name, model in (("trained", tiny["tmp"] / "bias.keras"), ("untrained", tmp_path / "untrained.keras")):
+        config = {
+            "bias-model-file": str(model),
+            "heads": [{"head-name": "h0"}],
+            "train-data": f["bg_bias_train"],
+            "val-data": f["bg_bias_val"],
+            "histories": {"bias": str(tiny["tmp"] / "bias.history.json")},
+            "output-json": str(tmp_path / f"{name}.json"),
+        }
+        (tmp_path / f"{name}-config.json").write_text(json.dumps(config))
+        assert cli(["qc-bias", str(tmp_path / f"{name}-config.json")]) == 0
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    trained, untrained = (reports[k]["bias"]["heads"]["h0"] for k in ("trained", "untrained"))
+    assert trained["nll"]["kmer"] < trained["nll"]["flat"]  # the table learns the bias k-mer
+    assert trained["gain-model"] > trained["gain-kmer"] > 0, trained
+    assert untrained["gain-model"] < untrained["gain-kmer"] and untrained["nll"]["kmer"] == trained["nll"]["kmer"]
+    assert not any("k-mer table" in w for w in reports["trained"]["warnings"])
+    assert any("than a 7-mer table of cut rates" in w for w in reports["untrained"]["warnings"])
+    # the epoch-limit check read the bias model's history
+    (stage,) = reports["trained"]["training"]["stages"]
+    assert stage == "bias" and reports["trained"]["training"]["stages"]["bias"]["checks"]
+
+
 def test_counts_data_keys_are_checked(tiny, tmp_path):
     tr, _ = tiny["configs"]
     bad = json.loads(json.dumps(tr))
@@ -307,7 +348,9 @@ def test_counts_data_keys_are_checked(tiny, tmp_path):
 
 
 def test_residual_counts_start_at_the_mean_training_total(tiny):
-    """init_residual_counts: the residual's counts bias = log(mean(1 + total) - mean bias reads)."""
+    """center_counts on a residual with bias counts: its mean predicted reads become
+    mean(1 + total) - mean bias reads, so the untrained combined model predicts the mean total;
+    without bias counts its mean log counts become mean(log(1 + total))."""
     import keras
 
     model = keras.saving.load_model(tiny["tmp"] / "transformation.keras", compile=False)
@@ -315,16 +358,19 @@ def test_residual_counts_start_at_the_mean_training_total(tiny):
         th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, *RES_ARGS, [{"head-name": "h0", "num-tasks": 1}], model
     )
     heads = [settings.HeadSpec("h0", 1, 1.0, 10.0, None, use_bias_counts=True)]
-    out = recipes.init_residual_counts(residual, bias, heads, [tiny["files"]["pk_train"]])
     seq, tot = read_windows(tiny["files"]["pk_train"], th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, 1)
-    b = qc.predict_logcounts(bias, seq)
-    expected = np.log(np.mean(1 + tot[:, 0]) - np.mean(np.exp(b[0].astype(np.float64))))
+    b = qc.predict_logcounts(bias, seq)[0].astype(np.float64)
+    out = recipes.center_counts(residual, heads, [tiny["files"]["pk_train"]], bias=bias)
+    expected = np.log(np.mean(1 + tot[:, 0]) - np.mean(np.exp(b)))
     assert out["h0"] == pytest.approx(expected, rel=1e-5)
-    dense = residual.get_layer("residual_logcounts_h0")
-    assert float(np.asarray(dense.bias)[0]) == pytest.approx(expected, rel=1e-5)
-    # without bias counts the residual alone must reach the mean
+    r = qc.predict_logcounts(residual, seq)[0].astype(np.float64)
+    assert np.log(np.mean(np.exp(r))) == pytest.approx(expected, abs=1e-4)
+    c = qc.predict_logcounts(combined, seq)[0].astype(np.float64)
+    assert np.mean(np.exp(c)) == pytest.approx(np.mean(1 + tot[:, 0]), rel=1e-4)  # the combined total
+    # without bias counts the residual alone starts at the mean log(1 + total)
     heads[0].use_bias_counts = False
-    out = recipes.init_residual_counts(residual, bias, heads, [tiny["files"]["pk_train"]])
-    assert out["h0"] == pytest.approx(np.log(np.mean(1 + tot[:, 0])), rel=1e-6)
+    out = recipes.center_counts(residual, heads, [tiny["files"]["pk_train"]], bias=bias)
+    assert out["h0"] == pytest.approx(np.mean(np.log1p(tot[:, 0])), rel=1e-6)
+    assert np.mean(qc.predict_logcounts(residual, seq)[0]) == pytest.approx(out["h0"], abs=1e-4)
     # the fixture's combined run recorded the same start
     assert tiny["combined"]["residual-counts-init"]["h0"] == pytest.approx(expected, rel=1e-4)

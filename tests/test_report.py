@@ -236,3 +236,19 @@ def test_qc_table_shows_the_recorded_checks(tmp_path):
     (tmp_path / "off.json").write_text(json.dumps({"warnings": [], "counts": None, "motifs": None, "disabled": True}))
     off = R.qc_table_html(tmp_path / "off.json", tmp_path / "off.html").read_text()
     assert "disabled" in off and R.qc_rows({"counts": None, "motifs": None}) == []
+    # qc-bias's report beside qc-combined's: one table, training stages then bias heads, and
+    # the warnings of both
+    bias_qc = {
+        "step": "qc-bias",
+        "warnings": ["bias model weaker than the k-mer table"],
+        "training": {"stages": {"bias": {"checks": [check("epoch limit", "best 9 of 10", "stopped", "ok")]}}},
+        "bias": {"heads": {"nexus": {"checks": [check("vs k-mer", "0.4 vs 0.6", "model > k-mer", "WARNING")]}}},
+    }
+    assert R.qc_rows(bias_qc) == [
+        ["bias", "epoch limit", "best 9 of 10", "stopped", "ok"],
+        ["nexus", "vs k-mer", "0.4 vs 0.6", "model > k-mer", "WARNING"],
+    ]
+    (tmp_path / "bias.json").write_text(json.dumps(bias_qc))
+    both = R.qc_table_html([tmp_path / "bias.json", path], tmp_path / "both.html").read_text()
+    assert both.count("<li>") == 3 and "k-mer table" in both and both.count(">WARNING<") == 3
+    assert both.index("epoch limit") < both.index("vs k-mer") < both.index("vs bias")

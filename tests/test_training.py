@@ -13,6 +13,8 @@ import pytest
 
 import bpflow  # noqa: F401  (registers custom objects for load_model)
 from bpflow import cli
+from bpflow.formats.dataset import read_windows
+from bpflow.models import soloModel
 from bpflow.train import loop
 from bpflow.train import steps as training
 from bpflow.train.batcher import H5Batcher
@@ -340,11 +342,15 @@ def _weights_by_layer(path) -> dict:
 
 def test_profile_first_counts_layers_keeps_the_profile_only_body(tmp_path):
     """Phase 1 of "profile-first" is a fit with counts weight 0; with counts-phase-trainable
-    "counts-layers" phase 2 moves only the counts Dense, so every other weight equals that of a
-    plain run with counts-loss-weight 0, and the counts layer is the only one that differs."""
+    "counts-layers" on a solo model phase 2 is a ridge regression of the counts Dense alone, so
+    phase 1 gets every epoch, every other weight equals that of a plain run with
+    counts-loss-weight 0, and the counts layer solves the ridge normal equations (checked
+    against numpy's least squares on the stacked system)."""
     train, val = _schedule_data(tmp_path)
     profile_only = training.train_solo(
-        th.solo_config(tmp_path, train, val, prefix="profile-only", heads=[th.head(**{"counts-loss-weight": 0.0})])
+        th.solo_config(
+            tmp_path, train, val, prefix="profile-only", epochs=4, heads=[th.head(**{"counts-loss-weight": 0.0})]
+        )
     )
     cfg = th.solo_config(
         tmp_path,
@@ -352,7 +358,8 @@ def test_profile_first_counts_layers_keeps_the_profile_only_body(tmp_path):
         val,
         prefix="pf",
         heads=[th.head(**{"counts-loss-frac-target": 0.3})],
-        **{"counts-schedule": "profile-first", "counts-phase-trainable": "counts-layers"},
+        epochs=4,
+        **{"counts-schedule": "profile-first", "counts-phase-trainable": "counts-layers", "counts-phase-epochs": 2},
     )
     record = training.train_solo(cfg)
     a, b = _weights_by_layer(tmp_path / "profile-only.keras"), _weights_by_layer(tmp_path / "pf.keras")
@@ -360,16 +367,90 @@ def test_profile_first_counts_layers_keeps_the_profile_only_body(tmp_path):
     for name in a:
         same = all(np.array_equal(x, y) for x, y in zip(a[name], b[name]))
         assert same == (name != "solo_logcounts_h0"), name
-    # the history: two phases of 2 epochs, numbered on; counts weight 0 in phase 1 only
+    # the history: all 4 epochs are the profile phase; the counts phase ran no epochs
     hist = record["history"]
-    assert hist["phase"] == ["profile"] * 2 + ["counts"] * 2 and hist["epoch"] == [1, 2, 3, 4]
-    assert hist["h0_counts_weight"][:2] == [0.0, 0.0] and min(hist["h0_counts_weight"][2:]) > 0
-    np.testing.assert_allclose(hist["val_h0_profile"][:2], profile_only["history"]["val_h0_profile"], rtol=1e-6)
+    assert hist["phase"] == ["profile"] * 4 and hist["epoch"] == [1, 2, 3, 4]
+    np.testing.assert_allclose(hist["val_h0_profile"], profile_only["history"]["val_h0_profile"], rtol=1e-6)
     assert [p["phase"] for p in record["phases"]] == ["profile", "counts"]
+    # the counts layer: ridge regression of log(1 + total) on the pooled features
+    fit = record["counts-fit"]["heads"]["h0"]
+    model = keras.saving.load_model(tmp_path / "pf.keras")
+    dense = model.get_layer("solo_logcounts_h0")
+    features = keras.Model(model.inputs, dense.input)
+    seqs, totals = read_windows([train], model.inputs[0].shape[1], model.outputs[0].shape[1], 1)
+    x = np.asarray(features.predict(seqs, verbose=0), dtype=np.float64)
+    y = np.log1p(totals[:, 0])
+    xc, yc = x - x.mean(axis=0), y - y.mean()
+    ridge = fit["ridge"] * np.trace(xc.T @ xc) / xc.shape[1]
+    stacked = np.concatenate([xc, np.sqrt(ridge) * np.eye(xc.shape[1])])
+    k = np.linalg.lstsq(stacked, np.concatenate([yc, np.zeros(xc.shape[1])]), rcond=None)[0]
+    kernel, bias = np.asarray(dense.kernel)[:, 0], float(np.asarray(dense.bias)[0])
+    np.testing.assert_allclose(kernel, k, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(bias, y.mean() - x.mean(axis=0) @ k, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(fit["train-mse-after"], np.mean((x @ kernel + bias - y) ** 2), rtol=1e-3)
+    assert fit["train-mse-after"] < fit["train-mse-before"]
     assert record["phases"][1]["trainable"] == ["solo_logcounts_h0"] and record["epochs-run"] == 4
-    # phase 2 starts at a tenth of the learning rate (0.01 -> 0.001)
-    assert hist["learning_rate"][:3] == pytest.approx([0.01, 0.01, 0.001])
+    assert record["stop-reason"] == "finished all 4 epochs"
+    assert hist["learning_rate"] == pytest.approx([0.01] * 4)
     assert not (tmp_path / "pf.checkpoint").exists()
+
+
+def test_profile_first_epochs_bound_both_phases_and_counts_start_at_the_mean(tmp_path):
+    """epochs is the budget of the step: the profile phase gets epochs - counts-phase-epochs,
+    the counts phase what the profile phase left (more when it stopped early).  The counts
+    head starts at the training windows' mean log(1 + total)."""
+    from bpflow.formats.dataset import read_windows
+    from bpflow.train import recipes
+
+    train, val = _schedule_data(tmp_path)
+    cfg = th.solo_config(
+        tmp_path,
+        train,
+        val,
+        prefix="budget",
+        heads=[th.head(**{"counts-loss-frac-target": 0.3})],
+        epochs=6,
+        **{
+            "counts-schedule": "profile-first",
+            "counts-phase-epochs": 1,
+            "learning-rate": 1.0,
+            "early-stopping-patience": 1,
+        },
+    )
+    record = training.train_solo(cfg)
+    profile, counts = record["phases"]
+    assert profile["epochs-allowed"] == 5 and profile["epochs-run"] < 5  # stopped early (lr 1.0)
+    assert counts["epochs-allowed"] == 6 - profile["epochs-run"]
+    assert record["epochs-run"] == profile["epochs-run"] + counts["epochs-run"] <= 6
+    assert record["stop-reason"] == (
+        counts["stop-reason"]
+        if record["epochs-run"] < 6
+        else f"finished all 6 epochs ({profile['epochs-run']} profile, 1 counts)"
+    )
+    # the counts head starts at the data's mean log(1 + total) (the MSE-optimal constant)
+    seqs, totals = read_windows(train, th.needed(th.BIAS_ARCH), th.OUTPUT_LENGTH, 1)
+    assert record["counts-init"]["h0"] == pytest.approx(np.mean(np.log1p(totals[:, 0])), rel=1e-6)
+    model = soloModel(
+        th.needed(th.BIAS_ARCH),
+        th.OUTPUT_LENGTH,
+        th.BIAS_ARCH["filters"],
+        th.BIAS_ARCH["layers"],
+        th.BIAS_ARCH["input_filter_width"],
+        th.BIAS_ARCH["output_filter_width"],
+        [{"head-name": "h0", "num-tasks": 2}],
+        "solo",
+    )
+    heads = [HeadSpec("h0", 2, 1.0, 1.0, None)]
+    before = recipes.predict_logcounts(model, seqs, 1)[0]
+    target = recipes.center_counts(model, heads, train)["h0"]
+    after = recipes.predict_logcounts(model, seqs, 1)[0]
+    assert abs(np.mean(before) - target) > 1.0  # Keras's start is far from the data
+    assert np.mean(after) == pytest.approx(target, abs=1e-4)
+    np.testing.assert_allclose(after - before, np.mean(after - before), atol=1e-5)  # a shift only
+    # a phase budget the profile phase cannot have
+    bad = dict(cfg, settings={**cfg["settings"], "counts-phase-epochs": 6})
+    with pytest.raises(BpflowError, match="counts-phase-epochs: 6 leaves the profile phase no epoch"):
+        training.train_solo(bad)
 
 
 def test_profile_first_all_trains_every_weight_at_the_given_rate(tmp_path):
@@ -386,7 +467,7 @@ def test_profile_first_all_trains_every_weight_at_the_given_rate(tmp_path):
             val,
             prefix="pf",
             heads=[th.head(**{"counts-loss-weight": 5.0})],
-            epochs=1,
+            epochs=2,
             **{"counts-schedule": "profile-first", "counts-phase-learning-rate": 0.003},
         )
     )
@@ -418,7 +499,7 @@ class KillInCall(keras.callbacks.Callback):
 def test_profile_first_resumes_in_its_second_phase(tmp_path):
     train, val = _schedule_data(tmp_path)
     heads = [th.head(**{"counts-loss-frac-target": 0.3})]
-    kw = {"counts-schedule": "profile-first", "reverse-complement": True}
+    kw = {"counts-schedule": "profile-first", "reverse-complement": True, "epochs": 4, "counts-phase-epochs": 2}
     full = training.train_solo(th.solo_config(tmp_path, train, val, prefix="full", heads=heads, **kw))
     cfg = th.solo_config(tmp_path, train, val, prefix="resumed", heads=heads, **kw)
     with pytest.raises(Killed):

@@ -27,6 +27,7 @@ STEP_RULES = [
     "train_bias",
     "train_transformation",
     "train_combined",
+    "qc_bias",
     "qc_combined",
     "predict",
     "metrics",
@@ -108,6 +109,7 @@ CONFIG_STEPS = [
     ("train_bias", "train-bias"),
     ("train_transformation", "train-transformation"),
     ("train_combined", "train-combined"),
+    ("qc_bias", "qc-bias"),
     ("qc_combined", "qc-combined"),
     ("predict_", "predict"),
     ("metrics_", "metrics"),
@@ -185,6 +187,7 @@ def test_demo_dag_has_the_expected_jobs(demo_dag):
         "train_bias": 1,
         "train_transformation": 1,
         "train_combined": 1,
+        "qc_bias": 1,
         "qc_combined": 1,
         "predict": 6,
         "metrics": 2,  # 3 models x (peaks, background); metrics per region set
@@ -193,7 +196,7 @@ def test_demo_dag_has_the_expected_jobs(demo_dag):
         "report_footprints": 1,
     }
     # every step job reads a config JSON written by the one step_config rule
-    assert counts["step_config"] == 9 + 1 + 3 + 1 + 6 + 2 + 1 + 2 and counts["simulate_config"] == 1
+    assert counts["step_config"] == 9 + 1 + 3 + 2 + 6 + 2 + 1 + 2 and counts["simulate_config"] == 1
     assert sorted(config_jobs(demo_dag, "train_")) == ["train_bias", "train_combined", "train_transformation"]
     datasets = sorted(Path(str(j.output[0])).name for j in jobs_by_rule(demo_dag)["dataset"])
     assert datasets == [
@@ -258,6 +261,8 @@ def test_demo_dag_runs_the_stages_in_order(demo_dag):
     assert sorted(str(f) for f in qc.input) == sorted(
         [
             "results/demo/configs/qc_combined.json",
+            "results/demo/models/transformation.history.json",
+            "results/demo/models/combined.history.json",
             "results/demo/models/combined.keras",
             "results/demo/models/residual.keras",
             "results/demo/models/transformation.keras",
@@ -266,6 +271,19 @@ def test_demo_dag_runs_the_stages_in_order(demo_dag):
             "results/simulated/demo-seed0/truth.json",
         ]
     )
+    # qc-bias reads the bias model, its history and its own training and validation data,
+    # and needs nothing later than the bias stage
+    (qc_bias,) = jobs["qc_bias"]
+    assert sorted(str(f) for f in qc_bias.input) == sorted(
+        [
+            "results/demo/configs/qc_bias.json",
+            "results/demo/models/bias.keras",
+            "results/demo/models/bias.history.json",
+            "results/demo/data/bias-background_train.h5",
+            "results/demo/data/bias-background_val.h5",
+        ]
+    )
+    assert {j.rule.name for j in ancestors(demo_dag, qc_bias)} & {"train_transformation", "train_combined"} == set()
 
 
 def test_demo_resources_logs_and_command_lines(demo_dag):
@@ -337,6 +355,14 @@ def test_demo_step_configs_pass_each_step_schema_and_lengths(demo_dag):
     assert qc["background-data"] == "results/demo/data/background_val.h5"
     assert qc["data"] == "results/demo/data/peaks_val.h5"
     assert qc["min-residual-share"] == 0.1 and qc["output-json"] == "results/demo/qc/combined.json"
+    assert qc["histories"] == {
+        "transformation": "results/demo/models/transformation.history.json",
+        "combined": "results/demo/models/combined.history.json",
+    }
+    qc_bias = step_json(config_jobs(demo_dag, "qc_")["qc_bias"])
+    assert qc_bias["output-json"] == "results/demo/qc/bias.json"
+    assert qc_bias["train-data"] == train["bias"]["train-data"] and qc_bias["val-data"] == train["bias"]["val-data"]
+    assert qc_bias["histories"] == {"bias": "results/demo/models/bias.history.json"}
     assert train["combined"]["train-data"] == "results/demo/data/peaks_train.h5"
     assert train["combined"]["settings"]["transformation-model"]["transformation-model-file"].endswith(
         "models/transformation.keras"
@@ -345,7 +371,7 @@ def test_demo_step_configs_pass_each_step_schema_and_lengths(demo_dag):
     regions = step_json(config_jobs(demo_dag, "regions_")["regions_peaks"])
     assert regions["input-length"] == res_len and "background" in regions
     assert regions["splits"]["test-chroms"] == cfg["splits"]["test"]
-    assert check_step_schemas(demo_dag) == 1 + 9 + 1 + 3 + 1 + 6 + 2 + 1 + 2
+    assert check_step_schemas(demo_dag) == 1 + 9 + 1 + 3 + 2 + 6 + 2 + 1 + 2
 
 
 # ------------------------------------------------------------------------------------------
@@ -409,6 +435,7 @@ def test_three_experiments_dag(three_dag):
         "train_bias": 3,
         "train_transformation": 3,
         "train_combined": 3,
+        "qc_bias": 3,
         "qc_combined": 3,
         "predict": 0,
         "metrics": 0,
@@ -490,8 +517,8 @@ def test_three_experiments_bias_sources_and_defaults(three_dag):
         assert bias["counts-schedule"] == comb["counts-schedule"] == "profile-first"
         assert bias["counts-phase-trainable"] == "counts-layers" and "counts-phase-trainable" not in comb
         assert "counts-schedule" not in train[(e, "transformation")]["settings"]
-    # a simulation, 4 region sets, 22 datasets, 3 x 3 training stages, 3 QCs
-    assert check_step_schemas(three_dag) == 1 + 4 + 22 + 9 + 3
+    # a simulation, 4 region sets, 22 datasets, 3 x 3 training stages, 3 x 2 QCs
+    assert check_step_schemas(three_dag) == 1 + 4 + 22 + 9 + 6
 
 
 # ------------------------------------------------------------------------------------------
@@ -566,7 +593,7 @@ def test_dry_run_of_many_experiments(tmp_path):
     counts = dict(
         line.split() for line in proc.stdout.splitlines() if len(line.split()) == 2 and line.split()[1].isdigit()
     )
-    assert counts["train_combined"] == "30" and counts["qc_combined"] == "30"
+    assert counts["train_combined"] == "30" and counts["qc_combined"] == "30" and counts["qc_bias"] == "30"
     assert counts["simulate"] == "10"  # a{i} and b{i} share one simulation per seed
 
 
@@ -694,7 +721,10 @@ def test_demo_footprints_and_report_jobs(demo_dag):
     assert {Path(str(f)).name for f in fp.output} == {"footprints.json", "footprints.tsv"}
     (figs,) = by_rule["report_figures"]
     assert sorted(Path(str(f)).name for f in figs.output) == sorted(REPORT_FIGURES)
-    assert {str(f) for f in figs.input if "qc" in str(f)} == {"results/demo/qc/combined.json"}
+    assert {str(f) for f in figs.input if "/qc/" in str(f)} == {
+        "results/demo/qc/bias.json",
+        "results/demo/qc/combined.json",
+    }
     assert {Path(str(f)).name for f in figs.input} == {
         "report_figures.json",
         "peaks_test.json",
@@ -702,6 +732,7 @@ def test_demo_footprints_and_report_jobs(demo_dag):
         "peaks_test.h5",
         "background_test.h5",
         "combined.json",
+        "bias.json",
         *(f"{m}_{r}_test.h5" for m in ("combined", "residual", "bias") for r in ("peaks", "background")),
     }
     (fp_figs,) = by_rule["report_footprints"]

@@ -12,6 +12,7 @@ threshold reruns the checks, not the training.  Thresholds and the JSON layout: 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -22,8 +23,9 @@ import numpy as np
 from bpflow import schemas
 from bpflow.evaluate.footprints import background_sequences, footprint_table
 from bpflow.evaluate.inference import model_shape, predict_arrays
+from bpflow.evaluate.kmer_bias import KmerBias, profile_losses
 from bpflow.evaluate.measures import pearson
-from bpflow.formats.dataset import as_list, read_windows
+from bpflow.formats.dataset import as_list, read_profiles, read_windows
 from bpflow.formats.model_file import load_model
 from bpflow.formats.motifs import load_motifs, simulation_motifs
 from bpflow.lengths import crop_offset
@@ -243,12 +245,109 @@ def motif_qc(
     return out
 
 
+SECTIONS = ("training", "bias", "counts", "motifs")
+
+
+def section_entries(report: dict):
+    """(section, name, entry) of every head or stage entry of a QC report, in report order:
+    ``training`` has ``stages``, the other sections ``heads``."""
+    for part in SECTIONS:
+        section = report.get(part) or {}
+        for name, entry in (section.get("heads") or section.get("stages") or {}).items():
+            yield part, name, entry
+
+
 def all_warnings(report: dict) -> list[str]:
     """Every warning string of a QC report."""
-    out = []
-    for part in ("counts", "motifs"):
-        for h in (report.get(part) or {}).get("heads", {}).values():
-            out += h.get("warnings", [])
+    return [w for _, _, entry in section_entries(report) for w in entry.get("warnings", [])]
+
+
+# --------------------------------------------------------------------------- training histories
+
+
+def training_qc(histories: Mapping[str, str]) -> dict:
+    """Per training stage (and counts-schedule phase): did it end at its epoch limit while
+    still improving?  That is: it was not stopped early and its best validation loss was its
+    last epoch's - more epochs would probably have helped."""
+    out = {"stages": {}}
+    for stage, path in histories.items():
+        try:
+            record = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as err:
+            raise BpflowError(f"{path}: cannot read the training history: {err}") from None
+        entry = {
+            "epochs-run": record.get("epochs-run"),
+            "best-epoch": record.get("best-epoch"),
+            "stop-reason": record.get("stop-reason"),
+            "checks": [],
+            "warnings": [],
+        }
+        parts = record.get("phases") or [dict(record, phase=None)]
+        for part in parts:
+            run, best = part.get("epochs-run") or 0, part.get("best-epoch")
+            at_limit = run > 0 and not str(part.get("stop-reason", "")).startswith("early")
+            improving = at_limit and best == run
+            what = f"{stage}" + (f", {part['phase']} phase" if part.get("phase") else "")
+            _check(
+                entry,
+                f"{what}: ended at the epoch limit while still improving",
+                f"best epoch {best} of {run}",
+                "best epoch < last epoch, or stopped early",
+                improving,
+                f"{what}: training ended at its epoch limit ({run} epochs) with its best validation loss in "
+                "the last epoch: it was still improving; give it more epochs",
+            )
+        out["stages"][stage] = entry
+    return out
+
+
+# --------------------------------------------------------------------------- bias model vs a k-mer table
+
+
+def bias_kmer_qc(
+    model,
+    heads: Sequence[str],
+    train_files,
+    val_files,
+    left: int = 3,
+    right: int = 3,
+    pseudocount: float = 10.0,
+    max_samples: int | None = 20000,
+) -> dict:
+    """The neural bias model against :class:`~bpflow.evaluate.kmer_bias.KmerBias` fitted on the
+    training background: mean multinomial NLL per held-out background window under a flat
+    profile, the k-mer table and the model, and the part of the flat profile's loss each
+    removes (``gain``).  Warns when the model removes less than the table."""
+    shape = model_shape(model)
+    out = {"kmer": {"left": left, "right": right, "pseudocount": pseudocount}, "heads": {}}
+    for h, name in enumerate(heads):
+        seq_t, prof_t = read_profiles(train_files, shape.input_length, shape.output_length, h, max_samples)
+        seq_v, prof_v = read_profiles(val_files, shape.input_length, shape.output_length, h, max_samples)
+        table = KmerBias(left, right, pseudocount).fit(seq_t, prof_t)
+        logits = predict_arrays(model, seq_v, batch_size=64)[0][h]
+        losses = profile_losses(prof_v, {"kmer": table.log_rates_of(seq_v, shape.output_length), "model": logits})
+        entry = {
+            "train-windows": int(len(seq_t)),
+            "val-windows": int(len(seq_v)),
+            "nll": losses,
+            "gain-kmer": losses["flat"] - losses["kmer"],
+            "gain-model": losses["flat"] - losses["model"],
+            "checks": [],
+            "warnings": [],
+        }
+        entry["model-vs-kmer"] = entry["gain-model"] / entry["gain-kmer"] if entry["gain-kmer"] > 0 else math.nan
+        _check(
+            entry,
+            "bias model's profile-loss gain over a flat profile vs a k-mer table's (held-out background)",
+            f"{entry['gain-model']:.4g} vs {entry['gain-kmer']:.4g}",
+            "model >= k-mer table",
+            not entry["gain-model"] >= entry["gain-kmer"],
+            f"head {name}: the bias model removes less of the flat profile's loss on held-out background "
+            f"({entry['gain-model']:.4g} per window) than a {left + right + 1}-mer table of cut rates does "
+            f"({entry['gain-kmer']:.4g}): it has not learned the bias the data show - train it longer, give it "
+            "more background regions or check its data",
+        )
+        out["heads"][name] = entry
     return out
 
 
@@ -276,7 +375,14 @@ def run_qc(config: dict, combined=None, residual=None, bias=None) -> dict:
     bias = bias or load_model(config["bias-model-file"], "bias-model-file")
     names = [h["head-name"] for h in config["heads"]]
     data = as_list(config["data"])
-    report = {"format": QC_FORMAT, "step": "qc-combined", "counts": None, "motifs": None, "warnings": []}
+    report = {
+        "format": QC_FORMAT,
+        "step": "qc-combined",
+        "training": None,
+        "counts": None,
+        "motifs": None,
+        "warnings": [],
+    }
     report["counts"] = counts_qc(
         combined,
         residual,
@@ -288,6 +394,7 @@ def run_qc(config: dict, combined=None, residual=None, bias=None) -> dict:
         max_samples=config["max-samples"],
     )
     report["counts"]["data"] = data
+    report["training"] = training_qc(config.get("histories") or {})
     tf_motifs, bias_motifs = qc_motifs(config)
     if tf_motifs or bias_motifs:
         background = config.get("background-data", data[0])
@@ -325,26 +432,76 @@ def run_qc(config: dict, combined=None, residual=None, bias=None) -> dict:
             v["residual-bias-response"],
             v["bias-tf-response"],
         )
-    for w in report["warnings"]:
-        logger.warning("QC WARNING: %s", w)
-    if not report["warnings"]:
-        logger.info("QC: no warnings")
+    _log_warnings(report)
     return report
 
 
 def main(argv: list[str]) -> int:
     path, config, _ = read_step_config(argv, "qc-combined", "Quality checks of a trained combined model.", "docs/qc.md")
-    files = [
-        (k, config[k])
-        for k in ("combined-model-file", "residual-model-file", "bias-model-file", "truth-json", "background-data")
-        if k in config
-    ]
-    files += [("data", f) for f in as_list(config["data"])]
+    keys = ("combined-model-file", "residual-model-file", "bias-model-file", "truth-json", "background-data")
+    _check_inputs(path, config, keys, ("data",))
+    write_json_atomic(config["output-json"], run_qc(config))
+    return 0
+
+
+# --------------------------------------------------------------------------- bpflow qc-bias
+
+
+def run_bias_qc(config: dict, model=None) -> dict:
+    """The QC report of a trained bias model (docs/qc.md): the k-mer baseline check and the
+    epoch-limit check of its training history.  Every warning is also logged."""
+    config = schemas.validate(config, "qc-bias", "qc-bias config")
+    report = {"format": QC_FORMAT, "step": "qc-bias", "training": None, "bias": None, "warnings": []}
+    if not config["enabled"]:
+        return {**report, "disabled": True}
+    model = model or load_model(config["bias-model-file"], "bias-model-file")
+    names = [h["head-name"] for h in config["heads"]]
+    report["training"] = training_qc(config.get("histories") or {})
+    report["bias"] = bias_kmer_qc(
+        model,
+        names,
+        config["train-data"],
+        config["val-data"],
+        config["kmer-left"],
+        config["kmer-right"],
+        config["pseudocount"],
+        config["max-samples"],
+    )
+    report["warnings"] = all_warnings(report)
+    for h, v in report["bias"]["heads"].items():
+        logger.info(
+            "QC %s: profile NLL per held-out background window: flat %.5g, %d-mer table %.5g, bias model %.5g",
+            h,
+            v["nll"]["flat"],
+            config["kmer-left"] + config["kmer-right"] + 1,
+            v["nll"]["kmer"],
+            v["nll"]["model"],
+        )
+    _log_warnings(report)
+    return report
+
+
+def _log_warnings(report: dict) -> None:
+    for w in report["warnings"]:
+        logger.warning("QC WARNING: %s", w)
+    if not report["warnings"]:
+        logger.info("QC: no warnings")
+
+
+def _check_inputs(path: str, config: dict, keys, list_keys) -> None:
+    files = [(k, config[k]) for k in keys if k in config]
+    files += [(k, f) for k in list_keys for f in as_list(config.get(k, []))]
+    files += [(f"histories/{stage}", f) for stage, f in (config.get("histories") or {}).items()]
     for key, file in files:
         if not Path(file).is_file():
             raise BpflowError(f"{path}: key {key}: file not found: {file}")
     names = [h["head-name"] for h in config["heads"]]
     if len(set(names)) != len(names):
         raise BpflowError(f"{path}: key heads: head names repeat ({', '.join(names)})")
-    write_json_atomic(config["output-json"], run_qc(config))
+
+
+def bias_main(argv: list[str]) -> int:
+    path, config, _ = read_step_config(argv, "qc-bias", "Quality checks of a trained bias model.", "docs/qc.md")
+    _check_inputs(path, config, ("bias-model-file",), ("train-data", "val-data"))
+    write_json_atomic(config["output-json"], run_bias_qc(config))
     return 0

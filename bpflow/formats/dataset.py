@@ -226,6 +226,13 @@ def as_list(files) -> list:
     return [files] if isinstance(files, (str, Path)) else list(files)
 
 
+def even_rows(n: int, max_samples: int | None) -> np.ndarray:
+    """Indices of at most ``max_samples`` evenly spaced rows of ``n`` (all rows without it)."""
+    if max_samples is None or n <= max_samples:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, int(max_samples)).round().astype(int))
+
+
 def read_windows(
     files, input_length: int, output_length: int, num_heads: int, max_samples: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -245,10 +252,29 @@ def read_windows(
             totals.append(np.stack(per_head, axis=1) if per_head else np.zeros((data.num_samples, 0)))
     seq = np.concatenate(seqs) if seqs else np.zeros((0, input_length, 4), np.uint8)
     tot = np.concatenate(totals) if totals else np.zeros((0, num_heads))
-    if max_samples is not None and len(seq) > max_samples:
-        index = np.unique(np.linspace(0, len(seq) - 1, int(max_samples)).round().astype(int))
-        seq, tot = seq[index], tot[index]
-    return seq, tot
+    index = even_rows(len(seq), max_samples)
+    return seq[index], tot[index]
+
+
+def read_profiles(
+    files, input_length: int, output_length: int, head: int, max_samples: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like :func:`read_windows`, with head ``head``'s profiles (N, output_length, tasks)
+    float64 (NaN -> 0) instead of the totals; forward samples only where a file records
+    strands (a reverse-complement pair is one window counted twice)."""
+    seqs, profiles = [], []
+    for path in as_list(files):
+        with TrainingDataset(path) as data:
+            data.require_heads(head + 1)
+            rows = np.flatnonzero(data.sample_mask("auto")[0])
+            rows = rows[even_rows(len(rows), max_samples)]
+            seqs.append(data.sequences(rows, input_length))
+            profiles.append(data.profiles(head, rows, output_length))
+    if not seqs:
+        raise BpflowError("no dataset given")
+    seq, prof = np.concatenate(seqs), np.concatenate(profiles)
+    index = even_rows(len(seq), max_samples)
+    return seq[index], prof[index]
 
 
 # ----------------------------------------------------------------------------------------------

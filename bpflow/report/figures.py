@@ -29,6 +29,7 @@ import numpy as np
 from bpflow.evaluate.footprints import FOOTPRINT_COLUMNS, footprint_rows
 from bpflow.evaluate.measures import pearson, predicted_profile
 from bpflow.evaluate.metrics import check_same_samples
+from bpflow.evaluate.qc import section_entries
 from bpflow.formats.coords import center_windows
 from bpflow.formats.dataset import TrainingDataset
 from bpflow.formats.predictions import PredictionFile
@@ -426,29 +427,33 @@ QC_COLUMNS = ["head", "check", "value", "threshold", "status"]
 
 
 def qc_rows(qc: dict) -> list[list[str]]:
-    """Rows of :data:`QC_COLUMNS`: every check that :mod:`bpflow.evaluate.qc` recorded in a
-    train-combined QC report (``checks`` of each head, counts then motifs)."""
+    """Rows of :data:`QC_COLUMNS`: every check that :mod:`bpflow.evaluate.qc` recorded in a QC
+    report (``checks`` of each training stage, bias-model head, counts head and motif head)."""
     return [
-        [head, c["check"], c["value"], c["threshold"], c["status"]]
-        for part in ("counts", "motifs")
-        for head, h in ((qc.get(part) or {}).get("heads") or {}).items()
-        for c in h.get("checks", [])
+        [name, c["check"], c["value"], c["threshold"], c["status"]]
+        for _, name, entry in section_entries(qc)
+        for c in entry.get("checks", [])
     ]
 
 
 def qc_table_html(qc_json, output, caption: str | None = None) -> Path:
-    """The QC report of train-combined as HTML: its warnings in full (or "no warnings"), then
-    the table of :func:`qc_rows`."""
-    with open(_existing(qc_json, "QC JSON")) as fh:
-        qc = json.load(fh)
-    warnings = qc.get("warnings") or []
-    if qc.get("disabled"):
-        head = "<p><b>Quality checks were disabled</b> (training.qc.enabled: false).</p>"
-    elif warnings:
-        head = "<p><b>QC warnings:</b></p><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
-    else:
-        head = "<p><b>QC: no warnings.</b></p>"
-    return _write_text(output, head + "\n" + html_table(QC_COLUMNS, qc_rows(qc), caption))
+    """QC reports (one path or a list: qc-bias's and qc-combined's) as HTML: their warnings in
+    full (or "no warnings"), then one table of :func:`qc_rows`."""
+    reports = []
+    for path in [qc_json] if isinstance(qc_json, (str, Path)) else list(qc_json):
+        with open(_existing(path, "QC JSON")) as fh:
+            reports.append(json.load(fh))
+    warnings = [w for qc in reports for w in qc.get("warnings") or []]
+    disabled = [qc.get("step", "?") for qc in reports if qc.get("disabled")]
+    head = ""
+    if disabled:
+        head = f"<p><b>Quality checks disabled</b> ({', '.join(disabled)}; training.qc.enabled: false).</p>\n"
+    if warnings:
+        head += "<p><b>QC warnings:</b></p><ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul>"
+    elif not disabled:
+        head += "<p><b>QC: no warnings.</b></p>"
+    rows = [row for qc in reports for row in qc_rows(qc)]
+    return _write_text(output, head + "\n" + html_table(QC_COLUMNS, rows, caption))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -28,15 +28,14 @@ from bpflow.utils import BpflowError, read_step_config
 logger = logging.getLogger("bpflow.report")
 
 # the keys of each figure that name input files
-_INPUTS = {"data": False, "predictions": True, "metrics": True, "qc": False, "footprints": False, "histories": True}
+_INPUTS = ("data", "predictions", "metrics", "qc", "footprints", "histories")
 
 
 def _input_files(fig: dict) -> list[str]:
     files = []
-    for key, many in _INPUTS.items():
-        if key in fig:
-            value = fig[key]
-            files += list(value.values()) if isinstance(value, dict) else list(value) if many else [value]
+    for key in _INPUTS:
+        value = fig.get(key, [])
+        files += list(value.values()) if isinstance(value, dict) else [value] if isinstance(value, str) else list(value)
     return files
 
 

@@ -5,7 +5,7 @@
   :func:`fit_counts_linear`) on background regions, where the bias explains every read.
 * :func:`fit_profile_first` - ``counts-schedule`` "profile-first": the profile alone, then the
   counts.
-* :func:`init_residual_counts` - the residual's counts head starts at the data's mean.
+* :func:`center_counts` - the counts heads (bias model, residual) start at the data's mean.
 """
 
 from __future__ import annotations
@@ -215,14 +215,21 @@ def fit_transformation_parts(
 PHASES = ("profile", "counts")
 
 
+def counts_phase_epochs(settings: dict) -> int:
+    """The epochs reserved for profile-first's counts phase (``counts-phase-epochs``, default a
+    quarter of ``epochs``, at least 1)."""
+    return int(settings.get("counts-phase-epochs") or max(1, settings["epochs"] // 4))
+
+
 def phase_checkpoint(checkpoint: Path, phase: str) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}-{phase}{checkpoint.suffix}")
 
 
-def _phase_summary(name: str, rec: dict, trainable) -> dict:
+def _phase_summary(name: str, rec: dict, trainable, allowed: int) -> dict:
     return {
         "phase": name,
         "trainable": trainable,
+        "epochs-allowed": allowed,
         "epochs-run": rec["epochs-run"],
         "best-epoch": rec["best-epoch"],
         "best-val-loss": rec["best-val-loss"],
@@ -242,8 +249,9 @@ def fit_profile_first(
     fingerprint_value: str,
     checkpoint_path: Path,
     callbacks=(),
+    bias=None,
 ) -> dict:
-    """``settings/counts-schedule`` "profile-first" (train-solo, train-combined).
+    """``settings/counts-schedule`` "profile-first" (train-bias, train-combined).
 
     Phase 1 trains with a counts loss weight of 0, so the network's body serves the profile
     alone; phase 2 then trains the counts with the heads' counts weights (and
@@ -253,21 +261,35 @@ def fit_profile_first(
     profile loss included, so the body learns what the counts need without being pulled far
     from the profile optimum; "counts-layers" trains only ``body``'s ``*_logcounts_<head>``
     Dense layers on the frozen body.  ``body`` is the model whose counts layers those are (the
-    solo model, or the residual of a combined model).  Each phase has the step's epochs and
-    patience and its own checkpoint.  Returns :func:`fit_model`'s record with the two phases'
-    histories joined (``history/phase`` says which epoch belongs to which) and ``phases``
-    summarising each.
+    solo model, or the residual of a combined model; ``bias`` the combined model's bias branch).
+    At the start of phase 2 the counts heads are re-centred on the data (:func:`center_counts`;
+    with ``init-counts`` / ``init-residual-counts``).
+
+    ``epochs`` bounds the whole step: phase 1 runs at most ``epochs - counts-phase-epochs``
+    epochs (default ``counts-phase-epochs``: a quarter of ``epochs``, at least 1), phase 2 at
+    most the epochs phase 1 left.  Each phase has the step's patience and its own checkpoint.
+    Returns :func:`fit_model`'s record with the two phases' histories joined (``history/phase``
+    says which epoch belongs to which), ``phases`` summarising each, and a ``stop-reason`` that
+    names the whole budget when it was spent.
     """
     s = config["settings"]
     counts_layers = {
         layer.name for layer in body.layers if any(layer.name.endswith(f"_logcounts_{h.name}") for h in heads)
     }
     profile_heads = [dataclasses.replace(h, counts_weight=0.0, frac_target=None) for h in heads]
-    logger.info("counts-schedule profile-first: phase 1 of 2, the profile (counts loss weight 0)")
+    trainable = s.get("counts-phase-trainable", "all")
+    # counts layers on a frozen body, predicting the counts alone: a linear least-squares problem
+    closed_form = trainable == "counts-layers" and (bias is None or not any(h.use_bias_counts for h in heads))
+    counts_epochs = 0 if closed_form else counts_phase_epochs(s)
+    logger.info(
+        "counts-schedule profile-first: phase 1 of 2, the profile (counts loss weight 0; at most %d of %d epochs)",
+        settings.epochs - counts_epochs,
+        settings.epochs,
+    )
     first = fit_model(
         model,
         profile_heads,
-        settings,
+        dataclasses.replace(settings, epochs=settings.epochs - counts_epochs),
         rt,
         config["train-data"],
         config["val-data"],
@@ -275,15 +297,38 @@ def fit_profile_first(
         checkpoint_path=phase_checkpoint(checkpoint_path, "profile"),
         callbacks=callbacks,
     )
-    trainable = s.get("counts-phase-trainable", "all")
+    if closed_form:
+        logger.info(
+            "counts-schedule profile-first: phase 2 of 2, the counts layers by least squares on the frozen body"
+        )
+        fit = fit_counts_layers(body, heads, config["train-data"], config["val-data"])
+        second = _empty_record(heads, "counts layers fitted by ridge regression on the frozen body (no epochs)")
+        second.update({"best-epoch": first["best-epoch"], "best-val-loss": first["best-val-loss"], "counts-fit": fit})
+        record = dict(first)
+        record.update(
+            {
+                "counts-fit": fit,
+                "stop-reason": first["stop-reason"],
+                "history": {**first["history"], "phase": [PHASES[0]] * len(first["history"]["epoch"])},
+                "phases": [
+                    _phase_summary(PHASES[0], first, "all", settings.epochs),
+                    _phase_summary(PHASES[1], second, sorted(counts_layers), 0),
+                ],
+            }
+        )
+        return record
     frozen = []
     if trainable == "counts-layers":
         frozen = [layer for layer in body.layers if layer.name not in counts_layers and layer.trainable]
     for layer in frozen:
         layer.trainable = False
     phase_settings = dataclasses.replace(
-        settings, learning_rate=float(s.get("counts-phase-learning-rate", settings.learning_rate / 10))
+        settings,
+        learning_rate=float(s.get("counts-phase-learning-rate", settings.learning_rate / 10)),
+        epochs=settings.epochs - first["epochs-run"],
     )
+    if s.get("init-residual-counts" if bias is not None else "init-counts", True):
+        center_counts(body, heads, config["train-data"], bias=bias)
     try:
         logger.info(
             "counts-schedule profile-first: phase 2 of 2, the counts (%s trainable, learning rate %.4g)",
@@ -317,39 +362,128 @@ def fit_profile_first(
             "history": history,
             "best-epoch": None if second["best-epoch"] is None else second["best-epoch"] + offset,
             "epochs-run": first["epochs-run"] + second["epochs-run"],
+            "stop-reason": second["stop-reason"]
+            if second["stopped-early"]
+            else f"finished all {settings.epochs} epochs ({first['epochs-run']} profile, {second['epochs-run']} counts)",
             "phases": [
-                _phase_summary(PHASES[0], first, "all"),
-                _phase_summary(PHASES[1], second, "all" if not frozen else sorted(counts_layers)),
+                _phase_summary(PHASES[0], first, "all", settings.epochs - counts_epochs),
+                _phase_summary(
+                    PHASES[1], second, "all" if not frozen else sorted(counts_layers), phase_settings.epochs
+                ),
             ],
         }
     )
     return record
 
 
-def init_residual_counts(residual, bias, heads: Sequence[HeadSpec], train_data, max_samples: int = 2048) -> dict:
-    """Start the residual's counts where the data are: each head's counts Dense bias is set so
-    that the untrained combined model predicts the mean total counts of the training windows,
-    log(mean(1 + total) - mean(exp(bias log counts))) with bias counts (at least 5 % of the
-    mean), log(mean(1 + total)) without.  Otherwise the first epochs of a combined model whose
-    bias branch predicts the bias level (recipe bpflow) go to the counts error of a residual
-    starting near 0 reads, at the expense of the profile.  Returns {head: value}."""
-    input_length, output_length = residual.inputs[0].shape[1], residual.outputs[0].shape[1]
+def center_counts(model, heads: Sequence[HeadSpec], train_data, bias=None, max_samples: int = 2048) -> dict:
+    """Start each head's counts where the data are, by shifting the bias of its counts Dense
+    layer (``<model name>_logcounts_<head>``) on (at most ``max_samples`` evenly spaced)
+    training windows:
+
+    * a solo model, or a residual without bias counts: the mean predicted log counts becomes
+      the mean of log(1 + total), the constant that minimises the counts MSE;
+    * a residual whose head adds ``bias``'s counts (``use-bias-counts``): the mean predicted
+      reads exp(residual) become mean(1 + total) - mean(exp(bias)) (at least 5 % of
+      mean(1 + total)), so that the combined model starts at the mean total.
+
+    A Dense layer's default start predicts ~0 where log counts are often 3 to 8; a counts head
+    trained at a small learning rate then spends its epochs climbing (issue 17: MSE 3.7 -> 1.05
+    in 30 epochs), and a residual starting near one read spends its first epochs on the counts
+    error at the expense of the profile.  Returns {head: the target} (a mean log count for a
+    solo model, the log of the residual's mean reads for a residual with bias counts)."""
+    input_length, output_length = model.inputs[0].shape[1], model.outputs[0].shape[1]
     seqs, totals = read_windows(as_list(train_data), input_length, output_length, len(heads), max_samples=max_samples)
     if not len(seqs):
         return {}
-    bias_lc = predict_logcounts(bias, seqs, len(heads))
+    predicted = predict_logcounts(model, seqs, len(heads))
+    bias_lc = predict_logcounts(bias, seqs, len(heads)) if bias is not None else None
     out = {}
     for i, h in enumerate(heads):
-        target = float(np.mean(1.0 + totals[:, i]))
-        if h.use_bias_counts:
-            rest = target - float(np.mean(np.exp(bias_lc[i].astype(np.float64))))
-            value = math.log(max(rest, 0.05 * target))
+        if bias_lc is not None and h.use_bias_counts:
+            mean_total = float(np.mean(1.0 + totals[:, i]))
+            rest = max(mean_total - float(np.mean(np.exp(bias_lc[i]))), 0.05 * mean_total)
+            target = math.log(rest)
+            shift = target - math.log(float(np.mean(np.exp(predicted[i]))))
         else:
-            value = math.log(target)
-        dense = residual.get_layer(f"residual_logcounts_{h.name}")
-        dense.bias.assign(np.full(dense.bias.shape, value, dtype=np.float32))
-        out[h.name] = value
+            target = float(np.mean(np.log1p(totals[:, i])))
+            shift = target - float(np.mean(predicted[i]))
+        dense = _counts_dense(model, h.name)
+        dense.bias.assign(np.asarray(dense.bias) + np.float32(shift))
+        out[h.name] = target
         logger.info(
-            "residual counts of head %s start at log %.4g reads (mean training total %.4g)", h.name, value, target - 1
+            "counts of head %s (%s) start at the training windows' mean (target %.4g)", h.name, model.name, target
         )
     return out
+
+
+RIDGES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def fit_counts_layers(body, heads: Sequence[HeadSpec], train_data, val_data, max_samples: int = 50000) -> dict:
+    """Fit each head's counts Dense layer of ``body`` (a solo model predicting its own counts)
+    by ridge regression: log(1 + total) of (at most ``max_samples`` evenly spaced) training
+    windows regressed on the pooled features the layer reads.  The ridge (relative to the mean
+    feature variance; intercept not penalised) is the one of :data:`RIDGES` with the lowest
+    MSE on the validation windows: the counts MSE's optimum on a frozen body, in seconds, with
+    no more weight than the held-out data support.  Returns, per head, the ridge and the MSE
+    before and after on the training and validation windows."""
+    import keras
+
+    input_length, output_length = body.inputs[0].shape[1], body.outputs[0].shape[1]
+    out = {"method": "ridge", "heads": {}}
+    sets = {}
+    for split, files in (("train", train_data), ("val", val_data)):
+        sets[split] = read_windows(as_list(files), input_length, output_length, len(heads), max_samples=max_samples)
+    before = {split: predict_logcounts(body, seqs, len(heads)) for split, (seqs, _) in sets.items()}
+    for i, h in enumerate(heads):
+        dense = _counts_dense(body, h.name)
+        features = keras.Model(body.inputs, dense.input)
+        x = {
+            split: np.concatenate([_predict(features, seqs), np.ones((len(seqs), 1))], axis=1)
+            for split, (seqs, _) in sets.items()
+        }
+        y = {split: np.log1p(totals[:, i]) for split, (_, totals) in sets.items()}
+        mean = x["train"][:, :-1].mean(axis=0)
+        centred = x["train"][:, :-1] - mean
+        gram, rhs = centred.T @ centred, centred.T @ (y["train"] - y["train"].mean())
+        scale = np.trace(gram) / max(len(gram), 1)
+        fits = []
+        for ridge in RIDGES:
+            k = np.linalg.solve(gram + ridge * scale * np.eye(len(gram)), rhs)
+            w = np.append(k, y["train"].mean() - mean @ k)
+            fits.append((_mse(x["val"] @ w, y["val"]) if len(y["val"]) else 0.0, ridge, w))
+        _, ridge, w = min(fits, key=lambda f: f[0])
+        dense.kernel.assign(w[:-1, None].astype(np.float32))
+        dense.bias.assign(np.full(dense.bias.shape, w[-1], dtype=np.float32))
+        entry = {"ridge": ridge}
+        for split in sets:
+            entry[f"{split}-mse-before"] = _mse(before[split][i], y[split])
+            entry[f"{split}-mse-after"] = _mse(x[split] @ w, y[split])
+        out["heads"][h.name] = entry
+        logger.info(
+            "counts layer of head %s by least squares: train MSE %.4g -> %.4g, val MSE %.4g -> %.4g",
+            h.name,
+            entry["train-mse-before"],
+            entry["train-mse-after"],
+            entry["val-mse-before"],
+            entry["val-mse-after"],
+        )
+    return out
+
+
+def _predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """A single-output model's outputs over in-memory inputs, float64."""
+    parts = []
+    for a in range(0, len(x), batch_size):
+        parts.append(np.asarray(model.predict_on_batch(np.asarray(x[a : a + batch_size], dtype=np.float32))))
+    return np.concatenate(parts).astype(np.float64)
+
+
+def _counts_dense(model, head: str):
+    """The counts Dense layer ``<model name>_logcounts_<head>`` of a solo model."""
+    suffix = f"_logcounts_{head}"
+    layers = [layer for layer in model.layers if layer.name.endswith(suffix)]
+    if len(layers) != 1:
+        raise BpflowError(f"model {model.name!r}: no single counts layer *{suffix}")
+    return layers[0]

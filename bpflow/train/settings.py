@@ -183,9 +183,19 @@ def check_config(config: dict, step: str, source: str = "config") -> tuple[dict,
                 "odd number of bases; use the needed length or add an even number"
             )
     if step != "transformation" and s["counts-schedule"] == "joint":
-        for key in ("counts-phase-trainable", "counts-phase-learning-rate"):
+        for key in ("counts-phase-trainable", "counts-phase-learning-rate", "counts-phase-epochs"):
             if key in raw["settings"]:
                 raise BpflowError(f'{source}: key settings/{key}: only used with counts-schedule "profile-first"')
+    if step != "transformation" and s["counts-schedule"] == "profile-first" and s["epochs"] < 2:
+        raise BpflowError(
+            f'{source}: key settings/epochs: counts-schedule "profile-first" needs at least 2 epochs '
+            "(a profile phase and a counts phase share them)"
+        )
+    if s.get("counts-phase-epochs", 0) >= s["epochs"]:
+        raise BpflowError(
+            f"{source}: key settings/counts-phase-epochs: {s['counts-phase-epochs']} leaves the profile "
+            f"phase no epoch of the {s['epochs']} (epochs bounds both phases together)"
+        )
     if step == "transformation":
         _check_file(s["solo-model-file"], f"{source}: key settings/solo-model-file")
         if s["profile-architecture"]["name"] == "passthrough" and s["counts-architecture"]["name"] == "passthrough":

@@ -177,18 +177,20 @@ def run_step(step: str, config: dict, *, source: str = "config", callbacks=()) -
         model = built[0] if step == "combined" else built
         counts_init = None
         if step == "combined" and s["init-residual-counts"]:
-            counts_init = recipes.init_residual_counts(built[1], built[2], heads, config["train-data"])
+            counts_init = recipes.center_counts(built[1], heads, config["train-data"], bias=built[2])
+        if step == "bias" and s["init-counts"]:
+            counts_init = recipes.center_counts(model, heads, config["train-data"])
         common = dict(fingerprint_value=fp, checkpoint_path=checkpoint, callbacks=callbacks)
         if step == "transformation" and "counts-train-data" in config:
             record = recipes.fit_transformation_parts(model, config, heads, settings, rt, **common)
         elif step != "transformation" and s["counts-schedule"] == "profile-first":
-            body = built[1] if step == "combined" else model
-            record = recipes.fit_profile_first(model, body, config, heads, settings, rt, **common)
+            body, bias = (built[1], built[2]) if step == "combined" else (model, None)
+            record = recipes.fit_profile_first(model, body, config, heads, settings, rt, bias=bias, **common)
         else:
             record = fit_model(model, heads, settings, rt, config["train-data"], config["val-data"], **common)
         environment = rt.describe()
         if counts_init is not None:
-            record["residual-counts-init"] = counts_init
+            record["residual-counts-init" if step == "combined" else "counts-init"] = counts_init
     detach_counts_weights(model)
 
     # Clean copies (float32, no optimizer, no distribution) of the trained weights.

@@ -9,7 +9,7 @@ import copy
 import json
 import os
 import re
-import shlex
+import sys
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -67,7 +67,12 @@ def simulated_files(sim):
 
 
 # training keys of the bias and combined stages (bpflow.train.recipes: counts-schedule)
-COUNTS_SCHEDULE_KEYS = ("counts-schedule", "counts-phase-trainable", "counts-phase-learning-rate")
+COUNTS_SCHEDULE_KEYS = (
+    "counts-schedule",
+    "counts-phase-trainable",
+    "counts-phase-learning-rate",
+    "counts-phase-epochs",
+)
 
 
 def _check_experiment(name, exp):
@@ -235,9 +240,9 @@ def model_file(e, stage):
     return f"results/{e}/models/{stage}.keras"
 
 
-def qc_json(e):
-    """qc-combined's report of experiment e."""
-    return f"results/{e}/qc/combined.json"
+def qc_json(e, stage):
+    """The quality checks of experiment e's bias or combined model (qc-bias, qc-combined)."""
+    return f"results/{e}/qc/{stage}.json"
 
 
 def experiment_inputs(e):
@@ -253,10 +258,35 @@ def final_outputs():
     outs = []
     for e in EXPERIMENTS:
         outs += [model_file(e, s) for s in ("bias", "transformation", "combined", "residual")]
-        outs.append(qc_json(e))
+        outs += [qc_json(e, "bias"), qc_json(e, "combined")]
         if config["evaluate"]:
             outs += evaluation_outputs(e)
     return outs
+
+
+def qc_warnings():
+    """The warnings of every quality-check report written so far, prefixed with the
+    experiment's name (the end-of-run summary; the reports: docs/qc.md)."""
+    lines = []
+    for e in EXPERIMENTS:
+        for stage in ("bias", "combined"):
+            path = qc_json(e, stage)
+            if os.path.isfile(path):
+                with open(path) as fh:
+                    lines += [f"{e}: {w}" for w in json.load(fh).get("warnings", [])]
+    return lines
+
+
+def print_qc_summary():
+    """Print the QC warnings at the end of a run (they are also in each qc_* job's log, the
+    qc/*.json files and the report)."""
+    lines = qc_warnings()
+    if lines:
+        print("\nbpflow QC WARNINGS (results/<experiment>/qc/*.json):", file=sys.stderr)
+        for line in lines:
+            print(f"  - {line}", file=sys.stderr)
+    elif any(os.path.isfile(qc_json(e, s)) for e in EXPERIMENTS for s in ("bias", "combined")):
+        print("\nbpflow QC: no warnings", file=sys.stderr)
 
 
 def json_text(obj):

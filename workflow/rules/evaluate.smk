@@ -5,10 +5,34 @@
 # the TF and bias motifs (docs/footprints.md).  The report figures: report.smk.
 
 
+rule qc_bias:
+    input:
+        config="results/{experiment}/configs/qc_bias.json",
+        model="results/{experiment}/models/bias.keras",
+        history="results/{experiment}/models/bias.history.json",
+        train=lambda wc: stage_data_files(wc.experiment, "bias", "train"),
+        val=lambda wc: stage_data_files(wc.experiment, "bias", "val"),
+    output:
+        "results/{experiment}/qc/bias.json",
+    log:
+        "results/{experiment}/logs/qc_bias.log",
+    conda:
+        "../../envs/bpflow.yaml"
+    threads: EVAL["threads"]
+    resources:
+        verbosity=config["verbosity"],
+        gpu=EVAL["gpu"],
+        mem_mb=EVAL["mem-mb"],
+        runtime=EVAL["runtime"],
+    shell:
+        f"bpflow qc-bias {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
+
+
 rule qc_combined:
     input:
         config="results/{experiment}/configs/qc_combined.json",
         models=lambda wc: [model_file(wc.experiment, m) for m in ("combined", "residual", "transformation")],
+        histories=lambda wc: [f"{model_prefix(wc.experiment, s)}.history.json" for s in ("transformation", "combined")],
         data=lambda wc: qc_files(wc.experiment),
     output:
         "results/{experiment}/qc/combined.json",

@@ -15,7 +15,7 @@ rule report_figures:
             regionset=REGION_SETS,
         ),
         data=expand("results/{{experiment}}/data/{regionset}_test.h5", regionset=REGION_SETS),
-        qc="results/{experiment}/qc/combined.json",
+        qc=["results/{experiment}/qc/bias.json", "results/{experiment}/qc/combined.json"],
     output:
         metrics=report(
             "results/{experiment}/report/metrics.html",

@@ -27,6 +27,21 @@ def qc_files(e):
     return files + footprint_motif_files(e)
 
 
+def qc_bias_json(e):
+    """qc-bias config: the bias model against a k-mer table fitted on its own training data,
+    scored on its validation data; its training history's epoch-limit check."""
+    opts = EXPERIMENTS[e]["training"]["qc"]
+    return {
+        "enabled": opts["enabled"],
+        "bias-model-file": model_file(e, "bias"),
+        "heads": [{"head-name": h["head-name"]} for h in EXPERIMENTS[e]["heads"]],
+        "train-data": stage_data(e, "bias", "train"),
+        "val-data": stage_data(e, "bias", "val"),
+        "histories": {"bias": f"{model_prefix(e, 'bias')}.history.json"},
+        "output-json": qc_json(e, "bias"),
+    }
+
+
 def qc_combined_json(e):
     """qc-combined config: counts checks on the validation peaks; footprint checks with the
     simulation's motifs (simulate block) and/or the footprints block's motifs."""
@@ -45,7 +60,8 @@ def qc_combined_json(e):
         "max-bias-tf-ratio": opts["max-bias-tf-ratio"],
         "max-residual-bias-ratio": opts["max-residual-bias-ratio"],
         "seed": exp["training"]["seed"],
-        "output-json": qc_json(e),
+        "histories": {s: f"{model_prefix(e, s)}.history.json" for s in ("transformation", "combined")},
+        "output-json": qc_json(e, "combined"),
     }
     sim = exp.get("simulate")
     if sim is not None:
@@ -152,7 +168,8 @@ def evaluation_outputs(e):
     return [f"results/{e}/metrics/{r}_test.tsv" for r in REGION_SETS] + report_outputs(e)
 
 
-register_config("qc_combined", lambda e: qc_combined_json(e))
+register_config("qc_bias", qc_bias_json)
+register_config("qc_combined", qc_combined_json)
 register_config(r"predict_(?P<model>combined|residual|bias)_(?P<regionset>peaks|background)", predict_json)
 register_config(r"metrics_(?P<regionset>peaks|background)", metrics_json)
 register_config("footprints", footprints_json)

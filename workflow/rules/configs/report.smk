@@ -42,7 +42,7 @@ def report_figures_json(e):
             "output": f"{d}/examples_peaks.png",
         }
     )
-    figures.append({"figure": "qc-table", "qc": qc_json(e), "output": f"{d}/qc.html"})
+    figures.append({"figure": "qc-table", "qc": [qc_json(e, "bias"), qc_json(e, "combined")], "output": f"{d}/qc.html"})
     return {"figures": figures}
 
 
