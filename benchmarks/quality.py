@@ -20,8 +20,10 @@ the test chromosome against the simulation's truth:
     .venv/bin/python benchmarks/quality.py --workdir /tmp/quality --json quality.json
     .venv/bin/python benchmarks/quality.py --scale 0.3 --combined-epochs 10   # smaller, faster
 
-Prints a markdown table (also written with --markdown).  Targets: counts Pearson >= 0.9 x
-oracle, residual-vs-truth median JSD <= 0.08, footprint ratio <= 0.02.
+Prints a markdown table per setting (also written with --markdown).  Targets (issue 17, on
+every setting): counts Pearson >= 0.9 x oracle; residual-vs-signal median JSD no worse than the
+bpreveal recipe's; footprint ratio <= 0.01; bias model beats the 7-mer table; no stage ends at
+its epoch limit while still improving.  `--setting` (repeatable) picks settings of the suite.
 """
 
 from __future__ import annotations
@@ -40,29 +42,55 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ("bpflow", "bpreveal")
-TARGETS = {"counts-ratio": 0.9, "residual-jsd": 0.08, "footprint-ratio": 0.02}
+# Issue 17's targets, on every setting: the residual's JSD to the signal is compared with the
+# bpreveal recipe's on the same setting (targets_met); the bias model must beat the 7-mer table
+# (qc-bias) and no stage may end at its epoch limit while still improving (the QC's warning).
+TARGETS = {"counts-ratio": 0.9, "footprint-ratio": 0.01, "bias-vs-kmer": 1.0}
+EPOCH_LIMIT_WARNING = "epoch limit"
+
+# The suite (issue 17): settings that differ in what real data differ in.  "sim": options of
+# `bpflow simulate` over the preset's; "exp": experiment keys over the base's; "bed": the bias
+# model learns from a background BED the harness writes (bias-source bed) instead of sampled
+# background regions.  The depth is the simulation's reads per base at bias 1 on each strand:
+# 0.1 gives ~220 reads per 1-kb background window, 0.01 ~22.
+SETTINGS = {
+    "base": {},
+    "weak-bias": {"sim": {"bias-kmer-sd": 0.35}},  # log2 SD ~0.5
+    "strong-bias": {"sim": {"bias-kmer-sd": 1.04}},  # log2 SD ~1.5
+    "shallow": {"sim": {"depth": 0.01}},
+    "few-background": {"exp": {"regions": {"background": {"ratio": 0.5}}}},
+    "other-motifs": {"motifs": [("short7", 7), ("long24", 24), ("Klf4", None)]},
+    "markov": {"sim": {"sequence-model": "markov"}},
+    "bed-background": {"bed": True},
+}
 
 
 # --------------------------------------------------------------------------- workflow config
 
 
-def workflow_config(args) -> dict:
+def workflow_config(args, setting: str = "base", background_bed: str | None = None) -> dict:
     """Two experiments on one simulation, differing only in transformation.recipe."""
     from bpflow.simulate import PRESETS
 
+    spec = SETTINGS[setting]
     preset = PRESETS[args.preset]
     options = {}
+    sites = [max(1, int(round(m["num-sites"] * args.scale))) for m in preset["motifs"]]
     if args.scale != 1.0:
         options["chromosome-lengths"] = [int(round(n * args.scale)) for n in preset["chromosome-lengths"]]
-        options["motifs"] = [
-            {**m, "num-sites": max(1, int(round(m["num-sites"] * args.scale)))} for m in preset["motifs"]
-        ]
+        options["motifs"] = [{**m, "num-sites": n} for m, n in zip(preset["motifs"], sites)]
         options["splits"] = preset["splits"]
+    options.update(spec.get("sim", {}))
+    if "motifs" in spec:
+        options["motifs"] = [
+            {"name": name, "num-sites": n, **({"random-length": length} if length else {})}
+            for (name, length), n in zip(spec["motifs"], sites)
+        ]
     splits = preset["splits"]
     sim = {
         "preset": args.preset,
         "seed": args.seed,
-        "name": f"quality-{args.preset}-x{args.scale:g}-s{args.seed}",
+        "name": f"quality-{args.preset}-x{args.scale:g}-s{args.seed}-{setting}",
         "options": options,
     }
     base = {
@@ -123,6 +151,12 @@ def workflow_config(args) -> dict:
             base["training"][stage]["counts-schedule"] = args.counts_schedule
     if args.combined_counts_phase_lr:
         base["training"]["combined"]["counts-phase-learning-rate"] = args.combined_counts_phase_lr
+    for key, value in spec.get("exp", {}).items():
+        base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
+    if spec.get("bed"):
+        base["bias-source"] = "bed"
+        base["background-bed"] = background_bed
+        base.pop("regions", None)
     experiments = {}
     for recipe in args.recipes:
         exp = json.loads(json.dumps(base))
@@ -151,8 +185,31 @@ def workflow_config(args) -> dict:
     }
 
 
-def run_workflow(args, config: dict) -> float:
-    workdir = Path(args.workdir)
+def write_background_bed(sim_dir: Path, path: Path, width: int, per_site: float, seed: int) -> Path:
+    """Background windows for bias-source bed: ``width``-bp windows at random positions at least
+    2 kb from every planted site (sites.bed), ``per_site`` windows per site on each chromosome."""
+    rng = np.random.default_rng(seed)
+    truth = json.loads((sim_dir / "truth.json").read_text())
+    sites: dict[str, list[int]] = {}
+    for line in (sim_dir / "sites.bed").read_text().splitlines():
+        chrom, start = line.split("\t")[:2]
+        sites.setdefault(chrom, []).append(int(start))
+    rows = []
+    for chrom, length in truth["chromosomes"].items():
+        near = np.sort(np.asarray(sites.get(chrom, [-(10**9)])))
+        want = int(round(per_site * len(sites.get(chrom, []))))
+        starts = rng.integers(5000, length - 5000 - width, size=20 * want + 10)
+        i = np.searchsorted(near, starts)
+        gap = np.minimum(
+            np.abs(starts - near[np.clip(i - 1, 0, len(near) - 1)]), np.abs(near[np.clip(i, 0, len(near) - 1)] - starts)
+        )
+        keep = np.unique(starts[gap > 2000 + width])[:want]
+        rows += [f"{chrom}\t{s}\t{s + width}\n" for s in keep]
+    path.write_text("".join(rows))
+    return path
+
+
+def run_workflow(args, config: dict, workdir: Path, targets: list[str] | None = None) -> float:
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = workdir / "quality-config.json"
     cfg_path.write_text(json.dumps(config, indent=1))
@@ -170,10 +227,15 @@ def run_workflow(args, config: dict) -> float:
         "--resources",
         "gpu=1",
     ]
-    targets = [
-        f"results/{r}/predictions/{m}_peaks_test.h5" for r in args.recipes for m in ("combined", "residual", "bias")
-    ]
-    targets += [f"results/{r}/{f}" for r in args.recipes for f in ("qc/combined.json", "data/background_test.h5")]
+    if targets is None:
+        targets = [
+            f"results/{r}/predictions/{m}_peaks_test.h5" for r in args.recipes for m in ("combined", "residual", "bias")
+        ]
+        targets += [
+            f"results/{r}/{f}"
+            for r in args.recipes
+            for f in ("qc/combined.json", "qc/bias.json", "data/background_test.h5")
+        ]
     print("running:", " ".join(cmd), "...", file=sys.stderr)
     t0 = time.monotonic()
     with open(workdir / "snakemake.log", "w") as log:
@@ -278,14 +340,40 @@ def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_bac
     out["residual-bias-response"] = float(rh["bias"]["profile-response"])
     out["bias-model-bias-response"] = float(bh["bias"]["profile-response"])
     out["bias-model-tf-response"] = float(np.mean([bh[m]["profile-response"] for m in tf]))
-    qc_path = res / "qc/combined.json"
-    out["qc-warnings"] = json.loads(qc_path.read_text())["warnings"] if qc_path.is_file() else None
-    out["targets-met"] = {
-        "counts": out["counts-ratio"] >= TARGETS["counts-ratio"],
-        "residual-jsd": out["residual-jsd"] <= TARGETS["residual-jsd"],
-        "footprint-ratio": out["footprint-ratio"] <= TARGETS["footprint-ratio"],
-    }
+    out["qc-warnings"] = []
+    for name in ("bias", "combined"):
+        qc_path = res / f"qc/{name}.json"
+        if qc_path.is_file():
+            report = json.loads(qc_path.read_text())
+            out["qc-warnings"] += report["warnings"]
+            if name == "bias" and report.get("bias"):
+                head = next(iter(report["bias"]["heads"].values()))
+                out["bias-vs-kmer"] = head["model-vs-kmer"]
+                out["bias-gain"], out["kmer-gain"] = head["gain-model"], head["gain-kmer"]
+    for stage in ("bias", "combined"):
+        hist = res / f"models/{stage}.history.json"
+        if hist.is_file():
+            record = json.loads(hist.read_text())
+            out[f"{stage}-epochs"] = record["epochs-run"]
+            out[f"{stage}-stop"] = record["stop-reason"]
+    bench = res / "benchmarks/train_combined.tsv"
+    if bench.is_file():
+        out["combined-seconds"] = float(bench.read_text().splitlines()[1].split("\t")[0])
     return out
+
+
+def targets_met(results: list[dict]) -> None:
+    """Mark issue 17's targets on each recipe's result: the residual JSD target is "no worse
+    than the bpreveal recipe's on the same setting" (met trivially by bpreveal itself)."""
+    joint = next((r["residual-jsd"] for r in results if r["recipe"] == "bpreveal"), None)
+    for r in results:
+        r["targets-met"] = {
+            "counts": r["counts-ratio"] >= TARGETS["counts-ratio"],
+            "residual-jsd": joint is None or r["residual-jsd"] <= joint,
+            "footprint-ratio": r["footprint-ratio"] <= TARGETS["footprint-ratio"],
+            "bias-vs-kmer": r.get("bias-vs-kmer", math.nan) >= TARGETS["bias-vs-kmer"],
+            "converged": not any(EPOCH_LIMIT_WARNING in w for w in r["qc-warnings"]),
+        }
 
 
 def markdown(results: list[dict]) -> str:
@@ -297,12 +385,13 @@ def markdown(results: list[dict]) -> str:
 
     rows = [
         "| recipe | test peaks | counts Pearson (oracle) | ratio >= 0.9 | counts Spearman (oracle) | "
-        "bias-only counts Pearson | residual share of counts | residual JSD vs signal (<= 0.08; "
+        "bias-only counts Pearson | residual share of counts | residual JSD vs signal (<= bpreveal's; "
         "perfect residual) | residual JSD vs 1 + signal | "
         "residual Pearson vs signal | bias branch JSD vs true bias | combined JSD vs expected | "
         "combined Pearson vs expected | "
-        "footprint ratio bias/TF (<= 0.02) | QC warnings |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "footprint ratio bias/TF (<= 0.01) | bias model / 7-mer table gain (>= 1) | combined epochs (s) | "
+        "no epoch-limit stop | QC warnings |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         t = r["targets-met"]
@@ -314,7 +403,9 @@ def markdown(results: list[dict]) -> str:
             f"({f(r['perfect-residual-jsd'])}) | {f(r['residual-jsd-vs-1+signal'])} | "
             f"{f(r['residual-pearson'])} | {f(r.get('bias-branch-jsd'))} | "
             f"{f(r['combined-jsd'])} | {f(r['combined-pearson'])} | "
-            f"{f(r['footprint-ratio'], 4)} {ok(t['footprint-ratio'])} | {len(r['qc-warnings'] or [])} |"
+            f"{f(r['footprint-ratio'], 4)} {ok(t['footprint-ratio'])} | {f(r.get('bias-vs-kmer'), 2)} "
+            f"{ok(t['bias-vs-kmer'])} | {r.get('combined-epochs')} ({f(r.get('combined-seconds'), 0)}) | "
+            f"{ok(t['converged'])} | {len(r['qc-warnings'] or [])} |"
         )
     return "\n".join(rows)
 
@@ -373,31 +464,50 @@ def main(argv=None) -> int:
     p.add_argument("--num-backgrounds", type=int, default=200, help="backgrounds for the footprints (c)")
     p.add_argument("--cores", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--score-only", action="store_true", help="skip the workflow; score an existing workdir")
+    p.add_argument(
+        "--setting",
+        action="append",
+        choices=list(SETTINGS),
+        help="a setting of the suite (repeat; each runs in WORKDIR/SETTING); without it the base setting runs "
+        "in WORKDIR",
+    )
     p.add_argument("--json", help="write the results as JSON")
     p.add_argument("--markdown", help="write the table as markdown")
     args = p.parse_args(argv)
 
-    config = workflow_config(args)
-    seconds = None if args.score_only else run_workflow(args, config)
-    workdir = Path(args.workdir)
-    sim_name = config["experiments"][args.recipes[0]]["simulate"]["name"]
-    sim_dir = workdir / "results" / "simulated" / sim_name
-    truth = json.loads((sim_dir / "truth.json").read_text())
-    results = [score_recipe(workdir, r, sim_dir, truth, args.num_backgrounds) for r in args.recipes]
-    table = markdown(results)
-    print(table)
+    records = []
+    for setting in args.setting or ["base"]:
+        workdir = Path(args.workdir) / setting if args.setting else Path(args.workdir)
+        config = workflow_config(args, setting)
+        sim_name = config["experiments"][args.recipes[0]]["simulate"]["name"]
+        sim_dir = workdir / "results" / "simulated" / sim_name
+        seconds = None
+        if not args.score_only:
+            if SETTINGS[setting].get("bed"):
+                run_workflow(args, config, workdir, [f"results/simulated/{sim_name}/truth.json"])
+                bed = write_background_bed(
+                    sim_dir, workdir / "background.bed", args.output_length, args.background_ratio, args.seed
+                )
+                config = workflow_config(args, setting, str(bed.resolve()))
+            seconds = run_workflow(args, config, workdir)
+        truth = json.loads((sim_dir / "truth.json").read_text())
+        results = [score_recipe(workdir, r, sim_dir, truth, args.num_backgrounds) for r in args.recipes]
+        targets_met(results)
+        table = markdown(results)
+        print(f"\n### {setting}\n\n{table}")
+        records.append(
+            {"setting": setting, "workflow-seconds": seconds, "config": config, "results": results, "table": table}
+        )
     record = {
         "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.python_version()}",
-        "workflow-seconds": seconds,
-        "config": config,
         "targets": TARGETS,
-        "results": results,
+        "settings": records,
     }
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=1, default=float))
     if args.markdown:
-        Path(args.markdown).write_text(table + "\n")
+        Path(args.markdown).write_text("".join(f"### {r['setting']}\n\n{r['table']}\n\n" for r in records))
     return 0
 
 

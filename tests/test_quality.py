@@ -9,6 +9,7 @@ beat the bias branch alone, and a residual that responds less to the bias k-mer 
 motif.
 """
 
+import argparse
 import json
 
 import numpy as np
@@ -374,3 +375,97 @@ def test_residual_counts_start_at_the_mean_training_total(tiny):
     assert np.mean(qc.predict_logcounts(residual, seq)[0]) == pytest.approx(out["h0"], abs=1e-4)
     # the fixture's combined run recorded the same start
     assert tiny["combined"]["residual-counts-init"]["h0"] == pytest.approx(expected, rel=1e-4)
+
+
+# --------------------------------------------------------------------------- the benchmark suite
+
+
+def _quality_harness():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+    spec = importlib.util.spec_from_file_location("quality_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_suite_settings_and_targets(tmp_path):
+    """benchmarks/quality.py: each setting changes what it says and nothing else; the BED
+    background stays 2 kb clear of every site; the JSD target is relative to bpreveal's."""
+    q = _quality_harness()
+    ns = argparse.Namespace(
+        **{
+            **{"preset": "benchmark", "scale": 0.5, "seed": 0, "recipes": ["bpflow", "bpreveal"]},
+            **{"background_ratio": 3.0, "output_length": 200, "max_jitter": 64, "counts_frac": 0.1},
+            **{"bias_filters": 16, "bias_layers": 3, "residual_filters": 32, "residual_layers": 7},
+            **{"bias_epochs": 20, "transformation_epochs": 10, "combined_epochs": 60},
+            **{"combined_patience": 10, "combined_plateau_patience": 5, "counts_schedule": None},
+            **{"combined_counts_phase_lr": None, "cores": 1},
+        }
+    )
+    base = q.workflow_config(ns, "base")
+    for setting in q.SETTINGS:
+        cfg = q.workflow_config(ns, setting, "bg.bed")
+        for recipe in ("bpflow", "bpreveal"):
+            a, b = base["experiments"][recipe], cfg["experiments"][recipe]
+            changed = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+            expected = ({"simulate"} if setting != "base" else set()) | (
+                {"bias-source", "background-bed", "regions"} if setting == "bed-background" else set()
+            )
+            expected |= {"regions"} if setting == "few-background" else set()
+            assert changed == expected, (setting, changed)
+            sim_changed = {
+                k for k in b["simulate"]["options"] if b["simulate"]["options"][k] != a["simulate"]["options"].get(k)
+            }
+            assert sim_changed == set(q.SETTINGS[setting].get("sim", {})) | (
+                {"motifs"} if "motifs" in q.SETTINGS[setting] else set()
+            )
+    assert base["experiments"]["bpreveal"]["training"]["combined"]["counts-schedule"] == "joint"
+    # the BED of background windows
+    sim_dir = tmp_path / "sim"
+    sim_dir.mkdir()
+    (sim_dir / "truth.json").write_text(json.dumps({"chromosomes": {"chr1": 200_000, "chr2": 150_000}}))
+    sites = [("chr1", 50_000), ("chr1", 120_000), ("chr2", 70_000)]
+    (sim_dir / "sites.bed").write_text("".join(f"{c}\t{s}\t{s + 10}\tm\n" for c, s in sites))
+    bed = q.write_background_bed(sim_dir, tmp_path / "bg.bed", 200, 3.0, seed=1)
+    rows = [line.split("\t") for line in bed.read_text().splitlines()]
+    assert sum(r[0] == "chr1" for r in rows) == 6 and sum(r[0] == "chr2" for r in rows) == 3
+    for chrom, start, stop in rows:
+        assert int(stop) - int(start) == 200
+        assert all(abs(int(start) - s) > 2200 for c, s in sites if c == chrom)
+    # targets: the JSD target compares with the bpreveal recipe of the same setting
+    results = [
+        {
+            "recipe": "bpflow",
+            "counts-ratio": 0.95,
+            "residual-jsd": 0.09,
+            "footprint-ratio": 0.005,
+            "bias-vs-kmer": 1.2,
+            "qc-warnings": [],
+        },
+        {
+            "recipe": "bpreveal",
+            "counts-ratio": 0.7,
+            "residual-jsd": 0.08,
+            "footprint-ratio": 0.02,
+            "bias-vs-kmer": 0.9,
+            "qc-warnings": ["combined: ended at the epoch limit while still improving"],
+        },
+    ]
+    q.targets_met(results)
+    assert results[0]["targets-met"] == {
+        "counts": True,
+        "residual-jsd": False,
+        "footprint-ratio": True,
+        "bias-vs-kmer": True,
+        "converged": True,
+    }
+    assert results[1]["targets-met"] == {
+        "counts": False,
+        "residual-jsd": True,
+        "footprint-ratio": False,
+        "bias-vs-kmer": False,
+        "converged": False,
+    }
