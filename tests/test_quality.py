@@ -77,6 +77,38 @@ def test_set_linear_transform_makes_the_layer_exactly_linear():
         recipes.set_linear_transform(SimpleTransform(["sigmoid"]), 1.0, 0.0)
 
 
+def test_ridge_counts_matches_least_squares_with_and_without_bias_counts():
+    """recipes.ridge_counts: without bias counts, numpy's least squares on the stacked ridge
+    system; with them (log(exp(bias) + exp(x @ w))), scipy's least_squares on the same
+    objective, and the noise-free weights when there is no noise and no ridge."""
+    from scipy.optimize import least_squares
+
+    rng = np.random.default_rng(0)
+    n, k = 400, 5
+    x = np.concatenate([rng.normal(size=(n, k)) * [1, 2, 0.5, 1, 3], np.ones((n, 1))], axis=1)
+    w_true = np.array([0.3, -0.2, 0.5, 0.0, 0.1, 3.0])
+    added = rng.normal(2.0, 0.7, size=n)
+    noise = rng.normal(0, 0.2, size=n)
+    # linear
+    y = x @ w_true + noise
+    ridge = 0.1
+    scale = n * np.mean(np.var(x[:, :-1], axis=0))
+    stacked = np.concatenate([x, np.sqrt(ridge * scale) * np.eye(k + 1)[:-1]])
+    reference = np.linalg.lstsq(stacked, np.concatenate([y, np.zeros(k)]), rcond=None)[0]
+    np.testing.assert_allclose(recipes.ridge_counts(x, y, None, ridge), reference, rtol=1e-8, atol=1e-10)
+    # with bias counts: noise-free recovery, then the penalised objective against scipy
+    y = np.logaddexp(added, x @ w_true)
+    np.testing.assert_allclose(recipes.ridge_counts(x, y, added, 0.0), w_true, atol=1e-6)
+    y = y + noise
+    penalty = np.sqrt(ridge * scale)
+
+    def residuals(w):
+        return np.concatenate([y - np.logaddexp(added, x @ w), penalty * w[:-1]])
+
+    reference = least_squares(residuals, np.zeros(k + 1), xtol=1e-12, ftol=1e-12, gtol=1e-12).x
+    np.testing.assert_allclose(recipes.ridge_counts(x, y, added, ridge), reference, atol=1e-5)
+
+
 def test_read_windows_center_crops_and_sums(tmp_path):
     seq = np.zeros((2, 10, 4), np.uint8)
     seq[:, :, 0] = 1
@@ -232,6 +264,10 @@ def test_default_recipe_counts_beat_the_bias_branch(tiny):
     status = {x["check"]: x["status"] for x in c["checks"]}
     assert status["residual share of the predicted counts (validation peaks, median)"] == "ok"
     assert status["counts Pearson, combined vs bias branch alone"] == "ok"
+    # the counts phase started from the residual counts layer fitted with the bias's counts
+    # added (log(exp(bias) + exp(residual))), which lowered the validation counts MSE
+    fit = tiny["combined"]["counts-fit"]["heads"]["h0"]
+    assert fit["bias-counts"] is True and fit["val-mse-after"] < fit["val-mse-before"], fit
 
 
 def test_residual_ignores_the_bias_kmer(tiny):

@@ -259,11 +259,12 @@ def fit_profile_first(
     ``counts-phase-learning-rate`` (default: a tenth of ``learning-rate``).  With
     ``counts-phase-trainable`` "all" (default) every trainable weight moves in phase 2, the
     profile loss included, so the body learns what the counts need without being pulled far
-    from the profile optimum; "counts-layers" trains only ``body``'s ``*_logcounts_<head>``
-    Dense layers on the frozen body.  ``body`` is the model whose counts layers those are (the
-    solo model, or the residual of a combined model; ``bias`` the combined model's bias branch).
-    At the start of phase 2 the counts heads are re-centred on the data (:func:`center_counts`;
-    with ``init-counts`` / ``init-residual-counts``).
+    from the profile optimum; "counts-layers" fits only ``body``'s ``*_logcounts_<head>`` Dense
+    layers on the frozen body, by least squares (:func:`fit_counts_layers`, no epochs).
+    ``body`` is the model whose counts layers those are (the solo model, or the residual of a
+    combined model; ``bias`` the combined model's bias branch).  With "all", phase 2 starts
+    from that least-squares fit too (with ``init-counts`` / ``init-residual-counts``), so the
+    epochs go to what the frozen features cannot give, not to reaching their optimum.
 
     ``epochs`` bounds the whole step: phase 1 runs at most ``epochs - counts-phase-epochs``
     epochs (default ``counts-phase-epochs``: a quarter of ``epochs``, at least 1), phase 2 at
@@ -277,9 +278,8 @@ def fit_profile_first(
         layer.name for layer in body.layers if any(layer.name.endswith(f"_logcounts_{h.name}") for h in heads)
     }
     profile_heads = [dataclasses.replace(h, counts_weight=0.0, frac_target=None) for h in heads]
-    trainable = s.get("counts-phase-trainable", "all")
-    # counts layers on a frozen body, predicting the counts alone: a linear least-squares problem
-    closed_form = trainable == "counts-layers" and (bias is None or not any(h.use_bias_counts for h in heads))
+    # counts layers on a frozen body: a least-squares problem, solved without epochs
+    closed_form = s.get("counts-phase-trainable", "all") == "counts-layers"
     counts_epochs = 0 if closed_form else counts_phase_epochs(s)
     logger.info(
         "counts-schedule profile-first: phase 1 of 2, the profile (counts loss weight 0; at most %d of %d epochs)",
@@ -297,12 +297,12 @@ def fit_profile_first(
         checkpoint_path=phase_checkpoint(checkpoint_path, "profile"),
         callbacks=callbacks,
     )
+    fit = None
+    if closed_form or s.get("init-residual-counts" if bias is not None else "init-counts", True):
+        logger.info("counts-schedule profile-first: the counts layers by least squares on the profile-trained body")
+        fit = fit_counts_layers(body, heads, config["train-data"], config["val-data"], bias=bias)
     if closed_form:
-        logger.info(
-            "counts-schedule profile-first: phase 2 of 2, the counts layers by least squares on the frozen body"
-        )
-        fit = fit_counts_layers(body, heads, config["train-data"], config["val-data"])
-        second = _empty_record(heads, "counts layers fitted by ridge regression on the frozen body (no epochs)")
+        second = _empty_record(heads, "counts layers fitted by least squares on the frozen body (no epochs)")
         second.update({"best-epoch": first["best-epoch"], "best-val-loss": first["best-val-loss"], "counts-fit": fit})
         record = dict(first)
         record.update(
@@ -317,38 +317,26 @@ def fit_profile_first(
             }
         )
         return record
-    frozen = []
-    if trainable == "counts-layers":
-        frozen = [layer for layer in body.layers if layer.name not in counts_layers and layer.trainable]
-    for layer in frozen:
-        layer.trainable = False
     phase_settings = dataclasses.replace(
         settings,
         learning_rate=float(s.get("counts-phase-learning-rate", settings.learning_rate / 10)),
         epochs=settings.epochs - first["epochs-run"],
     )
-    if s.get("init-residual-counts" if bias is not None else "init-counts", True):
-        center_counts(body, heads, config["train-data"], bias=bias)
-    try:
-        logger.info(
-            "counts-schedule profile-first: phase 2 of 2, the counts (%s trainable, learning rate %.4g)",
-            "all weights" if not frozen else ", ".join(sorted(counts_layers)),
-            phase_settings.learning_rate,
-        )
-        second = fit_model(
-            model,
-            heads,
-            phase_settings,
-            rt,
-            config["train-data"],
-            config["val-data"],
-            fingerprint_value=f"{fingerprint_value}/counts",
-            checkpoint_path=phase_checkpoint(checkpoint_path, "counts"),
-            callbacks=callbacks,
-        )
-    finally:
-        for layer in frozen:
-            layer.trainable = True
+    logger.info(
+        "counts-schedule profile-first: phase 2 of 2, the counts (all weights trainable, learning rate %.4g)",
+        phase_settings.learning_rate,
+    )
+    second = fit_model(
+        model,
+        heads,
+        phase_settings,
+        rt,
+        config["train-data"],
+        config["val-data"],
+        fingerprint_value=f"{fingerprint_value}/counts",
+        checkpoint_path=phase_checkpoint(checkpoint_path, "counts"),
+        callbacks=callbacks,
+    )
     offset = first["epochs-run"]
     history = {}
     for key, values in first["history"].items():
@@ -367,12 +355,12 @@ def fit_profile_first(
             else f"finished all {settings.epochs} epochs ({first['epochs-run']} profile, {second['epochs-run']} counts)",
             "phases": [
                 _phase_summary(PHASES[0], first, "all", settings.epochs - counts_epochs),
-                _phase_summary(
-                    PHASES[1], second, "all" if not frozen else sorted(counts_layers), phase_settings.epochs
-                ),
+                _phase_summary(PHASES[1], second, "all", phase_settings.epochs),
             ],
         }
     )
+    if fit is not None:
+        record["counts-fit"] = fit
     return record
 
 
@@ -420,23 +408,32 @@ def center_counts(model, heads: Sequence[HeadSpec], train_data, bias=None, max_s
 RIDGES = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-def fit_counts_layers(body, heads: Sequence[HeadSpec], train_data, val_data, max_samples: int = 50000) -> dict:
-    """Fit each head's counts Dense layer of ``body`` (a solo model predicting its own counts)
-    by ridge regression: log(1 + total) of (at most ``max_samples`` evenly spaced) training
-    windows regressed on the pooled features the layer reads.  The ridge (relative to the mean
-    feature variance; intercept not penalised) is the one of :data:`RIDGES` with the lowest
-    MSE on the validation windows: the counts MSE's optimum on a frozen body, in seconds, with
-    no more weight than the held-out data support.  Returns, per head, the ridge and the MSE
-    before and after on the training and validation windows."""
+def fit_counts_layers(
+    body, heads: Sequence[HeadSpec], train_data, val_data, bias=None, max_samples: int = 50000
+) -> dict:
+    """Fit each head's counts Dense layer of ``body`` on its frozen features by penalised least
+    squares: log(1 + total) of (at most ``max_samples`` evenly spaced) training windows against
+    the head's predicted log counts - the Dense's output itself, or, for a residual head that
+    adds ``bias``'s counts (``use-bias-counts``), log(exp(bias) + exp(output)).  The first is
+    linear (ridge regression, one solve); the second is solved by Gauss-Newton
+    (:func:`ridge_counts`).  The ridge (relative to the mean feature variance; intercept not
+    penalised) is the one of :data:`RIDGES` with the lowest MSE on the validation windows: the
+    counts MSE's optimum on a frozen body, in seconds, with no more weight than the held-out data
+    support.  Returns, per head, the ridge and the MSE before and after on both splits."""
     import keras
 
     input_length, output_length = body.inputs[0].shape[1], body.outputs[0].shape[1]
+    n = len(heads)
     out = {"method": "ridge", "heads": {}}
     sets = {}
     for split, files in (("train", train_data), ("val", val_data)):
-        sets[split] = read_windows(as_list(files), input_length, output_length, len(heads), max_samples=max_samples)
-    before = {split: predict_logcounts(body, seqs, len(heads)) for split, (seqs, _) in sets.items()}
+        sets[split] = read_windows(as_list(files), input_length, output_length, n, max_samples=max_samples)
+    own = {split: predict_logcounts(body, seqs, n) for split, (seqs, _) in sets.items()}
+    added = None
+    if bias is not None:
+        added = {split: predict_logcounts(bias, seqs, n) for split, (seqs, _) in sets.items()}
     for i, h in enumerate(heads):
+        b = {split: added[split][i] for split in sets} if added and h.use_bias_counts else dict.fromkeys(sets)
         dense = _counts_dense(body, h.name)
         features = keras.Model(body.inputs, dense.input)
         x = {
@@ -444,22 +441,18 @@ def fit_counts_layers(body, heads: Sequence[HeadSpec], train_data, val_data, max
             for split, (seqs, _) in sets.items()
         }
         y = {split: np.log1p(totals[:, i]) for split, (_, totals) in sets.items()}
-        mean = x["train"][:, :-1].mean(axis=0)
-        centred = x["train"][:, :-1] - mean
-        gram, rhs = centred.T @ centred, centred.T @ (y["train"] - y["train"].mean())
-        scale = np.trace(gram) / max(len(gram), 1)
         fits = []
         for ridge in RIDGES:
-            k = np.linalg.solve(gram + ridge * scale * np.eye(len(gram)), rhs)
-            w = np.append(k, y["train"].mean() - mean @ k)
-            fits.append((_mse(x["val"] @ w, y["val"]) if len(y["val"]) else 0.0, ridge, w))
+            w = ridge_counts(x["train"], y["train"], b["train"], ridge)
+            val = _mse(_head_counts(x["val"] @ w, b["val"]), y["val"]) if len(y["val"]) else 0.0
+            fits.append((val, ridge, w))
         _, ridge, w = min(fits, key=lambda f: f[0])
         dense.kernel.assign(w[:-1, None].astype(np.float32))
         dense.bias.assign(np.full(dense.bias.shape, w[-1], dtype=np.float32))
-        entry = {"ridge": ridge}
+        entry = {"ridge": ridge, "bias-counts": b["train"] is not None}
         for split in sets:
-            entry[f"{split}-mse-before"] = _mse(before[split][i], y[split])
-            entry[f"{split}-mse-after"] = _mse(x[split] @ w, y[split])
+            entry[f"{split}-mse-before"] = _mse(_head_counts(own[split][i], b[split]), y[split])
+            entry[f"{split}-mse-after"] = _mse(_head_counts(x[split] @ w, b[split]), y[split])
         out["heads"][h.name] = entry
         logger.info(
             "counts layer of head %s by least squares: train MSE %.4g -> %.4g, val MSE %.4g -> %.4g",
@@ -470,6 +463,55 @@ def fit_counts_layers(body, heads: Sequence[HeadSpec], train_data, val_data, max
             entry["val-mse-after"],
         )
     return out
+
+
+def _head_counts(own, added=None) -> np.ndarray:
+    """A head's log counts from its own output and, with bias counts, the bias's."""
+    return np.asarray(own, np.float64) if added is None else np.logaddexp(added, own)
+
+
+def ridge_counts(x: np.ndarray, y: np.ndarray, added=None, ridge: float = 0.0, iterations: int = 50) -> np.ndarray:
+    """Weights ``w`` (last: the intercept) minimising ||y - f(x @ w)||^2 + ridge * scale *
+    ||w[:-1]||^2, where ``x`` ends with a column of ones, ``scale`` is the number of rows times
+    the mean variance of the other columns and f(r) = r, or log(exp(added) + exp(r)) with ``added``.  Linear: one solve.
+    With ``added``: Levenberg-Marquardt from the linear fit to log(max(exp(y) - exp(added),
+    exp(y) / 20)) (the residual's share of the reads), each step accepted only if it lowers the
+    objective."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    scale = len(x) * float(np.mean(np.var(x[:, :-1], axis=0))) if x.shape[1] > 1 else 0.0
+    penalty = np.full(x.shape[1], ridge * max(scale, 1e-12))
+    penalty[-1] = 0.0
+
+    def solve(jac, rhs, damping=0.0):
+        gram = jac.T @ jac
+        return np.linalg.solve(gram + np.diag(penalty) + damping * np.diag(np.diag(gram) + 1e-12), rhs)
+
+    if added is None:
+        return solve(x, x.T @ y)
+    added = np.asarray(added, np.float64)
+    target = np.log(np.maximum(np.expm1(y) + 1.0 - np.exp(added), np.exp(y) / 20.0))
+    w = solve(x, x.T @ target)
+
+    def objective(w):
+        return float(np.sum((y - np.logaddexp(added, x @ w)) ** 2) + w @ (penalty * w))
+
+    current, damping = objective(w), 1e-3
+    for _ in range(iterations):
+        r = x @ w
+        f = np.logaddexp(added, r)
+        jac = np.exp(r - f)[:, None] * x
+        step = solve(jac, jac.T @ (y - f) - penalty * w, damping)
+        trial = objective(w + step)
+        if trial < current:
+            w, improvement, current = w + step, current - trial, trial
+            damping = max(damping / 3, 1e-9)
+            if improvement <= 1e-10 * max(current, 1e-12):
+                break
+        else:
+            damping *= 10
+            if damping > 1e8:
+                break
+    return w
 
 
 def _predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
