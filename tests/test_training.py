@@ -422,10 +422,12 @@ def test_profile_first_epochs_bound_both_phases_and_counts_start_at_the_mean(tmp
     assert profile["epochs-allowed"] == 5 and profile["epochs-run"] < 5  # stopped early (lr 1.0)
     assert counts["epochs-allowed"] == 6 - profile["epochs-run"]
     assert record["epochs-run"] == profile["epochs-run"] + counts["epochs-run"] <= 6
+    first = profile["epochs-run"]
     assert record["stop-reason"] == (
-        counts["stop-reason"]
+        f"early stopping in the counts phase (epochs {first + 1}-{record['epochs-run']}): no improvement of the "
+        f"validation loss for 1 epochs (best: epoch {record['best-epoch']} of the stage)"
         if record["epochs-run"] < 6
-        else f"finished all 6 epochs ({profile['epochs-run']} profile, 1 counts)"
+        else f"finished all 6 epochs ({first} profile, 1 counts)"
     )
     # the counts head starts at the data's mean log(1 + total) (the MSE-optimal constant)
     seqs, totals = read_windows(train, th.needed(th.BIAS_ARCH), th.OUTPUT_LENGTH, 1)

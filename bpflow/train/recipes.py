@@ -350,7 +350,7 @@ def fit_profile_first(
             "history": history,
             "best-epoch": None if second["best-epoch"] is None else second["best-epoch"] + offset,
             "epochs-run": first["epochs-run"] + second["epochs-run"],
-            "stop-reason": second["stop-reason"]
+            "stop-reason": _phase_stop_reason(second, offset)
             if second["stopped-early"]
             else f"finished all {settings.epochs} epochs ({first['epochs-run']} profile, {second['epochs-run']} counts)",
             "phases": [
@@ -362,6 +362,18 @@ def fit_profile_first(
     if fit is not None:
         record["counts-fit"] = fit
     return record
+
+
+def _phase_stop_reason(second: dict, offset: int) -> str:
+    """The stage's stop-reason when the counts phase (after ``offset`` profile epochs) stopped
+    early, in the stage's epoch numbering (the phase's own record counts from 1)."""
+    best = second["best-epoch"]
+    last = offset + second["epochs-run"]
+    where = f"epoch {best + offset} of the stage" if best is not None else "none"
+    return (
+        f"early stopping in the counts phase (epochs {offset + 1}-{last}): "
+        f"{second['stop-reason'].split(' (best:')[0].removeprefix('early stopping: ')} (best: {where})"
+    )
 
 
 def center_counts(model, heads: Sequence[HeadSpec], train_data, bias=None, max_samples: int = 2048) -> dict:
