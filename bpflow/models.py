@@ -8,6 +8,10 @@ Every model takes one-hot DNA of shape (batch, input length, 4), columns A, C, G
 returns a list: each head's profile logits (batch, output length, num-tasks) first, then each
 head's log counts (batch, 1), in ``headList`` order.  Output layers are named
 ``<model>_profile_<head>`` and ``<model>_logcounts_<head>``.
+
+A model passed in (``soloModelIn``, ``biasModel``) may have any name: when it equals a name the
+new model gives one of its own layers (``residual``, ``combined_input``, ...), the passed model
+is nested in a wrapper with a free name (:func:`_nest_apart`); its weights stay shared.
 """
 
 from __future__ import annotations
@@ -154,6 +158,32 @@ def soloModel(
     return keras.Model(inp, profiles + counts, name=modelName)
 
 
+# --------------------------------------------------------------------------- nesting
+
+
+def _free_name(base: str, taken: set) -> str:
+    """``base``, or ``base_2``, ``base_3``, ... : the first that is not in ``taken``."""
+    name, i = base, 1
+    while name in taken or f"{name}_input" in taken:
+        i += 1
+        name = f"{base}_{i}"
+    return name
+
+
+def _nest_apart(model, reserved: set, base: str):
+    """``model`` itself when its name is none of ``reserved`` (the names of the enclosing
+    model's own layers); else a functional wrapper around it named ``base`` (or ``base_2``,
+    ...) so that every layer name of the enclosing model stays unique.  The wrapper calls
+    ``model`` itself: same weights, same outputs, ``model`` keeps its name inside."""
+    if model.name not in reserved:
+        return model
+    name = _free_name(base, reserved | {model.name})
+    inp = keras.Input(model.inputs[0].shape[1:], name=f"{name}_input")
+    wrapper = keras.Model(inp, model(inp), name=name)
+    wrapper.trainable = model.trainable
+    return wrapper
+
+
 # --------------------------------------------------------------------------- transformation
 
 
@@ -189,12 +219,14 @@ def transformationModel(soloModelIn, profileArchitectureSpecification, countsArc
     profile_spec = _check_spec(profileArchitectureSpecification, "profileArchitectureSpecification")
     counts_spec = _check_spec(countsArchitectureSpecification, "countsArchitectureSpecification")
     _check_outputs(soloModelIn, headList, "soloModelIn")
-    if soloModelIn.name == "transformation":
-        raise ValueError("soloModelIn must not be named 'transformation' (the name of the new model)")
     soloModelIn.trainable = False
+    reserved = {"transformation_input"}
+    for h in headList:
+        reserved |= {f"transformation_profile_{h['head-name']}", f"transformation_logcounts_{h['head-name']}"}
+    solo = _nest_apart(soloModelIn, reserved, "solo_model")
 
     inp = keras.Input(soloModelIn.inputs[0].shape[1:], name="transformation_input")
-    outputs = soloModelIn(inp)
+    outputs = solo(inp)
     n = len(headList)
     profiles = [
         _transform(profile_spec, outputs[i], f"transformation_profile_{h['head-name']}") for i, h in enumerate(headList)
@@ -218,13 +250,11 @@ def combinedModel(
     log counts are ``log(exp(bias) + exp(residual))`` for heads with ``use-bias-counts`` true
     (the default) and the residual's alone otherwise.  ``residual`` shares its weights with
     ``combined``; ``bias`` returns the cropped bias model's outputs.  All three take the same
-    (batch, inputLength, 4) input.
+    (batch, inputLength, 4) input.  ``biasModel`` may have any name (even ``residual`` or
+    ``bias``): a name that would clash inside ``combined`` or ``bias`` is nested apart.
     """
     headList = check_head_list(headList)
     _check_outputs(biasModel, headList, "biasModel")
-    for name in ("residual", "combined", "bias"):
-        if biasModel.name == name:
-            raise ValueError(f"biasModel must not be named {name!r} (a name the combined model uses)")
     residual = soloModel(
         inputLength, outputLength, numFilters, numLayers, inputFilterWidth, outputFilterWidth, headList, "residual"
     )
@@ -241,11 +271,17 @@ def combinedModel(
                 f"but outputLength is {outputLength}"
             )
     biasModel.trainable = False
+    # the names of the layers of combined and bias besides the bias model itself
+    reserved = {"combined_input", "combined_crop_bias", residual.name}
+    for h in headList:
+        for prefix in ("combined", "bias"):
+            reserved |= {f"{prefix}_profile_{h['head-name']}", f"{prefix}_logcounts_{h['head-name']}"}
+    bias_inner = _nest_apart(biasModel, reserved, "bias_model")
 
     inp = keras.Input((input_length, 4), name="combined_input")
     residual_outputs = residual(inp)
     bias_input = CenterCrop1D(bias_length, name="combined_crop_bias")(inp) if input_length != bias_length else inp
-    bias_outputs = biasModel(bias_input)
+    bias_outputs = bias_inner(bias_input)
 
     n = len(headList)
     profiles, counts, bias_named = [], [], []

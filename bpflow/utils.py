@@ -10,6 +10,7 @@ import logging
 import math
 import numbers
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -42,16 +43,41 @@ def format_value(value, digits: int = 4) -> str:
     return str(value)
 
 
+class _DuplicateKey(Exception):
+    """A key given twice in one JSON object (raised by :func:`_refuse_duplicate_keys`)."""
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``object_pairs_hook`` of :func:`load_json_config`: json keeps the last of repeated
+    keys silently; refuse them instead."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def load_json_config(path: str | os.PathLike) -> dict:
-    """Read a step's JSON config, with a one-line error naming the file on failure."""
+    """Read a step's JSON config, with a one-line error naming the file on failure
+    (a key repeated in one object is an error, not last-one-wins)."""
     path = Path(path)
     if not path.is_file():
         raise BpflowError(f"{path}: config file not found")
     try:
-        with open(path) as fh:
-            config = json.load(fh)
+        text = path.read_text()
+        config = json.loads(text, object_pairs_hook=_refuse_duplicate_keys)
     except json.JSONDecodeError as err:
         raise BpflowError(f"{path}: not valid JSON: {err}") from None
+    except UnicodeDecodeError as err:
+        raise BpflowError(f"{path}: not a text file ({err.reason})") from None
+    except _DuplicateKey as dup:
+        key = dup.args[0]
+        # json does not say where the object is; name the lines the key appears on
+        pattern = re.compile(rf"{re.escape(json.dumps(key, ensure_ascii=False))}\s*:")
+        lines = [str(i) for i, line in enumerate(text.splitlines(), 1) if pattern.search(line)]
+        where = f" (it appears on lines {', '.join(lines)})" if len(lines) > 1 else ""
+        raise BpflowError(f"{path}: key {key!r} is given twice in one JSON object{where}; give each key once") from None
     if not isinstance(config, dict):
         raise BpflowError(f"{path}: the config must be a JSON object")
     return config
@@ -154,12 +180,29 @@ def _json_default(obj):
     raise TypeError(f"cannot write {type(obj).__name__} as JSON")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A stream handler on whatever ``sys.stderr`` is when a record is written (not the one of
+    the first call: a process that runs several steps, or redirects stderr, logs where it
+    writes its errors)."""
+
+    def __init__(self):
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(verbosity: str | int = "INFO") -> None:
     """Plain, timestamped log lines on stderr (readable in a Snakemake log file)."""
     level = verbosity if isinstance(verbosity, int) else getattr(logging, str(verbosity).upper(), logging.INFO)
     root = logging.getLogger()
     if not any(getattr(h, "_bpflow", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         handler._bpflow = True  # type: ignore[attr-defined]
         root.addHandler(handler)

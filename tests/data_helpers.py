@@ -7,9 +7,19 @@ values known independently of bpflow's readers.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
+
+# a bpflow log line (bpflow.utils.setup_logging; other libraries' Python logs go through it too)
+LOG_LINE = re.compile(r"\d\d:\d\d:\d\d (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+
+
+def stderr_lines(err: str) -> list[str]:
+    """The non-empty lines of a step's stderr that are not log lines: for a bad input, exactly
+    one must be left, the error (C libraries' own messages or a traceback would be more)."""
+    return [line for line in err.strip().splitlines() if line.strip() and not LOG_LINE.match(line)]
 
 
 def random_sequence(length: int, rng: np.random.Generator, gc: float = 0.5) -> str:

@@ -20,7 +20,15 @@ from bpflow.prepare.datasets import normalize_data_config, prepare_data
 from bpflow.prepare.inspect import inspect_data
 from bpflow.utils import BpflowError
 
-from data_helpers import make_dataset_inputs, one_hot_reference, write_bed, write_bigwig, write_fasta, write_json
+from data_helpers import (
+    make_dataset_inputs,
+    one_hot_reference,
+    stderr_lines,
+    write_bed,
+    write_bigwig,
+    write_fasta,
+    write_json,
+)
 
 
 def run(tmp_path: Path, cfg: dict, name: str = "data.json") -> int:
@@ -142,7 +150,7 @@ def test_negative_error_message_names_file_and_position(tmp_path, hand_files, ca
     hand_files["heads"][0]["bigwig-files"][1] = str(nbw)
     assert run(tmp_path, hand_files) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1
+    assert len(stderr_lines(err)) == 1
     assert "neg.bw" in err and "chr1:14" in err and "use-absolute-values" in err
 
 
@@ -330,7 +338,7 @@ def test_every_bad_input_fails_cleanly(tmp_path, hand_files, capsys):
         code = run(tmp_path, cfg)
         err = capsys.readouterr().err.strip()
         assert code == 2, label
-        assert len(err.splitlines()) == 1, (label, err)
+        assert len(stderr_lines(err)) == 1, (label, err)
         for word in words:
             assert word in err, (label, word, err)
         assert leftovers(tmp_path) == [], label

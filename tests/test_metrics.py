@@ -16,6 +16,8 @@ from bpflow.evaluate import measures as M
 from bpflow.evaluate import metrics
 from bpflow.formats.predictions import PredictionWriter
 
+from data_helpers import stderr_lines
+
 
 @pytest.fixture
 def rng():
@@ -252,7 +254,7 @@ def test_metrics_bad_input_leaves_no_output(tmp_path, rng, capsys, problem):
         config["predictions"]["bias"] = str(tmp_path / "nope.h5")
     code, err = _run(tmp_path, config, capsys)
     assert code == 2
-    lines = err.strip().splitlines()
+    lines = stderr_lines(err)
     assert len(lines) == 1 and lines[0].startswith("bpflow metrics: error:")
     if problem == "shifted":
         assert "sample 0" in err and "do not match" in err

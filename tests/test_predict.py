@@ -19,6 +19,8 @@ from bpflow.formats.predictions import PredictionFile, PredictionWriter
 from bpflow.formats.sequence import one_hot_encode, revcomp_task_order, reverse_complement_one_hot
 from bpflow.utils import BpflowError
 
+from data_helpers import stderr_lines
+
 pytestmark = pytest.mark.backend  # runs models: checked under every Keras backend
 
 IN, OUT, TASKS = 20, 10, 2  # flanks of 5 bases
@@ -370,7 +372,7 @@ def test_predict_bad_config_exits_without_output(tmp_path, genome, capsys, probl
         config.update(chromosomes=["chr1"], stride=11)
     code, err = _run(tmp_path, "predict", config, capsys)
     assert code == 2
-    lines = err.strip().splitlines()
+    lines = stderr_lines(err)
     assert len(lines) == 1 and lines[0].startswith("bpflow predict: error:"), err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -390,6 +392,6 @@ def test_bigwig_bad_config_exits_without_output(tmp_path, capsys, problem):
             f["chrom_sizes"][0] = 22  # chr1 [20, 24) no longer fits
     code, err = _run(tmp_path, "predictions-to-bigwig", config, capsys)
     assert code == 2
-    lines = err.strip().splitlines()
+    lines = stderr_lines(err)
     assert len(lines) == 1 and lines[0].startswith("bpflow predictions-to-bigwig: error:"), err
     assert not list(tmp_path.glob("*.bw")) and not list(tmp_path.glob(".*"))

@@ -15,7 +15,7 @@ from bpflow.prepare.background import apportion, gc_bin
 from bpflow.prepare.regions import normalize_regions_config
 from bpflow.utils import BpflowError
 
-from data_helpers import random_sequence, read_bed_rows, write_bed, write_bigwig, write_fasta, write_json
+from data_helpers import random_sequence, read_bed_rows, stderr_lines, write_bed, write_bigwig, write_fasta, write_json
 
 IN, OUT, JIT = 60, 20, 5
 PAD = (IN - OUT) // 2 + JIT  # 25: the padded window is [start - 25, end + 25), 70 bases
@@ -105,7 +105,7 @@ def test_centring_splits_and_every_reject_reason(hand):
     assert len(read_bed_rows(out / "peaks_all.bed")) == 5
     rejects = {r[4]: (r[3], r[5]) for r in read_bed_rows(out / "peaks_reject.bed")}
     assert rejects == {
-        "offend": ("off-chrom-end", "train"),
+        "offend": ("off-chrom-start", "train"),
         "nogenome": ("chrom-not-in-genome", "train"),
         "nobigwig": ("chrom-not-in-bigwig", "train"),
         "black": ("blacklist", "train"),
@@ -122,7 +122,8 @@ def test_centring_splits_and_every_reject_reason(hand):
             "chrom-not-in-bigwig": 1,
             "chrom-not-in-genome": 1,
             "non-acgt": 1,
-            "off-chrom-end": 2,
+            "off-chrom-end": 1,
+            "off-chrom-start": 1,
         },
     }
     assert summary["splits"]["none"]["rejected"] == {"not-in-split": 1}
@@ -455,20 +456,21 @@ def test_bad_inputs_fail_cleanly(hand, capsys):
         ({"max-jitter": -1}, ["max-jitter"]),
         ({"heads": [{"bigwig-names": [str(tmp / "none.bw")]}]}, ["none.bw", "heads/0"]),
         ({"output-background-train": "x.bed"}, ["output-background-train"]),
-        # Zero coverage everywhere: min-counts rejects every peak, so no background threshold.
+        # Zero coverage everywhere: min-counts rejects every peak, so train and val are empty
+        # (refused before background sampling, whose counts threshold would be undefined).
         (
             {
                 "heads": [{"bigwig-names": base["heads"][0]["bigwig-names"], "min-counts": 1}],
                 "background": {"count": 5},
             },
-            ["background", "no peaks"],
+            ["split train and val are empty", "min-counts:head_0"],
         ),
     ]
     for change, words in cases:
         cfg = dict(base, **change)
         assert run(tmp, cfg) == 2, change
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1, err
+        assert len(stderr_lines(err)) == 1, err
         for w in words:
             assert w in err, (w, err)
         assert outputs_in(tmp / "out") == [], change

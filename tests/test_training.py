@@ -23,6 +23,7 @@ from bpflow.train.settings import HeadSpec
 from bpflow.utils import BpflowError
 
 import train_helpers as th
+from data_helpers import stderr_lines
 
 pytestmark = pytest.mark.backend
 
@@ -523,8 +524,7 @@ def test_profile_first_resumes_in_its_second_phase(tmp_path):
 
 def _cli(step, config_path, capsys):
     code = cli.main([f"train-{step}", str(config_path)])
-    err = capsys.readouterr().err.strip().splitlines()
-    return code, err
+    return code, stderr_lines(capsys.readouterr().err)
 
 
 @pytest.mark.parametrize(

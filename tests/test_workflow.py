@@ -816,7 +816,7 @@ def test_footprint_motifs_from_the_config(tmp_path):
 @pytest.mark.parametrize(
     "footprints, message",
     [
-        ({"motifs": {"bad": {"sequence": "ACGU"}}}, "{'sequence': 'ACGU'} is not valid under any of the given schemas"),
+        ({"motifs": {"bad": {"sequence": "ACGU"}}}, "motifs/bad/sequence: 'ACGU' does not match '^[ACGTacgt]+$'"),
         ({"motifs": {"bias": "TACGTC"}}, "'bias' should not be valid"),
         ({"bias-motif": {"sequence": "TACGTC", "file": "x.meme"}}, "bias-motif"),
         ({"num-background": 10}, "'num-background' was unexpected"),

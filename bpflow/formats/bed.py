@@ -1,13 +1,15 @@
 """BED and narrowPeak regions: reading (with file and line of every region), writing.
 
-Coordinates are 0-based, half-open.  Header, ``track``/``browser`` and ``#`` lines are
-skipped; ``.gz`` files are read through gzip.
+Coordinates are 0-based, half-open.  ``#``, ``track`` / ``browser`` and blank lines are
+skipped; ``.gz`` files are read through gzip.  Only narrowPeak files (see :func:`read_bed`)
+have summits.
 """
 
 from __future__ import annotations
 
 import gzip
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -20,8 +22,9 @@ from bpflow.utils import BpflowError, atomic_output
 @dataclass
 class BedRegions:
     """Regions of BED files as columns.  ``summit`` is the narrowPeak summit as an absolute
-    position, or -1 when the line has none.  ``file`` (index into ``paths``) and ``line`` say
-    where each region came from (:meth:`where`).  Chromosome names are shared string objects
+    position, or -1 when the line has none (always -1 outside narrowPeak files).  ``file``
+    (index into ``paths`` and ``narrowpeak``) and ``line`` say where each region came from
+    (:meth:`where`).  Chromosome names are shared string objects
     and the optional columns can be skipped, so millions of regions stay small."""
 
     chrom: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
@@ -34,6 +37,7 @@ class BedRegions:
     file: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32))
     line: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     paths: list[str] = field(default_factory=list)
+    narrowpeak: list[bool] = field(default_factory=list)  # per path: read as narrowPeak
 
     def __len__(self) -> int:
         return len(self.start)
@@ -55,6 +59,7 @@ class BedRegions:
             self.file[index],
             self.line[index],
             list(self.paths),
+            list(self.narrowpeak),
         )
 
     @staticmethod
@@ -78,6 +83,7 @@ class BedRegions:
             np.concatenate([p.file + o for p, o in zip(parts, offsets)]).astype(np.int32),
             cat("line", np.int64),
             [x for p in parts for x in p.paths],
+            [x for p in parts for x in p.narrowpeak],
         )
 
 
@@ -87,44 +93,85 @@ def _open_text(path: Path):
     return open(path)
 
 
+# Lines that hold no region: comments, UCSC track and browser lines, blank lines.
+_SKIP = re.compile(r"#|(track|browser)(\s|$)")
+_INTEGER = re.compile(r"-?[0-9]+")
+# narrowPeak columns 5 and 7-10 (1-based) are numbers; 10 is the summit offset (-1 = none).
+_NARROWPEAK_NUMBERS = {4: "score", 6: "signalValue", 7: "pValue", 8: "qValue", 9: "peak (summit offset)"}
+
+
+def _narrowpeak_problem(cols: list[str]) -> str | None:
+    """Why a line is not a narrowPeak line (None when it is one)."""
+    if len(cols) != 10:
+        return f"a narrowPeak line has exactly 10 columns, this one has {len(cols)}"
+    for k, label in _NARROWPEAK_NUMBERS.items():
+        try:
+            float(cols[k])
+        except ValueError:
+            return f"narrowPeak column {k + 1} ({label}) must be a number: {cols[k]!r}"
+    if not _INTEGER.fullmatch(cols[9]):
+        return f"narrowPeak column 10 (summit offset) must be an integer: {cols[9]!r}"
+    return None
+
+
+def _is_narrowpeak_name(path: Path) -> bool:
+    name = path.name.lower()
+    return name.endswith(".narrowpeak") or name.endswith(".narrowpeak.gz")
+
+
 def read_bed(path: str | Path, extra_columns: bool = True) -> BedRegions:
-    """Read a BED file (3+ columns; ``.gz`` allowed).  Header, ``track``/``browser`` and ``#``
-    lines are skipped.  Column 10 of narrowPeak (summit offset from start, -1 = none) sets
-    ``summit``.  Malformed lines are a BpflowError naming file and line.  Without
-    ``extra_columns`` the name, score and strand columns read as ".", "0", "."."""
+    """Read a BED file (3+ columns; ``.gz`` allowed).  ``#`` lines, ``track`` / ``browser``
+    lines and blank lines are skipped.  Malformed lines are a BpflowError naming file and line.
+    Without ``extra_columns`` the name, score and strand columns read as ".", "0", ".".
+
+    The format is decided from the file: it is narrowPeak when its name ends in
+    ``.narrowPeak`` (``.gz``) or its first region line has exactly 10 columns with numbers in
+    columns 5 and 7-10.  Then every line must be a narrowPeak line, and column 10 (the summit
+    offset from start, -1 = none) sets ``summit``; a summit outside its peak is an error.
+    Any other file (BED3-BED9, broadPeak, BED12, gappedPeak, ...) has no summits, whatever
+    its column 10 holds."""
     path = Path(path)
     if not path.is_file():
         raise BpflowError(f"{path}: BED file not found")
     chroms, starts, ends, names, scores, strands, summits, lines = [], [], [], [], [], [], [], []
     interned: dict[str, str] = {}
+    narrowpeak: bool | None = True if _is_narrowpeak_name(path) else None  # None: not known yet
     try:
         with _open_text(path) as fh:
             for lineno, text in enumerate(fh, 1):
                 text = text.rstrip("\r\n")
-                if not text.strip() or text.startswith(("#", "track", "browser")):
+                if not text.strip() or _SKIP.match(text):
                     continue
                 cols = text.split("\t") if "\t" in text else text.split()
                 if len(cols) < 3:
                     raise BpflowError(f"{path}:{lineno}: a BED line needs at least 3 columns: {text[:80]!r}")
-                try:
-                    start, end = int(cols[1]), int(cols[2])
-                except ValueError:
-                    raise BpflowError(f"{path}:{lineno}: start and end must be integers: {text[:80]!r}") from None
-                if start < 0 or end <= start:
-                    raise BpflowError(f"{path}:{lineno}: invalid interval {cols[0]}:{start}-{end}")
+                if not (_INTEGER.fullmatch(cols[1]) and _INTEGER.fullmatch(cols[2])):
+                    raise BpflowError(
+                        f"{path}:{lineno}: start and end must be integers, got {cols[1][:20]!r} and "
+                        f"{cols[2][:20]!r} (a header line must start with '#')"
+                    )
+                start, end = int(cols[1]), int(cols[2])
+                if start < 0:
+                    raise BpflowError(f"{path}:{lineno}: negative start in {cols[0]}:{start}-{end}")
+                if end <= start:
+                    raise BpflowError(
+                        f"{path}:{lineno}: end must be greater than start in {cols[0]}:{start}-{end} "
+                        "(0-based, half-open coordinates)"
+                    )
+                problem = _narrowpeak_problem(cols) if narrowpeak is not False else None
+                if narrowpeak is None:
+                    narrowpeak = problem is None
                 summit = -1
-                if len(cols) >= 10:
-                    try:
-                        offset = int(cols[9])
-                    except ValueError:
+                if narrowpeak:
+                    if problem is not None:
+                        raise BpflowError(f"{path}:{lineno}: {problem} (the file is read as narrowPeak)")
+                    offset = int(cols[9])
+                    if offset < -1 or offset >= end - start:
                         raise BpflowError(
-                            f"{path}:{lineno}: narrowPeak column 10 (summit offset) must be an integer: {cols[9]!r}"
-                        ) from None
+                            f"{path}:{lineno}: summit offset {offset} (column 10) lies outside the peak "
+                            f"{cols[0]}:{start}-{end}, which is {end - start} bp wide (-1 means no summit)"
+                        )
                     if offset >= 0:
-                        if offset >= end - start:
-                            raise BpflowError(
-                                f"{path}:{lineno}: summit offset {offset} lies outside the peak {cols[0]}:{start}-{end}"
-                            )
                         summit = start + offset
                 chroms.append(interned.setdefault(cols[0], cols[0]))
                 starts.append(start)
@@ -155,6 +202,7 @@ def read_bed(path: str | Path, extra_columns: bool = True) -> BedRegions:
         np.zeros(n, dtype=np.int32),
         np.array(lines, dtype=np.int64),
         [str(path)],
+        [bool(narrowpeak)],
     )
 
 

@@ -1,12 +1,21 @@
 """bigWig coverage: reading windows (:class:`BigWigFile`) and writing tracks.
 
-Values read come back as float32 with NaN (no data) as 0.  Writers are created on a
-temporary path and renamed when complete (:func:`bigwig_writers`).
+Values read come back as float32 with NaN as 0: pyBigWig reports bases without data as NaN,
+and a NaN stored in the file cannot be told apart from them, so both read as 0.  Infinite
+values (``inf``, ``-inf``) are an error naming the file, chromosome and position, whichever
+step reads them.  Negative values are kept by :meth:`BigWigFile.values`; the windows that
+prepare-regions and prepare-data read refuse them, naming the position, unless the head sets
+``use-absolute-values`` (:meth:`BigWigFile.windows`).
+
+Writers are created on a temporary path and renamed when complete (:func:`bigwig_writers`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -15,22 +24,91 @@ import numpy as np
 from bpflow.formats.blocks import DEFAULT_MAX_GAP, DEFAULT_MAX_SPAN, read_windows
 from bpflow.utils import BpflowError, atomic_output
 
+# The first four bytes of a bigWig / bigBed file (magic number, either byte order).
+_BIGWIG_MAGIC = (b"\x26\xfc\x8f\x88", b"\x88\x8f\xfc\x26")
+_BIGBED_MAGIC = (b"\xeb\xf2\x89\x87", b"\x87\x89\xf2\xeb")
+
+# Files pyBigWig has opened once, by identity: later opens (one per worker thread) skip the
+# redirection of C-level stderr that keeps libBigWig's messages about bad files off the log.
+_OPENED: set[tuple] = set()
+_OPEN_LOCK = threading.Lock()
+
+
+def _sniff(path: Path) -> None:
+    """A one-line error unless the file starts like a bigWig."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except PermissionError:
+        raise BpflowError(f"{path}: cannot read the bigWig file: permission denied") from None
+    except OSError as err:
+        raise BpflowError(f"{path}: cannot read the bigWig file: {err.strerror or err}") from None
+    if not head:
+        raise BpflowError(f"{path}: the bigWig file is empty")
+    if head[:4] in _BIGBED_MAGIC:
+        raise BpflowError(f"{path}: is a bigBed, not a bigWig file")
+    if head[:4] in _BIGWIG_MAGIC:
+        return
+    if head[:2] == b"\x1f\x8b":
+        raise BpflowError(f"{path}: gzip-compressed, not a bigWig file (bigWigs are compressed inside; decompress it)")
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        raise BpflowError(
+            f"{path}: a text file, not a bigWig (a bedGraph or WIG? convert it with bedGraphToBigWig or wigToBigWig)"
+        )
+    raise BpflowError(f"{path}: not a bigWig file")
+
+
+@contextlib.contextmanager
+def _quiet_c_stderr() -> Iterator[None]:
+    """Send what C code writes to file descriptor 2 to a scratch file for the block."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
+        yield
+        return
+    try:
+        with tempfile.TemporaryFile() as scratch:
+            os.dup2(scratch.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+def _open_bigwig(path: Path):
+    """pyBigWig handle of a readable bigWig, or None; libBigWig's own complaints about a
+    broken file are kept off stderr the first time a file is opened."""
+    import pyBigWig
+
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    with _OPEN_LOCK:
+        known = key in _OPENED
+    quiet = contextlib.nullcontext() if known else _quiet_c_stderr()
+    with quiet:
+        try:
+            bw = pyBigWig.open(str(path))
+        except RuntimeError:
+            bw = None
+    if bw is not None and not known:
+        with _OPEN_LOCK:
+            _OPENED.add(key)
+    return bw
+
 
 class BigWigFile:
     """A bigWig opened for reading; values come back as float32 with NaN (no data) as 0."""
 
     def __init__(self, path: str | Path):
-        import pyBigWig
-
         self.path = Path(path)
         if not self.path.is_file():
             raise BpflowError(f"{self.path}: bigWig file not found")
-        try:
-            self._bw = pyBigWig.open(str(self.path))
-        except RuntimeError:
-            self._bw = None
+        _sniff(self.path)
+        self._bw = _open_bigwig(self.path)
         if self._bw is None:
-            raise BpflowError(f"{self.path}: not a readable bigWig file")
+            raise BpflowError(f"{self.path}: not a readable bigWig file (truncated or corrupt?)")
         if not self._bw.isBigWig():
             self._bw.close()
             raise BpflowError(f"{self.path}: is a bigBed, not a bigWig file")
@@ -49,7 +127,8 @@ class BigWigFile:
 
     def values(self, chrom: str, start: int, end: int, pad: bool = False) -> np.ndarray:
         """Coverage at ``[start, end)`` as float32, NaN -> 0.  With ``pad``, positions outside
-        the chromosome read as 0; otherwise they are an error."""
+        the chromosome read as 0; otherwise they are an error.  An infinite value is an error
+        naming its position."""
         start, end = int(start), int(end)
         size = self.chrom_sizes.get(chrom)
         if size is None:
@@ -61,7 +140,10 @@ class BigWigFile:
         lo, hi = max(start, 0), min(end, size)
         if hi <= lo:  # entirely outside the chromosome (pad) or empty
             return np.zeros(end - start, dtype=np.float32)
-        vals = self._bw.values(chrom, lo, hi, numpy=True)
+        try:
+            vals = self._bw.values(chrom, lo, hi, numpy=True)
+        except RuntimeError:
+            raise BpflowError(f"{self.path}: cannot read {chrom}:{lo}-{hi}; the file is truncated or corrupt") from None
         if len(vals) != hi - lo:
             if len(vals):
                 raise BpflowError(f"{self.path}: read {len(vals)} values for {chrom}:{lo}-{hi}")
@@ -72,6 +154,7 @@ class BigWigFile:
             vals[np.isnan(vals)] = 0.0
         else:
             np.fmax(vals, np.float32(0), out=vals)
+        check_finite(vals, self.path, chrom, lo)
         if lo == start and hi == end:
             return vals
         out = np.zeros(end - start, dtype=np.float32)
@@ -112,6 +195,45 @@ class BigWigFile:
                     "if its minus-strand values are stored negative"
                 )
         return out
+
+
+def check_finite(values: np.ndarray, path, chrom: str, start: int) -> None:
+    """Raise a one-line error naming ``path`` and the position of the first infinite (or
+    NaN) value of a chromosome's ``values`` read from ``start`` on.
+
+    Used on every read of :class:`BigWigFile`; a caller that gets values elsewhere (e.g.
+    pyBigWig's ``stats``) checks them with this function.  One float32 sum covers the array:
+    it is finite unless a value is not (or, rarely, the sum overflows: then look closer).
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(values, axis=None)
+    if np.isfinite(total):
+        return
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        k = int(bad[0])
+        more = f" ({len(bad)} such values in {chrom}:{start}-{start + len(values)})" if len(bad) > 1 else ""
+        raise BpflowError(
+            f"{path}: value {float(values[k])} at {chrom}:{start + k}{more}; bigWig values must be finite "
+            "numbers (NaN reads as no data, 0)"
+        )
+
+
+def check_chrom_sizes(
+    path, sizes: dict[str, int], genome, genome_sizes: dict[str, int], chroms=None, where: str = ""
+) -> None:
+    """Raise a one-line error when a chromosome (of ``chroms``, or every one in both) has one
+    length in the bigWig ``path`` and another in the FASTA ``genome``: the bigWig was made
+    for another assembly, and its positions do not match the sequence.  ``where`` (e.g.
+    "used at peaks.bed:3") is added after the chromosome when given."""
+    names = genome_sizes if chroms is None else chroms
+    for chrom in names:
+        if chrom in sizes and chrom in genome_sizes and int(sizes[chrom]) != int(genome_sizes[chrom]):
+            at = f" ({where})" if where else ""
+            raise BpflowError(
+                f"{path}: chromosome {chrom}{at} is {sizes[chrom]} bp long here but {genome_sizes[chrom]} bp "
+                f"in {genome}; the bigWig was made for another genome assembly"
+            )
 
 
 def bigwig_chrom_sizes(path: str | Path) -> dict[str, int]:

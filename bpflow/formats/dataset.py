@@ -16,6 +16,7 @@ write the layout (``bpflow prepare-data``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -24,11 +25,29 @@ import numpy as np
 
 from bpflow.formats.coords import Coords, read_coords, read_strands
 from bpflow.lengths import crop_offset
-from bpflow.utils import BpflowError
+from bpflow.utils import BpflowError, first_line
 
 logger = logging.getLogger("bpflow.dataset")
 
 STRAND_RULES = ("auto", "forward", "all")
+
+# Bytes per block when a whole dataset is read through (verify_readable).
+_VERIFY_BLOCK_BYTES = 64 << 20
+
+
+def read_error(where: str, name: str, err: BaseException) -> BpflowError:
+    """The one-line error of h5py's ``err`` on reading dataset ``name`` of the file ``where``."""
+    return BpflowError(f"{where}: cannot read '{name}' ({first_line(err)}); the file is truncated or corrupt")
+
+
+@contextlib.contextmanager
+def reading(where: str, name: str):
+    """Turn h5py's error on reading dataset ``name`` of a file (truncated, corrupt chunks) into
+    a one-line :class:`BpflowError` that names the file (``where``) and the dataset."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        raise read_error(where, name, err) from None
 
 
 class TrainingDataset:
@@ -49,7 +68,7 @@ class TrainingDataset:
         try:
             self.file = h5py.File(self.path, "r", **h5_options)
         except OSError as err:
-            raise BpflowError(f"{self.where}: not a readable HDF5 file ({err})") from None
+            raise BpflowError(f"{self.where}: not a readable HDF5 file ({first_line(err)})") from None
         try:
             if "sequence" not in self.file:
                 raise BpflowError(f"{self.where}: no 'sequence' dataset; not a training dataset")
@@ -66,6 +85,86 @@ class TrainingDataset:
         self.num_heads = 0
         while f"head_{self.num_heads}" in self.file:
             self.num_heads += 1
+
+    def check_layout(
+        self, input_length: int, output_length: int, num_tasks, max_jitter: int = 0, head_names=None
+    ) -> None:
+        """Check, from the shapes alone, that the file can feed a model: at least one sample;
+        ``sequence`` and each of the ``len(num_tasks)`` heads wide enough for the model's lengths
+        plus ``max_jitter`` on each side (centre-croppable); each head a float dataset with
+        ``num_tasks[i]`` tasks; and, when the file records head names, the config's
+        ``head_names`` in the same order (the same names in another order is an error, other
+        names a warning).  One-line :class:`BpflowError` naming the file and the dataset."""
+        where = self.where
+        if self.num_samples == 0:
+            raise BpflowError(f"{where}: the file holds no samples")
+        self._flank(self.sequence_width, input_length, "sequence", "input-length", max_jitter)
+        self.require_heads(len(num_tasks))
+        for i, tasks in enumerate(num_tasks):
+            ds = self.file[f"head_{i}"]
+            if ds.shape[2] != tasks:
+                raise BpflowError(
+                    f"{where}: 'head_{i}' has {ds.shape[2]} task(s) but the config's head {i} has num-tasks {tasks}"
+                )
+            if ds.dtype.kind != "f":
+                raise BpflowError(f"{where}: 'head_{i}' must be a float dataset, got {ds.dtype}")
+            self._flank(int(ds.shape[1]), output_length, f"head_{i}", "output-length", max_jitter)
+        if head_names is not None:
+            self.check_head_names(list(head_names))
+
+    def _flank(self, width: int, length: int, what: str, key: str, max_jitter: int) -> int:
+        flank = crop_offset(width, length, f"{self.where}: '{what}' (the model's {key} is {length})")
+        if flank < max_jitter:
+            raise BpflowError(
+                f"{self.where}: '{what}' windows are {width} wide, so they allow a jitter of at most "
+                f"{flank} around the {key} {length}, but max-jitter is {max_jitter}"
+            )
+        return flank
+
+    def check_head_names(self, names: list[str]) -> None:
+        """The config's head names against those the file records (if any), head by head."""
+        stored = self.head_names()
+        if stored is None:
+            return
+        stored = stored[: len(names)]
+        if stored == names:
+            return
+        if sorted(stored) == sorted(names):
+            raise BpflowError(
+                f"{self.where}: the file's heads are {', '.join(stored)} (head_0, head_1, ...) but the "
+                f"config lists {', '.join(names)}: the heads are in a different order"
+            )
+        logger.warning(
+            "%s: the file records head names %s, the config has %s (used in file order)",
+            self.where,
+            ", ".join(stored),
+            ", ".join(names),
+        )
+
+    def verify_readable(self, num_heads: int | None = None, check_values: bool = True) -> None:
+        """Read ``sequence`` and the first ``num_heads`` heads (default all) through, in blocks:
+        a truncated or corrupt file fails here, with a one-line error naming the file and the
+        dataset, rather than where the data are used.  With ``check_values``, NaN, infinite or
+        negative coverage is an error too (naming the head and the first such sample)."""
+        heads = range(self.num_heads if num_heads is None else num_heads)
+        for name in ["sequence"] + [f"head_{i}" for i in heads]:
+            ds = self.file[name]
+            row_bytes = max(1, int(np.prod(ds.shape[1:])) * ds.dtype.itemsize)
+            step = max(1, _VERIFY_BLOCK_BYTES // row_bytes)
+            if ds.chunks:
+                step = max(ds.chunks[0], step - step % ds.chunks[0])
+            for r0 in range(0, int(ds.shape[0]), step):
+                with reading(self.where, name):
+                    block = ds[r0 : r0 + step]
+                if not check_values or name == "sequence":
+                    continue
+                bad = ~np.isfinite(block)
+                if bad.any():
+                    i = int(np.argwhere(bad)[0][0]) + r0
+                    raise BpflowError(f"{self.where}: {name} has NaN or infinite values (first in sample {i})")
+                if block.size and block.min() < 0:
+                    i = int(np.argwhere(block < 0)[0][0]) + r0
+                    raise BpflowError(f"{self.where}: {name} has negative values (first in sample {i})")
 
     def __enter__(self) -> "TrainingDataset":
         return self
@@ -204,14 +303,16 @@ class TrainingDataset:
         a = crop_offset(self.sequence_width, length, f"{self.where}: the sequences")
         if isinstance(rows, np.ndarray) and len(rows) and len(rows) == rows[-1] - rows[0] + 1:
             rows = slice(int(rows[0]), int(rows[-1]) + 1)  # contiguous: one read
-        return np.asarray(self.sequence[rows, a : a + length, :], dtype=np.uint8)
+        with reading(self.where, "sequence"):
+            return np.asarray(self.sequence[rows, a : a + length, :], dtype=np.uint8)
 
     def profiles(self, head: int, rows=slice(None), length: int | None = None) -> np.ndarray:
         """Coverage of ``head`` (float64, NaN -> 0) of ``rows``, center-cropped to ``length``."""
         ds = self.head(head)
         length = ds.shape[1] if length is None else int(length)
         a = crop_offset(ds.shape[1], length, f"{self.where}: head_{head}")
-        return np.nan_to_num(np.asarray(ds[rows, a : a + length, :], dtype=np.float64))
+        with reading(self.where, f"head_{head}"):
+            return np.nan_to_num(np.asarray(ds[rows, a : a + length, :], dtype=np.float64))
 
     def totals(self, head: int, length: int | None = None, chunk: int = 4096) -> np.ndarray:
         """Total counts (N,) of every sample of ``head`` over its central ``length`` bases."""

@@ -2,6 +2,8 @@
 
 Any base other than A/C/G/T (either case) - N, IUPAC codes, gaps - encodes as an all-zero
 one-hot row, and as code 4 (:data:`N_CODE`) in the integer encoding (A, C, G, T = 0..3).
+(A genome read through :class:`bpflow.formats.fasta.FastaFile` holds only A/C/G/T and IUPAC
+letters: other characters there are an error.)
 """
 
 from __future__ import annotations

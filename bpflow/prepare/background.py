@@ -96,8 +96,11 @@ def sample_background(
         alive = np.ones(len(take), dtype=bool)
         for chrom, idx in iter_chrom_groups(cand_chrom):
             s = starts[idx]
-            ok = (s - geo.pad >= 0) & (s + out + geo.pad <= sizes[chrom])
-            stats["rejected"]["off-chrom-end"] += int((~ok).sum())
+            left = s - geo.pad < 0
+            right = ~left & (s + out + geo.pad > sizes[chrom])
+            stats["rejected"]["off-chrom-start"] += int(left.sum())
+            stats["rejected"]["off-chrom-end"] += int(right.sum())
+            ok = ~(left | right)
             alive[idx[~ok]] = False
             live = idx[ok]
             bl = blacklist.overlaps(chrom, starts[live] - geo.pad, starts[live] + out + geo.pad)

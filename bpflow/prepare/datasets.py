@@ -29,7 +29,7 @@ import numpy as np
 
 from bpflow import schemas
 from bpflow.formats.bed import iter_chrom_groups, read_bed
-from bpflow.formats.bigwig import BigWigFile
+from bpflow.formats.bigwig import BigWigFile, check_chrom_sizes
 from bpflow.formats.codec import BASE_CODE, COMPLEMENT_CODE, compress_chunks, compress_code_chunks
 from bpflow.formats.dataset import create_arrays, write_coordinates, write_metadata
 from bpflow.formats.fasta import FastaFile
@@ -132,6 +132,7 @@ def _load_regions(
         for path, sizes in bigwig_sizes:
             if chrom not in sizes:
                 raise BpflowError(f"{path}: chromosome {chrom} (used at {bed.where(idx[0])}) is not in this bigWig")
+            check_chrom_sizes(path, sizes, cfg["genome"], fasta_sizes, [chrom], where=f"used at {bed.where(idx[0])}")
             if lo - jitter < 0 or hi + jitter > sizes[chrom]:
                 k = idx[np.argmax((bed.start[idx] - jitter < 0) | (bed.end[idx] + jitter > sizes[chrom]))]
                 raise BpflowError(

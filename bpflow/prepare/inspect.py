@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,25 @@ def _infer_order(fwd: np.ndarray, rev: np.ndarray) -> list[int] | None:
     return None
 
 
+def _bad_value(name: str, arr: np.ndarray, s0: int, negative: bool = True) -> str | None:
+    """A problem line for the first NaN / infinite (or, with ``negative``, negative) value of
+    a block of samples starting at sample ``s0``, naming the dataset and index; else None."""
+    if not np.issubdtype(arr.dtype, np.floating) or arr.size == 0:
+        return None
+    finite = np.isfinite(arr.sum(dtype=np.float64))  # float32 sums cannot overflow float64
+    bad = ~np.isfinite(arr) if not finite else (arr < 0 if negative and arr.min() < 0 else None)
+    if bad is None:
+        return None
+    first = np.argwhere(bad)[0]
+    index = (s0 + int(first[0]),) + tuple(int(i) for i in first[1:])
+    value = float(arr[tuple(first)])
+    what = "not a finite number" if not finite else "negative (counts cannot be)"
+    where = ", ".join(str(i) for i in index)
+    fields = ("sample", "position", "task")
+    named = ", ".join(f"{f} {i}" for f, i in zip(fields, index)) if arr.ndim == 3 and name != "sequence" else ""
+    return f"{name}[{where}] is {value:g}: {what}" + (f" ({named})" if named else "") + "; training refuses this file"
+
+
 def inspect_data(path: str | Path, block: int = 1024) -> dict:
     """Shapes, counts and a reverse-complement pairing check of a training HDF5 (bpflow's or
     BPReveal's), reading it in blocks of samples.
@@ -32,6 +52,9 @@ def inspect_data(path: str | Path, block: int = 1024) -> dict:
     ``reverse_complement["status"]`` is ``"ok"`` (every pair 2k/2k+1 is an exact reverse
     complement, tasks swapped as recorded or inferred), ``"not-paired"`` (the file says it has
     no pairs, or its first pair is not one) or ``"broken"`` (some pairs are wrong).
+
+    A NaN, infinite or negative value in a head (or a NaN / infinite one in a floating-point
+    sequence) is a problem naming the dataset and the index of its first such value.
     """
     with TrainingDataset(path) as data:
         f, seq, n = data.file, data.sequence, data.num_samples
@@ -67,10 +90,16 @@ def inspect_data(path: str | Path, block: int = 1024) -> dict:
         status, bad_pairs, first_bad, checked = "ok", 0, None, 0
         inferred: list[list[int] | None] = list(orders) if orders and revcomp else [None] * len(heads)
         step = max(2, block - block % 2)
+        bad_values: dict[str, str] = {}  # dataset -> its first bad value
         for s0 in range(0, n, step):
             s1 = min(n, s0 + step)
             sq = seq[s0:s1]
             hv = [f[h][s0:s1] for h in heads]
+            for name, arr, negative in [("sequence", sq, False)] + [(h, a, True) for h, a in zip(heads, hv)]:
+                if name not in bad_values:
+                    problem = _bad_value(name, arr, s0, negative)
+                    if problem:
+                        bad_values[name] = problem
             for k, arr in enumerate(hv):
                 task_totals[k] += arr.sum(axis=(0, 1), dtype=np.float64)
                 if jitter is not None and output_length is not None:
@@ -104,6 +133,7 @@ def inspect_data(path: str | Path, block: int = 1024) -> dict:
                     bad_pairs += 1
                     if first_bad is None:
                         first_bad = (s0 + a) // 2
+        problems.extend(bad_values.values())
         if check and n % 2:
             status = "broken"
             problems.append(f"{n} samples is odd, but the file should hold reverse-complement pairs")
@@ -198,4 +228,16 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     report = inspect_data(args.file)
     print(json.dumps(report, indent=2) if args.json else _format_report(report))
-    return 1 if report["problems"] or report["reverse_complement"]["status"] == "broken" else 0
+    failed = report["problems"] or report["reverse_complement"]["status"] == "broken"
+    if failed:
+        rc = report["reverse_complement"]
+        first = (
+            report["problems"][0]
+            if report["problems"]
+            else f"reverse-complement pairs are broken ({rc['bad_pairs']} of {rc['pairs_checked']} pairs; "
+            f"first bad pair: region {rc['first_bad_pair']})"
+        )
+        more = len(report["problems"]) - 1
+        extra = f" (and {more} more problem{'s' if more > 1 else ''}, listed above)" if more > 0 else ""
+        print(f"bpflow inspect-data: error: {args.file}: {first}{extra}", file=sys.stderr)
+    return 1 if failed else 0

@@ -22,7 +22,7 @@ import numpy as np
 
 from bpflow import schemas
 from bpflow.formats.bed import BedRegions, IntervalSet, iter_chrom_groups, read_bed, write_bed
-from bpflow.formats.bigwig import BigWigFile
+from bpflow.formats.bigwig import BigWigFile, check_chrom_sizes
 from bpflow.formats.fasta import FastaFile
 from bpflow.prepare.background import background_regions
 from bpflow.prepare.datasets import check_length_arithmetic
@@ -41,6 +41,7 @@ REASONS = (
     "wrong-width",
     "chrom-not-in-genome",
     "chrom-not-in-bigwig",
+    "off-chrom-start",
     "off-chrom-end",
     "blacklist",
     "non-acgt",
@@ -68,6 +69,9 @@ def _split_mode(splits: dict, source: str) -> str:
     missing = [k for k in modes[mode] if k not in splits]
     if missing:
         raise BpflowError(f"{source}: key splits: missing {', '.join(missing)}")
+    train_key = modes[mode][0]
+    if mode != "regex" and not splits[train_key]:
+        raise BpflowError(f"{source}: key splits/{train_key}: empty; the training split needs at least one entry")
     if mode in ("chroms", "regex") and "regions" not in splits:
         raise BpflowError(
             f"{source}: key splits: 'regions' (a list of peak BED files) is required with {modes[mode][0]}"
@@ -224,6 +228,202 @@ def _remove_overlaps(
 
 
 # --------------------------------------------------------------------------------------
+# Checks of the inputs against each other
+# --------------------------------------------------------------------------------------
+
+
+def _few(names, k: int = 4) -> str:
+    """The first ``k`` of some names, for a one-line message."""
+    names = [str(n) for n in names]
+    if not names:
+        return "none"
+    shown = ", ".join(names[:k])
+    return shown if len(names) <= k else f"{shown}, ... ({len(names)} in all)"
+
+
+def _check_peaks_on_genome(cfg: dict, bed: BedRegions, genome_sizes: dict[str, int]) -> None:
+    """A region that starts at or past the end of its chromosome (in the FASTA) is an error:
+    the BED file and the genome disagree (another assembly, a truncated FASTA)."""
+    size = np.array([genome_sizes.get(c, -1) for c in bed.chrom], dtype=np.int64)
+    past = np.flatnonzero((size >= 0) & (bed.start >= size))
+    if len(past):
+        k = int(past[0])
+        chrom, start, end = bed.chrom[k], int(bed.start[k]), int(bed.end[k])
+        more = f" (and {len(past) - 1} more)" if len(past) > 1 else ""
+        raise BpflowError(
+            f"{bed.where(k)}: region {chrom}:{start}-{end} starts past the end of {chrom}, which is "
+            f"{size[k]} bp in {cfg['genome']}{more}; is the BED file for another genome assembly?"
+        )
+
+
+def _check_split_chroms(
+    cfg: dict, genome_sizes: dict[str, int], bigwig_sizes: list[tuple[str, dict[str, int]]]
+) -> None:
+    """Warn about chromosomes of the split lists that are missing from the FASTA or a bigWig
+    (a typo, or another naming convention); an empty split is refused later."""
+    if cfg["splits"]["mode"] != "chroms":
+        return
+    for split in SPLITS:
+        listed = cfg["splits"][f"{split}-chroms"]
+        absent = [c for c in listed if c not in genome_sizes]
+        if absent:
+            logger.warning(
+                "splits/%s-chroms: %s not in the genome FASTA %s (which names %s); every region there is rejected",
+                split,
+                _few(absent),
+                cfg["genome"],
+                _few(list(genome_sizes)),
+            )
+        for path, sizes in bigwig_sizes:
+            no_bw = [c for c in listed if c in genome_sizes and c not in sizes]
+            if no_bw:
+                logger.warning(
+                    "splits/%s-chroms: %s not in the bigWig %s (which names %s); every region there is rejected",
+                    split,
+                    _few(no_bw),
+                    path,
+                    _few(list(sizes)),
+                )
+                break
+
+
+def _check_blacklist_names(cfg: dict, source: str, blacklist: BedRegions, genome_sizes: dict[str, int]) -> None:
+    """A blacklist none of whose chromosomes is in the FASTA would silently remove nothing."""
+    for f, path in enumerate(blacklist.paths):
+        names = sorted(set(blacklist.chrom[blacklist.file == f]))
+        if names and not any(c in genome_sizes for c in names):
+            raise BpflowError(
+                f"{source}: key blacklist: none of the chromosomes of {path} ({_few(names)}) is in the "
+                f"genome FASTA {cfg['genome']} (which names {_few(list(genome_sizes))}); check the "
+                "chromosome naming (e.g. 1 vs chr1)"
+            )
+
+
+def _no_region_cause(cfg: dict, s: int, bed: BedRegions, genome_sizes: dict[str, int]) -> str:
+    """Why no input region falls in split ``s`` (a short diagnosis)."""
+    split, splits, mode = SPLITS[s], cfg["splits"], cfg["splits"]["mode"]
+    if mode in ("chroms", "regex") and len(bed) == 0:
+        return f"the peak file(s) {_few(splits['regions'])} hold no regions"
+    if mode == "chroms":
+        listed = splits[f"{split}-chroms"]
+        if not listed:
+            return f"splits/{split}-chroms is empty"
+        cause = f"no peak lies on its chromosome(s) {_few(listed)}"
+        absent = [c for c in listed if c not in genome_sizes]
+        if absent:
+            cause += f"; {_few(absent)} not in the FASTA {cfg['genome']}, which names {_few(list(genome_sizes))}"
+        return cause + f"; the peaks are on {_few(sorted(set(bed.chrom)))}"
+    if mode == "regex":
+        cause = f"no region name matches splits/{split}-regex {splits[f'{split}-regex']!r}"
+        names = sorted(set(bed.name))
+        if names == ["."]:
+            return cause + " (the peak files have no name column)"
+        return cause + f"; names are like {_few(names, 3)}"
+    files = splits[f"{split}-regions"]
+    return f"splits/{split}-regions is empty" if not files else f"{_few(files)} hold(s) no regions"
+
+
+def _rejected_cause(
+    cfg: dict,
+    members: np.ndarray,
+    bed: BedRegions,
+    reason: np.ndarray,
+    genome_sizes: dict[str, int],
+    bigwig_sizes: list[tuple[str, dict[str, int]]],
+) -> str:
+    """Why every region of ``members`` (a mask) was rejected: the counts per reason, and the
+    chromosome names behind chrom-not-in-genome / chrom-not-in-bigwig."""
+    counts = collections.Counter(reason[members])
+    genome_names = _few(list(genome_sizes))
+    cause = f"all {int(members.sum())} regions were rejected ({', '.join(f'{r} {c}' for r, c in counts.most_common())})"
+    if counts["chrom-not-in-genome"]:
+        names = sorted(set(bed.chrom[members & (reason == "chrom-not-in-genome")]))
+        cause += f"; chromosome(s) {_few(names)} of the peaks are not in the FASTA {cfg['genome']}, which names {genome_names}"
+    if counts["chrom-not-in-bigwig"]:
+        names = sorted(set(bed.chrom[members & (reason == "chrom-not-in-bigwig")]))
+        for path, sizes in bigwig_sizes:
+            absent = [c for c in names if c not in sizes]
+            if absent:
+                cause += (
+                    f"; chromosome(s) {_few(absent)} are not in the bigWig {path}, which names "
+                    f"{_few(list(sizes))} (the FASTA names {genome_names})"
+                )
+                break
+    return cause
+
+
+def _check_empty_splits(
+    cfg: dict,
+    source: str,
+    bed: BedRegions,
+    split_of: np.ndarray,
+    reason: np.ndarray,
+    genome_sizes: dict[str, int],
+    bigwig_sizes: list[tuple[str, dict[str, int]]],
+) -> None:
+    """Refuse an empty train split, and an empty val split unless the config lists nothing for
+    it (``val-chroms: []`` / ``val-regions: []``); warn about an empty test split (the test
+    split is only evaluated, never trained on).  The message names the split(s) and the likely
+    cause."""
+    kept = reason == None  # noqa: E711
+    listed = {"chroms": "val-chroms", "bed": "val-regions"}.get(cfg["splits"]["mode"])
+    refused = []
+    for s, split in enumerate(SPLITS):
+        if (kept & (split_of == s)).any():
+            continue
+        members = split_of == s
+        if members.any():
+            cause = _rejected_cause(cfg, members, bed, reason, genome_sizes, bigwig_sizes)
+        else:
+            cause = _no_region_cause(cfg, s, bed, genome_sizes)
+        deliberate = split == "val" and listed is not None and not cfg["splits"][listed]
+        if split == "test" or deliberate:
+            logger.warning("prepare-regions: split %s is empty: %s", split, cause)
+        else:
+            refused.append((s, cause))
+    if not refused:
+        return
+    names = " and ".join(SPLITS[s] for s, _ in refused)
+    verb = "is" if len(refused) == 1 else "are"
+    with_regions = [s for s, _ in refused if (split_of == s).any()]
+    if len(refused) > 1 and len(with_regions) == len(refused):
+        # Every refused split had regions: one diagnosis over all of them.
+        text = _rejected_cause(cfg, np.isin(split_of, with_regions), bed, reason, genome_sizes, bigwig_sizes)
+    elif len({cause for _, cause in refused}) == 1:
+        text = refused[0][1]
+    else:
+        text = "; ".join(f"{SPLITS[s]}: {cause}" for s, cause in refused)
+    raise BpflowError(f"{source}: split {names} {verb} empty: {text}")
+
+
+def reject_coordinates(
+    bed: BedRegions,
+    reason: np.ndarray,
+    out_start: np.ndarray,
+    out_end: np.ndarray,
+    index: np.ndarray,
+    genome_sizes: dict[str, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end of rejected regions ``index`` in the reject BED: the output window (the
+    BED interval for ``wrong-width``) clipped to the chromosome, so that 0 <= start < end <=
+    its FASTA length (only start >= 0 on a chromosome missing from the FASTA).  A window
+    wholly past the chromosome end (a summit past it) falls back to the clipped BED interval."""
+    use_bed = reason[index] == "wrong-width"
+    start = np.where(use_bed, bed.start[index], out_start[index])
+    end = np.where(use_bed, bed.end[index], out_end[index])
+    size = np.array([genome_sizes.get(c, -1) for c in bed.chrom[index]], dtype=np.int64)
+    known = size >= 0
+
+    def clip(s, e):
+        return np.maximum(s, 0), np.where(known, np.minimum(e, size), e)
+
+    start, end = clip(start, end)
+    empty = end <= start
+    bed_start, bed_end = clip(bed.start[index], bed.end[index])
+    return np.where(empty, bed_start, start), np.where(empty, bed_end, end)
+
+
+# --------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------
 
@@ -258,20 +458,33 @@ def prepare_regions(config: dict, source: str = "config") -> dict:
     with FastaFile(cfg["genome"]) as fa:
         genome_sizes = dict(fa.chrom_sizes)
     order = list(genome_sizes)
-    bigwig_sizes = []
+    bigwig_sizes = []  # (path, chromosome sizes) of each bigWig
     for head in cfg["heads"]:
         for path in head["bigwig-names"]:
             with BigWigFile(path) as bw:
-                bigwig_sizes.append(dict(bw.chrom_sizes))
+                bigwig_sizes.append((path, dict(bw.chrom_sizes)))
     # Usable length of each chromosome: present everywhere, the shortest of its lengths.
     usable = {
-        c: min([n] + [s[c] for s in bigwig_sizes]) for c, n in genome_sizes.items() if all(c in s for s in bigwig_sizes)
+        c: min([n] + [s[c] for _, s in bigwig_sizes])
+        for c, n in genome_sizes.items()
+        if all(c in s for _, s in bigwig_sizes)
     }
 
     bed, split_of, reason = _load_peaks(cfg)
+    _check_peaks_on_genome(cfg, bed, genome_sizes)
+    # a bigWig of another assembly: refused where a peak lies (other contigs, e.g. chrM of
+    # hg19 vs GRCh37, may legitimately differ and are not used)
+    for path, sizes in bigwig_sizes:
+        check_chrom_sizes(path, sizes, cfg["genome"], genome_sizes, chroms=sorted(set(bed.chrom)), where="has peaks")
+    _check_split_chroms(cfg, genome_sizes, bigwig_sizes)
     blacklist_bed = BedRegions.concat([read_bed(p, extra_columns=False) for p in cfg["blacklist"]])
+    _check_blacklist_names(cfg, source, blacklist_bed, genome_sizes)
     blacklist = IntervalSet(blacklist_bed.chrom, blacklist_bed.start, blacklist_bed.end)
     logger.info("prepare-regions: %d input regions from %d BED file(s)", len(bed), len(bed_files))
+    if cfg["resize-mode"] == "summit":
+        for path, is_np in zip(bed.paths, bed.narrowpeak):
+            if not is_np:
+                logger.info("%s: not narrowPeak, so no summits: windows are centred on each interval's middle", path)
 
     out_start, out_end = _output_windows(cfg, bed, reason)
     open_ = reason == None  # noqa: E711
@@ -282,8 +495,9 @@ def prepare_regions(config: dict, source: str = "config") -> dict:
     reason[open_ & ~in_bw] = "chrom-not-in-bigwig"
     open_ = reason == None  # noqa: E711
     limit = np.array([usable.get(c, 0) for c in bed.chrom], dtype=np.int64)
-    off = (out_start - geo.pad < 0) | (out_end + geo.pad > limit)
-    reason[open_ & off] = "off-chrom-end"
+    off_start = out_start - geo.pad < 0
+    reason[open_ & off_start] = "off-chrom-start"
+    reason[open_ & ~off_start & (out_end + geo.pad > limit)] = "off-chrom-end"
     open_ = reason == None  # noqa: E711
     for chrom, idx in iter_chrom_groups(bed.chrom[open_]):
         members = np.flatnonzero(open_)[idx]
@@ -340,6 +554,7 @@ def prepare_regions(config: dict, source: str = "config") -> dict:
                 thresholds_report.append(entry)
             output_counts = sums["output"][keep]
         kept = np.flatnonzero(reason == None)  # noqa: E711
+        _check_empty_splits(cfg, source, bed, split_of, reason, genome_sizes, bigwig_sizes)
 
         summary: dict = {
             "input-regions": int(len(bed)),
@@ -384,13 +599,13 @@ def prepare_regions(config: dict, source: str = "config") -> dict:
     finally:
         handles.close()
 
-    _write_outputs(cfg, bed, split_of, reason, out_start, out_end, kept, order, background)
+    _write_outputs(cfg, bed, split_of, reason, out_start, out_end, kept, order, genome_sizes, background)
     write_json_atomic(cfg["outputs"]["summary"], summary)
     print(format_summary(summary))
     return summary
 
 
-def _write_outputs(cfg, bed, split_of, reason, out_start, out_end, kept, order, background) -> None:
+def _write_outputs(cfg, bed, split_of, reason, out_start, out_end, kept, order, genome_sizes, background) -> None:
     outs = cfg["outputs"]
     names, scores, strands = bed.name, bed.score, bed.strand
     all_idx = kept[_sorted_index(bed.chrom[kept], out_start[kept], order)]
@@ -408,10 +623,7 @@ def _write_outputs(cfg, bed, split_of, reason, out_start, out_end, kept, order, 
     )
     rej = np.flatnonzero(reason != None)  # noqa: E711
     rej = rej[_sorted_index(bed.chrom[rej], out_start[rej], order)]
-    # A region whose output window was never meaningful keeps its BED interval.
-    use_bed = np.array([r == "wrong-width" for r in reason[rej]], dtype=bool)
-    starts = np.where(use_bed, bed.start[rej], out_start[rej])
-    ends = np.where(use_bed, bed.end[rej], out_end[rej])
+    starts, ends = reject_coordinates(bed, reason, out_start, out_end, rej, genome_sizes)
     split_names = np.array(SPLITS + ("none",), dtype=object)[split_of[rej]]
     write_bed(outs["reject"], bed.chrom[rej], starts, ends, reason[rej], names[rej], split_names)
     if background is not None:

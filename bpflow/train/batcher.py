@@ -40,7 +40,7 @@ import h5py
 import keras
 import numpy as np
 
-from bpflow.formats.dataset import TrainingDataset
+from bpflow.formats.dataset import TrainingDataset, read_error, reading
 from bpflow.formats.sequence import revcomp_task_order
 from bpflow.lengths import crop_offset
 from bpflow.utils import BpflowError
@@ -209,13 +209,14 @@ class H5Batcher(keras.utils.PyDataset):
             chunks = heads[0].chunks
             chunk_rows = int(chunks[0]) if chunks else None
             # The sequence, in memory as uint8 (converted once if stored as another type).
-            if seq_ds.dtype == np.uint8:
-                sequence = seq_ds[...]
-            else:
-                sequence = np.empty(seq_ds.shape, dtype=np.uint8)
-                step = max(1, _SCAN_BLOCK_BYTES // max(1, seq_width * 4 * seq_ds.dtype.itemsize))
-                for r0 in range(0, n, step):
-                    sequence[r0 : r0 + step] = seq_ds[r0 : r0 + step]
+            with reading(where, "sequence"):
+                if seq_ds.dtype == np.uint8:
+                    sequence = seq_ds[...]
+                else:
+                    sequence = np.empty(seq_ds.shape, dtype=np.uint8)
+                    step = max(1, _SCAN_BLOCK_BYTES // max(1, seq_width * 4 * seq_ds.dtype.itemsize))
+                    for r0 in range(0, n, step):
+                        sequence[r0 : r0 + step] = seq_ds[r0 : r0 + step]
             if sequence.size and sequence.max() > 1:
                 raise BpflowError(f"{where}: 'sequence' is not one-hot (values above 1)")
             return _Source(
@@ -381,17 +382,23 @@ class H5Batcher(keras.utils.PyDataset):
         profiles = [np.empty((total, self.output_length, t), dtype=np.float32) for t in self.num_tasks]
         files = np.searchsorted(self._starts, ids, side="right") - 1
         rows = ids - self._starts[files]
-        for j in np.lexsort((rows, files)):  # file order, then row order: cache-friendly reads
-            src = self.sources[files[j]]
-            row, off = int(rows[j]), int(offsets[j])
-            s0 = src.seq_jitter - self.max_jitter + off
-            x[j] = src.sequence[row, s0 : s0 + self.input_length]
-            for h, ds in enumerate(src.heads):
-                # h5py's low-level read of one window: ~3x faster than slicing the dataset
-                p0 = src.head_jitter[h] - self.max_jitter + off
-                space = ds.id.get_space()
-                space.select_hyperslab((row, p0, 0), (1, self.output_length, self.num_tasks[h]))
-                ds.id.read(self._memspaces[h], space, profiles[h][j])
+        src, h = None, 0
+        try:
+            for j in np.lexsort((rows, files)):  # file order, then row order: cache-friendly reads
+                src = self.sources[files[j]]
+                row, off = int(rows[j]), int(offsets[j])
+                s0 = src.seq_jitter - self.max_jitter + off
+                x[j] = src.sequence[row, s0 : s0 + self.input_length]
+                for h, ds in enumerate(src.heads):
+                    # h5py's low-level read of one window: ~3x faster than slicing the dataset
+                    p0 = src.head_jitter[h] - self.max_jitter + off
+                    space = ds.id.get_space()
+                    space.select_hyperslab((row, p0, 0), (1, self.output_length, self.num_tasks[h]))
+                    ds.id.read(self._memspaces[h], space, profiles[h][j])
+        except (OSError, RuntimeError) as err:
+            if src is None:
+                raise
+            raise read_error(src.data.where, f"head_{h}", err) from None
         if flips.any():
             sel = np.flatnonzero(flips)
             x[sel] = x[sel, ::-1, ::-1]
@@ -422,7 +429,8 @@ class H5Batcher(keras.utils.PyDataset):
                 step *= max(1, _SCAN_BLOCK_BYTES // max(1, step * row_bytes))
                 c0 = src.head_jitter[h]
                 for r0 in range(0, src.n, step):
-                    block = ds[r0 : r0 + step]
+                    with reading(src.data.where, f"head_{h}"):
+                        block = ds[r0 : r0 + step]
                     bad = ~np.isfinite(block)
                     if bad.any():
                         i = int(np.argwhere(bad)[0][0]) + r0

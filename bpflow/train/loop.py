@@ -16,6 +16,8 @@ head's log counts) and:
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -33,9 +35,42 @@ from bpflow.losses import CountsMSE, MultinomialNLL, multinomial_nll
 from bpflow.train.batcher import H5Batcher
 from bpflow.train.runtime import Runtime
 from bpflow.train.settings import HeadSpec, TrainSettings
-from bpflow.utils import BpflowError, atomic_output
+from bpflow.utils import BpflowError, atomic_output, first_line
 
 logger = logging.getLogger("bpflow.train")
+
+
+def _os_error(err: BaseException) -> OSError | None:
+    """``err`` or the first OSError it was raised from (Keras and matplotlib may wrap one)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+@contextlib.contextmanager
+def writing(path, what: str, hint: str = ""):
+    """Turn an OSError on writing ``what`` to ``path`` (a full disk, a read-only or missing
+    directory, a quota) into a one-line :class:`BpflowError` naming the path (then ``hint``);
+    the write itself must be atomic (:func:`bpflow.utils.atomic_output`), so nothing
+    half-written stays."""
+    try:
+        yield
+    except BpflowError:
+        raise
+    except Exception as err:
+        os_err = _os_error(err)
+        if os_err is None:
+            raise
+        if os_err.errno in (errno.ENOSPC, errno.EDQUOT):
+            reason = "no space left on device" if os_err.errno == errno.ENOSPC else "disk quota exceeded"
+        else:
+            reason = os_err.strerror or first_line(os_err)
+        raise BpflowError(f"{path}: cannot write the {what}: {reason}" + (f"; {hint}" if hint else "")) from None
+
 
 CHECKPOINT_FORMAT = "bpflow-checkpoint/1"
 
@@ -508,10 +543,13 @@ class _Fit:
             "state": self.state.to_json(),
         }
         arrays["meta"] = np.array(json.dumps(meta))
-        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(self.checkpoint_path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+        # atomic: on a failed write (a full disk) the previous checkpoint stays, so a rerun resumes
+        hint = "the previous checkpoint is kept; a rerun resumes from it" if self.checkpoint_path.is_file() else ""
+        with writing(self.checkpoint_path, "checkpoint", hint):
+            self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output(self.checkpoint_path) as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **arrays)
 
     def read_checkpoint(self) -> bool:
         """Restore from the checkpoint if there is one for this run; True if restored."""
@@ -534,7 +572,7 @@ class _Fit:
                     if not self.model.optimizer.built:
                         self.model.optimizer.build(self.model.trainable_variables)
                 opt_vars = list(self.model.optimizer.variables)
-                if meta["optimizer-variables"] != [v.path for v in opt_vars]:
+                if _unscoped(meta["optimizer-variables"]) != _unscoped(v.path for v in opt_vars):
                     logger.warning("%s does not match the optimizer's variables; starting afresh", path)
                     return False
                 opt_values = [z[f"o_{i}"] for i in range(len(opt_vars))]
@@ -557,6 +595,12 @@ class _Fit:
         self.model.optimizer.learning_rate = self.state.learning_rate
         logger.info("resuming from %s after epoch %d", path, self.state.epochs_done)
         return True
+
+
+def _unscoped(paths) -> list[str]:
+    """Optimizer variable paths without the optimizer's own name (``adam/``, or ``adam_1/`` for
+    a second optimizer in the same process, as when a run is resumed by the same program)."""
+    return [p.split("/", 1)[-1] for p in paths]
 
 
 def _verbose() -> int:

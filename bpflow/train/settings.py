@@ -23,6 +23,9 @@ STEPS = ("bias", "transformation", "combined")
 COUNTS_SCHEDULES = ("joint", "profile-first")
 COUNTS_FIT_METHODS = ("shift", "linear")
 
+# Learning rates above this are legal (the schema allows up to 1) but unusual for Adam: a warning.
+HIGH_LEARNING_RATE = 0.05
+
 
 @dataclass
 class HeadSpec:
@@ -161,6 +164,14 @@ def check_config(config: dict, step: str, source: str = "config") -> tuple[dict,
         )
 
     s = config["settings"]
+    for key in ("learning-rate", "counts-phase-learning-rate"):
+        if key in s and s[key] > HIGH_LEARNING_RATE:
+            logger.warning(
+                "%s: key settings/%s: %g is unusually high for Adam (typically 1e-4 to 1e-2); training may diverge",
+                source,
+                key,
+                s[key],
+            )
     if step in ("bias", "combined"):
         arch = s["architecture"]
         where = f"{source}: key settings/architecture"

@@ -19,10 +19,10 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from bpflow.formats.dataset import as_list
-from bpflow.formats.model_file import load_model
+from bpflow.formats.dataset import TrainingDataset, as_list
+from bpflow.formats.model_file import check_model_file, load_model
 from bpflow.train import recipes
-from bpflow.train.loop import copy_weights, detach_counts_weights, fingerprint, fit_model
+from bpflow.train.loop import copy_weights, detach_counts_weights, fingerprint, fit_model, writing
 from bpflow.train.plots import plot_loss_history
 from bpflow.train.runtime import float32_policy, runtime
 from bpflow.train.settings import HeadSpec, check_config, step_name, weights_config
@@ -49,7 +49,107 @@ def output_paths(step: str, config: dict) -> dict[str, Path]:
     return out
 
 
-def build_bias(config: dict, heads: Sequence[HeadSpec]):
+# --------------------------------------------------------------------------- inputs
+
+
+def model_lengths(step: str, config: dict) -> tuple[int, int]:
+    """(input length, output length) of the model a step trains, from its config."""
+    s = config["settings"]
+    a = s if step == "transformation" else s["architecture"]
+    return a["input-length"], a["output-length"]
+
+
+def data_keys(step: str, config: dict) -> list[tuple[str, int]]:
+    """The dataset keys of a (filled) config with the jitter each is read with: train-data at
+    max-jitter; val-data and the counts data (transformation) centred."""
+    keys = [("train-data", config["settings"]["max-jitter"]), ("val-data", 0)]
+    if step == "transformation":
+        keys += [(key, 0) for key in ("counts-train-data", "counts-val-data") if key in config]
+    return keys
+
+
+def check_inputs(step: str, config: dict, heads: Sequence[HeadSpec], source: str = "config") -> None:
+    """Every input of a step, before anything is trained, with a one-line error
+    naming the key and the file: the model file (a readable .keras archive), and each HDF5
+    dataset (readable, samples present, windows wide enough for the model's lengths and
+    max-jitter, one head of the config's num-tasks per config head, head names as recorded).
+    The counts data of train-transformation, read only after its profile part is trained,
+    are read through here as well (truncated or corrupt chunks, NaN, negative coverage)."""
+    s = config["settings"]
+    if step == "transformation":
+        check_model_file(s["solo-model-file"], f"{source}: key settings/solo-model-file")
+    if step == "combined":
+        check_model_file(
+            s["transformation-model"]["transformation-model-file"],
+            f"{source}: key settings/transformation-model/transformation-model-file",
+        )
+    input_length, output_length = model_lengths(step, config)
+    num_tasks = [h.num_tasks for h in heads]
+    names = [h.name for h in heads]
+    for key, jitter in data_keys(step, config):
+        for path in as_list(config[key]):
+            with TrainingDataset(path, key) as data:
+                data.check_layout(input_length, output_length, num_tasks, jitter, names)
+                if key.startswith("counts-"):
+                    data.verify_readable(len(heads))
+
+
+def _model_head_names(model) -> list[str] | None:
+    """The head names of a model whose profile outputs are ``<model name>_profile_<head>``
+    (bpflow's and BPReveal's solo and transformation models), else None."""
+    names = list(model.output_names)
+    prefix = f"{model.name}_profile_"
+    profiles = names[: len(names) // 2]
+    if not profiles or not all(n.startswith(prefix) for n in profiles):
+        return None
+    return [n[len(prefix) :] for n in profiles]
+
+
+def check_model_heads(model, heads: Sequence[HeadSpec], where: str, output_length: int | None = None) -> None:
+    """A loaded model against the config's heads: a profile and a counts output per head,
+    each head's num-tasks, the profile output length (``output_length``), and the head names
+    where the model's output names record them (the same names in another order is an error,
+    other names a warning).  ``where`` names the key and the file."""
+    outputs = model.outputs
+    n = len(heads)
+    if len(outputs) != 2 * n:
+        raise BpflowError(
+            f"{where}: the model has {len(outputs)} outputs, but the config has {n} head(s) "
+            f"(expected {2 * n}: a profile and a counts output per head)"
+        )
+    for i, head in enumerate(heads):
+        shape = outputs[i].shape
+        if shape[-1] != head.num_tasks:
+            raise BpflowError(
+                f"{where}: the model's head {i} has {shape[-1]} task(s), but the config's head "
+                f"{head.name!r} has num-tasks {head.num_tasks}"
+            )
+        if output_length is not None and shape[1] != output_length:
+            raise BpflowError(
+                f"{where}: the model's profile output of head {i} is {shape[1]} bp long, but the "
+                f"config's output-length is {output_length}"
+            )
+    stored = _model_head_names(model)
+    config_names = [h.name for h in heads]
+    if stored is None or stored == config_names:
+        return
+    if sorted(stored) == sorted(config_names):
+        raise BpflowError(
+            f"{where}: the model's heads are {', '.join(stored)} but the config lists "
+            f"{', '.join(config_names)}: the heads are in a different order"
+        )
+    logger.warning(
+        "%s: the model's heads are named %s, the config's %s (matched by position)",
+        where,
+        ", ".join(stored),
+        ", ".join(config_names),
+    )
+
+
+# --------------------------------------------------------------------------- models
+
+
+def build_bias(config: dict, heads: Sequence[HeadSpec], source: str = "config"):
     """The solo (bias) model of a train-bias config."""
     from bpflow.models import soloModel
 
@@ -66,37 +166,41 @@ def build_bias(config: dict, heads: Sequence[HeadSpec]):
             a["model-name"],
         )
     except ValueError as err:
-        raise BpflowError(f"settings/architecture: {err}") from None
+        raise BpflowError(f"{source}: key settings/architecture: {err}") from None
 
 
-def build_transformation(config: dict, heads: Sequence[HeadSpec]):
+def build_transformation(config: dict, heads: Sequence[HeadSpec], source: str = "config"):
     """The transformation model of a train-transformation config (loads the solo model)."""
     from bpflow.models import transformationModel
 
     s = config["settings"]
-    solo = load_model(s["solo-model-file"], "settings/solo-model-file")
+    key = f"{source}: key settings/solo-model-file"
+    solo = load_model(s["solo-model-file"], key)
     in_len, out_len = solo.inputs[0].shape[1], solo.outputs[0].shape[1]
     if in_len != s["input-length"] or out_len != s["output-length"]:
         raise BpflowError(
-            f"settings/input-length, output-length: {s['input-length']}/{s['output-length']} "
+            f"{source}: keys settings/input-length, output-length: {s['input-length']}/{s['output-length']} "
             f"differ from the solo model {s['solo-model-file']} ({in_len}/{out_len})"
         )
+    check_model_heads(solo, heads, f"{key}: {s['solo-model-file']}")
     try:
         return transformationModel(
             solo, s["profile-architecture"], s["counts-architecture"], [h.as_model_head() for h in heads]
         )
     except ValueError as err:
-        raise BpflowError(f"settings/solo-model-file: {err}") from None
+        raise BpflowError(f"{key}: {s['solo-model-file']}: {err}") from None
 
 
-def build_combined(config: dict, heads: Sequence[HeadSpec]):
+def build_combined(config: dict, heads: Sequence[HeadSpec], source: str = "config"):
     """(combined, residual, bias) of a train-combined config (loads the transformation model)."""
     from bpflow.models import combinedModel
 
     s = config["settings"]
     a = s["architecture"]
     path = s["transformation-model"]["transformation-model-file"]
-    bias = load_model(path, "settings/transformation-model/transformation-model-file")
+    key = f"{source}: key settings/transformation-model/transformation-model-file"
+    bias = load_model(path, key)
+    check_model_heads(bias, heads, f"{key}: {path}", a["output-length"])
     try:
         return combinedModel(
             a["input-length"],
@@ -109,14 +213,14 @@ def build_combined(config: dict, heads: Sequence[HeadSpec]):
             bias,
         )
     except ValueError as err:
-        raise BpflowError(f"settings/architecture: {err}") from None
+        raise BpflowError(f"{source}: key settings/architecture: {err}") from None
 
 
 BUILDERS = {"bias": build_bias, "transformation": build_transformation, "combined": build_combined}
 
 
-def _save_model(model, path: Path) -> None:
-    with atomic_output(path) as tmp:
+def _save_model(model, path: Path, hint: str = "") -> None:
+    with writing(path, "model", hint), atomic_output(path) as tmp:
         model.save(tmp)
 
 
@@ -173,7 +277,8 @@ def run_step(step: str, config: dict, *, source: str = "config", callbacks=()) -
             ", deterministic" if rt.deterministic else "",
         )
         with rt.scope():
-            built = BUILDERS[step](config, heads)
+            built = BUILDERS[step](config, heads, source)  # loads and checks the model files
+        check_inputs(step, config, heads, source)  # every dataset, before anything is trained
         model = built[0] if step == "combined" else built
         counts_init = None
         if step == "combined" and s["init-residual-counts"]:
@@ -193,15 +298,6 @@ def run_step(step: str, config: dict, *, source: str = "config", callbacks=()) -
             record["residual-counts-init" if step == "combined" else "counts-init"] = counts_init
     detach_counts_weights(model)
 
-    # Clean copies (float32, no optimizer, no distribution) of the trained weights.
-    with float32_policy():
-        clean = BUILDERS[step](config, heads)
-        copy_weights(model, clean[0] if step == "combined" else clean)
-        if step == "combined":
-            _save_model(clean[0], paths["combined"])
-            _save_model(clean[1], paths["residual"])
-        else:
-            _save_model(clean, paths["model"])
     record = {
         "format": HISTORY_FORMAT,
         "step": f"train-{step}",
@@ -215,10 +311,26 @@ def run_step(step: str, config: dict, *, source: str = "config", callbacks=()) -
         **record,
         "outputs": {k: str(v) for k, v in paths.items()},
     }
-    with warnings.catch_warnings():  # a lambda of 0 (a part trained alone) on the log-scaled lambda panel
-        warnings.filterwarnings("ignore", message="Data has no positive values")
-        plot_loss_history(record, paths["plot"])
-    write_json_atomic(paths["history"], record)
+    written: list[Path] = []
+    hint = (
+        f"the checkpoint in {checkpoint.parent} is kept; a rerun resumes from it" if checkpoint.parent.is_dir() else ""
+    )
+    try:
+        _save_models(step, config, heads, source, model, paths, written, hint)
+        with warnings.catch_warnings():  # a lambda of 0 (a part trained alone) on the log-scaled lambda panel
+            warnings.filterwarnings("ignore", message="Data has no positive values")
+            with writing(paths["plot"], "loss plot", hint):
+                plot_loss_history(record, paths["plot"])
+        written.append(paths["plot"])
+        with writing(paths["history"], "training history", hint):
+            write_json_atomic(paths["history"], record)
+    except BaseException:
+        # No model without its history: nothing (a later step, Snakemake) may take a half-written
+        # run as done.  The checkpoint stays, so a rerun resumes instead of training again.
+        for path in written:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
     for path in [checkpoint, *(recipes.phase_checkpoint(checkpoint, phase) for phase in recipes.PHASES)]:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
@@ -226,6 +338,18 @@ def run_step(step: str, config: dict, *, source: str = "config", callbacks=()) -
         checkpoint.parent.rmdir()
     logger.info("train-%s: wrote %s", step, ", ".join(str(p) for p in paths.values()))
     return record
+
+
+def _save_models(step: str, config: dict, heads, source: str, model, paths: dict, written: list, hint: str) -> None:
+    """Save clean copies (float32, no optimizer, no distribution) of the trained weights; each
+    file saved is appended to ``written``."""
+    with float32_policy():
+        clean = BUILDERS[step](config, heads, source)
+        copy_weights(model, clean[0] if step == "combined" else clean)
+        saves = [(clean[0], "combined"), (clean[1], "residual")] if step == "combined" else [(clean, "model")]
+        for built, role in saves:
+            _save_model(built, paths[role], hint)
+            written.append(paths[role])
 
 
 def train_bias(config: dict, *, source: str = "train-bias config", callbacks=()) -> dict:

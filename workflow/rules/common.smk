@@ -6,13 +6,14 @@
 # bpflow/lengths.py; tests/test_workflow.py checks the copy against the original.
 
 import copy
+import difflib
 import json
 import os
 import re
 import sys
 
+import yaml
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 SPLITS = ["train", "val", "test"]
 REGION_SETS = ["peaks", "background"]
@@ -50,7 +51,189 @@ def needed_input_length(output_length, layers, input_filter_width, output_filter
 
 
 def _fail(message):
+    """Stop with a config error; a message starting with a key path (experiments/x/splits: ...)
+    also gets the file and line that set it."""
+    match = re.match(r"(experiments/[^\s:]+)", message)
+    if match and "\n" not in message:
+        at = match.group(1).split("/")
+        at = [int(p) if at[i - 1] == "heads" and p.isdigit() else p for i, p in enumerate(at)]
+        message += config_location(at)
     raise WorkflowError(f"config: {message}")
+
+
+# ----------------------------------------------------------------------------------------
+# The config files, re-read: Snakemake's YAML loader keeps the last of a repeated key (a
+# copied experiment block left unrenamed silently replaced the first), so each file Snakemake
+# read is composed again here and a key repeated in one mapping stops the run.  The same pass
+# records the line of every key, so that errors can name the file and line.
+
+YAML_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _RepeatedJsonKey(Exception):
+    pass
+
+
+def _refuse_repeated_json_keys(pairs):
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedJsonKey(key)
+        out[key] = value
+    return out
+
+
+def _yaml_key(loader, node):
+    """A mapping key as YAML reads it (`1` and `'1'` differ, `a` and `"a"` do not)."""
+    try:
+        key = loader.construct_object(node, deep=True)
+        hash(key)
+        return key
+    except Exception:
+        return (node.tag, id(node))
+
+
+def _where(path):
+    return "/".join(str(p) for p in path)
+
+
+def index_config_file(file):
+    """{key path: line} of a config file; a key repeated in one mapping (at any depth) is an
+    error naming the file, the key and both lines."""
+    with open(file, encoding="utf-8") as fh:
+        text = fh.read()
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+    except yaml.YAMLError:
+        root = None  # read by Snakemake as JSON PyYAML cannot parse (e.g. tab indents)
+    if root is None:
+        try:
+            json.loads(text, object_pairs_hook=_refuse_repeated_json_keys)
+        except _RepeatedJsonKey as dup:
+            _fail(f"{file}: key {dup.args[0]!r} is given twice in one JSON object; give each key once")
+        except ValueError:
+            pass
+        return {}
+    if isinstance(root, yaml.MappingNode) and any(k.value == "__use_yte__" for k, _ in root.value):
+        return {}  # a YTE template: its ?if / ?else keys repeat by design
+    lines, repeated, visited = {}, [], set()
+    todo = [(root, ())]
+    while todo:
+        node, path = todo.pop()
+        if id(node) in visited:  # an alias of a node already read
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == YAML_MERGE_TAG:  # `<<: *anchor`: its keys merge in here
+                    todo.append((value_node, path))
+                    continue
+                key, line = _yaml_key(loader, key_node), key_node.start_mark.line + 1
+                if key in first:
+                    repeated.append((first[key], line, key, path))
+                    continue
+                first[key] = line
+                lines[path + (key,)] = line
+                todo.append((value_node, path + (key,)))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[path + (i,)] = item.start_mark.line + 1
+                todo.append((item, path + (i,)))
+    loader.dispose()
+    if repeated:
+        line1, line2, key, parent = min(repeated, key=lambda r: r[1])
+        more = f" ({len(repeated) - 1} more repeated key(s) after it)" if len(repeated) > 1 else ""
+        _fail(
+            f"{file}: key {key!r} appears twice in {_where(parent) or 'the top level'} (lines {line1} and "
+            f"{line2}); YAML would keep only the last, so rename or remove one{more}"
+        )
+    return lines
+
+
+def index_config_files(paths):
+    """[(file, {key path: line})] of the config files Snakemake read, in its order."""
+    return [(str(p), index_config_file(p)) for p in paths]
+
+
+CONFIG_LINES = []  # filled by the first check below
+
+
+def config_location(path):
+    """' (file, line N)' of a key path in the config files (the last file that sets it wins,
+    as when Snakemake merges them); keys an experiment takes from `defaults` are looked up
+    there.  '' where no file sets it."""
+    path = tuple(path)
+    candidates = [(path, "")]
+    if len(path) > 2 and path[0] == "experiments":
+        candidates.append((("defaults",) + path[2:], ", in defaults"))
+    for key_path, note in candidates:
+        for file, lines in reversed(CONFIG_LINES):
+            if key_path in lines:
+                return f" ({file}, line {lines[key_path]}{note})"
+    return ""
+
+
+# ----------------------------------------------------------------------------------------
+# Schema validation: jsonschema's most relevant error as one line (key path, message, file and
+# line), not the schema and config dump of snakemake.utils.validate.
+
+
+def _config_validator():
+    """A Draft 2020-12 validator of workflow/schemas/config.schema.yaml that fills in the
+    schema's defaults (inside objects that exist; see the notes at the top of the schema)."""
+    from jsonschema import Draft202012Validator, validators
+
+    with open(os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")) as fh:
+        schema = yaml.safe_load(fh)
+    check_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def fill_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, subschema in properties.items():
+                if isinstance(subschema, dict) and "default" in subschema:
+                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
+        yield from check_properties(validator, properties, instance, schema)
+
+    return validators.extend(Draft202012Validator, {"properties": fill_defaults})(schema)
+
+
+JSON_KINDS = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer"}
+
+
+def _kind(value):
+    """What a None, dict or list value is, in the config's words (not its whole repr)."""
+    return "nothing (an empty value)" if value is None else "a mapping" if isinstance(value, dict) else "a list"
+
+
+def schema_error_message(err):
+    """One line: the key path, jsonschema's message (big values summarised), file and line."""
+    path = list(err.absolute_path)
+    message, at = err.message, path
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        known = list(err.schema.get("properties", {}))
+        extra = [k for k in err.instance if k not in known]
+        if extra:
+            at = path + [extra[0]]
+            close = difflib.get_close_matches(str(extra[0]), known, n=1)
+            if close:
+                message += f"; did you mean {close[0]!r}?"
+    elif err.validator == "type" and (err.instance is None or isinstance(err.instance, (dict, list))):
+        types = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        message = f"expected {' or '.join(JSON_KINDS.get(t, t) for t in types)}, got {_kind(err.instance)}"
+    if len(message) > 300:
+        message = message[:300] + " ..."
+    return f"{_where(path) or 'top level'}: {message}{config_location(at)}"
+
+
+def validate_config(config):
+    """Check the config against the schema, filling in defaults; stop at the most relevant error."""
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_config_validator().iter_errors(config))
+    if error is not None:
+        raise WorkflowError(f"config: {schema_error_message(error)}")
 
 
 def simulated_files(sim):
@@ -165,6 +348,25 @@ def _check_experiment(name, exp):
         tr["bias"].setdefault("counts-phase-trainable", "counts-layers")
 
 
+def _missing_inputs(name, exp):
+    """[(key path, file)] of the input files an experiment names that do not exist (read
+    before the simulated defaults are filled in; results/simulated/ is written by the workflow)."""
+    named = [((key,), exp[key]) for key in ("genome", "peaks", "blacklist", "background-bed") if key in exp]
+    for i, head in enumerate(exp["heads"]):
+        for key in ("bigwigs", "control-bigwigs"):
+            named += [(("heads", i, key, j), f) for j, f in enumerate(head.get(key, []))]
+    fp = exp["footprints"]
+    motifs = [(("footprints", "motifs", m), v) for m, v in (fp.get("motifs") or {}).items()]
+    motifs += [(("footprints", "bias-motif"), fp["bias-motif"])] if "bias-motif" in fp else []
+    named += [(at + ("file",), v["file"]) for at, v in motifs if isinstance(v, dict) and "file" in v]
+    simulated = os.path.abspath(SIMULATED_DIR) + os.sep
+    return [
+        (("experiments", name) + at, f)
+        for at, f in named
+        if not os.path.exists(f) and not os.path.abspath(f).startswith(simulated)
+    ]
+
+
 def load_experiments(config):
     """Merge defaults, validate against the schema (filling defaults), check, return them."""
     raw = config.get("experiments")
@@ -173,10 +375,15 @@ def load_experiments(config):
             name: deep_merge(config.get("defaults", {}), exp) if isinstance(exp, dict) else exp
             for name, exp in raw.items()
         }
-    validate(config, "../schemas/config.schema.yaml")
+    validate_config(config)
     experiments = {name: copy.deepcopy(exp) for name, exp in config["experiments"].items()}
     if "simulated" in experiments:
         _fail("experiments: the name 'simulated' is reserved (results/simulated/ holds simulations)")
+    missing = [m for name, exp in experiments.items() for m in _missing_inputs(name, exp)]
+    if missing:
+        shown = [f"  {_where(at)}: {f}{config_location(at)}" for at, f in missing[:10]]
+        shown += [f"  ... and {len(missing) - 10} more"] if len(missing) > 10 else []
+        _fail(f"{len(missing)} input file(s) not found:\n" + "\n".join(shown))
     sims = {}
     for name, exp in experiments.items():
         _check_experiment(name, exp)
@@ -191,7 +398,12 @@ def load_experiments(config):
     return experiments, sims
 
 
-EXPERIMENTS, SIMULATIONS = load_experiments(config)
+try:
+    CONFIG_LINES = index_config_files(workflow.configfiles)
+    EXPERIMENTS, SIMULATIONS = load_experiments(config)
+except WorkflowError as err:
+    # raised again here, so Snakemake prints the message and one traceback line
+    raise WorkflowError(str(err)) from None
 RES = config["resources"]
 
 
