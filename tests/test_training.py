@@ -315,6 +315,7 @@ def test_kill_and_resume_reaches_the_uninterrupted_result(tmp_path, monkeypatch)
     checkpoint = tmp_path / "resumed.checkpoint" / "checkpoint.npz"
     assert checkpoint.is_file() and not (tmp_path / "resumed.keras").exists()
     resumed = training.train_solo(cfg)
+    assert resumed["resumed-after-epoch"] == 1 and full["resumed-after-epoch"] is None  # really resumed
     assert resumed["history"]["epoch"] == [1, 2, 3]
     for key in ("loss", "val_loss", "h0_counts_weight", "learning_rate", "val_h0_profile", "val_h0_counts"):
         np.testing.assert_allclose(resumed["history"][key], full["history"][key], rtol=1e-6, err_msg=key)

@@ -719,8 +719,11 @@ def fit_model(
             settings.plateau_patience,
         )
         resumed = fit.read_checkpoint()
+        # evaluated on a resumed run too, so that it takes the path of an uninterrupted one:
+        # under JAX, a resumed run that skipped it trained to other losses (~1 % apart by the
+        # third epoch; tests/test_training.py, kill and resume)
+        initial = model.evaluate(val, verbose=0, return_dict=True)
         if not resumed:
-            initial = model.evaluate(val, verbose=0, return_dict=True)
             terms = _terms(initial, "", fit.profile_names, fit.counts_names, heads)
             fit.state.initial = {"val_loss": _total(terms, heads, lambdas), **{f"val_{k}": v for k, v in terms.items()}}
             logger.info(
@@ -729,6 +732,7 @@ def fit_model(
                 ", ".join(f"{h.name} lambda {lam:.4g}" for h, lam in zip(heads, lambdas)),
             )
         st = fit.state
+        resumed_after = st.epochs_done if resumed else None
         if not st.stopped and st.epochs_done < settings.epochs:
             train.set_epoch(st.epochs_done)  # Keras may fetch a first batch before on_epoch_begin
             model.fit(
@@ -757,6 +761,7 @@ def fit_model(
             "best-epoch": st.best_epoch,
             "best-val-loss": st.history["val_loss"][st.best_epoch - 1] if st.best_epoch else None,
             "epochs-run": st.epochs_done,
+            "resumed-after-epoch": resumed_after,
             "stopped-early": st.stop_reason.startswith("early"),
             "stop-reason": st.stop_reason,
             "final-counts-loss-weight": {h.name: lam for h, lam in zip(heads, st.lambdas)},
