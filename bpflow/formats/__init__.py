@@ -9,6 +9,8 @@
 * :mod:`~bpflow.formats.coords` - per-sample coordinates shared by datasets and prediction files.
 * :mod:`~bpflow.formats.dataset` - the training dataset HDF5 (BPReveal's layout + coordinates).
 * :mod:`~bpflow.formats.predictions` - prediction HDF5 files (BPReveal's layout).
+* :mod:`~bpflow.formats.contributions` - contribution-score HDF5 files, their TF-MoDISco-lite
+  export and bigWigs of projected contributions.
 * :mod:`~bpflow.formats.model_file` - saved ``.keras`` models (loaded with one-line errors).
 * :mod:`~bpflow.formats.motifs` - motifs (PWMs) and their JASPAR / MEME readers.
 * :mod:`~bpflow.formats.codec` - the direct deflate encoder of one-hot HDF5 chunks.

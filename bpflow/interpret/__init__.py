@@ -1,0 +1,1 @@
+"""Model interpretation: contribution scores (DeepLIFT / DeepSHAP) and their references."""
