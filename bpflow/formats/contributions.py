@@ -32,8 +32,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from bpflow.formats.bigwig import TrackAccumulator, bigwig_writers
-from bpflow.formats.coords import Coords, decode_strings, read_coords
-from bpflow.utils import BpflowError, atomic_output, first_line
+from bpflow.formats.coords import Coords, decode_strings, open_hdf5, read_coords
+from bpflow.utils import BpflowError, atomic_output
 
 FORMAT_NAME = "bpflow-contributions"
 FORMAT_VERSION = 1
@@ -263,15 +263,8 @@ class ContributionFile:
     REQUIRED = ("sequence", "hypothetical", "coords_chrom", "coords_start", "coords_stop", "chrom_names")
 
     def __init__(self, path):
-        import h5py
-
         self.path = str(path)
-        if not Path(path).is_file():
-            raise BpflowError(f"{path}: contribution file not found")
-        try:
-            self.file = h5py.File(path, "r")
-        except OSError as err:
-            raise BpflowError(f"{path}: cannot open as HDF5: {first_line(err)}") from None
+        self.file = open_hdf5(path, "contribution file")
         try:
             self._check()
         except BaseException:

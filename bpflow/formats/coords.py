@@ -13,10 +13,11 @@ Layout (BPReveal's prediction-file names; bpflow's datasets use the same)::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from bpflow.utils import BpflowError
+from bpflow.utils import BpflowError, first_line
 
 
 def decode_strings(values) -> list[str]:
@@ -108,3 +109,16 @@ def center_windows(start: np.ndarray, stop: np.ndarray, length: int) -> tuple[np
     stop = np.asarray(stop, dtype=np.int64)
     new_start = start + (stop - start - length) // 2
     return new_start, new_start + length
+
+
+def open_hdf5(path, what: str):
+    """``path`` opened read-only with h5py, or a one-line BpflowError naming the file and
+    ``what`` it should be ("prediction file", ...) when it is missing or not HDF5."""
+    import h5py
+
+    if not Path(path).is_file():
+        raise BpflowError(f"{path}: {what} not found")
+    try:
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise BpflowError(f"{path}: cannot open as HDF5: {first_line(err)}") from None

@@ -15,13 +15,12 @@ softmax(logits over all positions and tasks jointly) * exp(logcounts).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from bpflow.formats.coords import Coords, decode_strings, read_coords, read_strands
-from bpflow.utils import BpflowError, first_line
+from bpflow.formats.coords import Coords, decode_strings, open_hdf5, read_coords, read_strands
+from bpflow.utils import BpflowError
 
 
 class PredictionWriter:
@@ -97,15 +96,8 @@ class PredictionFile:
     """Read access to a prediction file; use as a context manager."""
 
     def __init__(self, path):
-        import h5py
-
         self.path = str(path)
-        if not Path(path).is_file():
-            raise BpflowError(f"{path}: prediction file not found")
-        try:
-            self.file = h5py.File(path, "r")
-        except OSError as err:
-            raise BpflowError(f"{path}: cannot open as HDF5: {first_line(err)}") from None
+        self.file = open_hdf5(path, "prediction file")
         f = self.file
         self.num_heads = 0
         while f"head_{self.num_heads}" in f:
