@@ -5,7 +5,8 @@
 #   snakemake --profile profiles/slurm --configfile my.yaml
 #
 # Per experiment: [simulate] -> regions -> datasets -> train_bias -> train_transformation
-# -> train_combined -> qc_combined [-> predict -> metrics, footprints, report figures].
+# -> train_combined -> qc_combined [-> predict -> metrics, footprints, report figures]
+# [-> contributions (interpret.enabled)].
 # Every step's JSON config is written under results/{experiment}/configs/ and the step runs
 # as `bpflow <step> that.json --threads N --verbosity LEVEL`.  Report of a finished run:
 #   snakemake --report results/report.html
@@ -34,12 +35,14 @@ include: "workflow/rules/configs/data.smk"
 include: "workflow/rules/configs/train.smk"
 include: "workflow/rules/configs/evaluate.smk"
 include: "workflow/rules/configs/report.smk"
+include: "workflow/rules/configs/interpret.smk"
 include: "workflow/rules/step_configs.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/interpret.smk"
 
 
 onsuccess:

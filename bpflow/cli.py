@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predictions-to-bigwig": ("bpflow.evaluate.bigwig", "main", "prediction HDF5 -> bigWig"),
     "metrics": ("bpflow.evaluate.metrics", "main", "metrics on held-out chromosomes"),
     "footprints": ("bpflow.evaluate.footprints", "main", "marginal footprints of TF and bias motifs"),
+    "contributions": ("bpflow.interpret.step", "main", "DeepSHAP contribution scores over regions"),
     "report-figures": ("bpflow.report.step", "main", "the report's figures and tables"),
 }
 # other names of a step (BPReveal's name of the bias model is the solo model)

@@ -115,6 +115,7 @@ CONFIG_STEPS = [
     ("metrics_", "metrics"),
     ("footprints", "footprints"),
     ("report_", "report-figures"),
+    ("contributions_", "contributions"),
 ]
 
 

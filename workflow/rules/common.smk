@@ -473,6 +473,7 @@ def final_outputs():
         outs += [qc_json(e, "bias"), qc_json(e, "combined")]
         if config["evaluate"]:
             outs += evaluation_outputs(e)
+        outs += interpret_outputs(e)  # empty unless interpret.enabled
     return outs
 
 

@@ -1,0 +1,86 @@
+# The step configs of the interpret stage (rules: ../interpret.smk): JSON builders, each
+# registered for the config names it writes (common.smk's register_config).
+
+INTERPRET = RES["interpret"]
+INTERPRET_MODELS = ["residual", "bias", "combined"]
+INTERPRET_TARGETS = ["counts", "profile"]
+INTERPRET_REGIONS = ["peaks-test", "peaks-val", "background-test", "background-val"]
+# every head name of every experiment (the rule's `head` wildcard)
+INTERPRET_HEADS = names_regex(sorted({h["head-name"] for x in EXPERIMENTS.values() for h in x["heads"]}))
+
+
+def _check_interpret(e):
+    """Cross-key rules of an experiment's interpret block the schema cannot express."""
+    names = [h["head-name"] for h in EXPERIMENTS[e]["heads"]]
+    for head in EXPERIMENTS[e]["interpret"].get("heads", []):
+        if head not in names:
+            _fail(f"experiments/{e}/interpret/heads: {head!r} is not a head of the experiment ({', '.join(names)})")
+
+
+for _e in EXPERIMENTS:
+    _check_interpret(_e)
+
+
+def interpret_model_file(e, model):
+    """residual, combined, or bias: the bias solo model (not the transformed bias branch)."""
+    return model_file(e, model)
+
+
+def interpret_dataset(e, regions):
+    """The dataset HDF5 of a region set and split (peaks-test, ...), at the residual input
+    length: every model reads the same windows (the step centre-crops the sequences to the
+    bias solo model's shorter input)."""
+    regionset, split = regions.split("-")
+    return dataset_h5(e, regionset, split)
+
+
+def interpret_prefix(e, model, regions):
+    return f"results/{e}/interpret/{model}_{regions}"
+
+
+def interpret_heads(e):
+    """The head names an experiment's contributions explain (interpret.heads, else all)."""
+    exp = EXPERIMENTS[e]
+    return exp["interpret"].get("heads") or [h["head-name"] for h in exp["heads"]]
+
+
+def contributions_json(e, model, regions, head, target):
+    """contributions config of one model, region set, head and target (one job each)."""
+    exp = EXPERIMENTS[e]
+    opts = exp["interpret"]
+    return {
+        "model-file": interpret_model_file(e, model),
+        "heads": [{"head-name": h["head-name"], "num-tasks": len(h["bigwigs"])} for h in exp["heads"]],
+        "contribution-heads": [head],
+        "targets": [target],
+        "genome": exp["genome"],
+        "regions": {"dataset": interpret_dataset(e, regions)},
+        "max-regions": opts["max-regions"],
+        "num-references": opts["num-references"],
+        "seed": opts["seed"],
+        "batch-size": opts["batch-size"],
+        "output-prefix": interpret_prefix(e, model, regions),
+        "bigwig": True,
+    }
+
+
+def interpret_outputs(e):
+    """The contribution files of experiment e (empty unless interpret.enabled)."""
+    opts = EXPERIMENTS[e]["interpret"]
+    if not opts["enabled"]:
+        return []
+    return [
+        f"{interpret_prefix(e, m, r)}.{h}.{t}.{ext}"
+        for m in opts["models"]
+        for r in opts["regions"]
+        for h in interpret_heads(e)
+        for t in opts["targets"]
+        for ext in ("h5", "bw")
+    ]
+
+
+register_config(
+    r"contributions_(?P<model>residual|bias|combined)_(?P<regions>(?:peaks|background)-(?:test|val))"
+    r"\.(?P<head>.+)\.(?P<target>counts|profile)",
+    contributions_json,
+)
