@@ -10,6 +10,8 @@ import pytest
 from bpflow.interpret.deepshap import contributions, deepshap, hypothetical_contributions, iter_deepshap
 from bpflow.models import combinedModel, soloModel
 
+from train_helpers import predicted_targets
+
 pytestmark = pytest.mark.backend
 
 HEADS = [{"head-name": "a", "num-tasks": 2}, {"head-name": "b", "num-tasks": 1}]
@@ -24,23 +26,6 @@ def _randomize(model, rng):
     model.set_weights([rng.normal(0, 0.4, w.shape).astype(np.float32) for w in model.get_weights()])
 
 
-def _reference_targets(model, x, refs, target, head):
-    """f(x) and mean_r f(ref_r) from the model's own predictions (profile: the input's softmax weights)."""
-    n, r = refs.shape[:2]
-    heads = len(model.outputs) // 2
-    out_x = model.predict(x, verbose=0)
-    out_r = model.predict(refs.reshape(n * r, *refs.shape[2:]), verbose=0)
-    if target == "counts":
-        return out_x[heads + head][:, 0], out_r[heads + head][:, 0].reshape(n, r).mean(1)
-    logits_x = out_x[head].reshape(n, -1).astype(np.float64)
-    logits_r = out_r[head].reshape(n, r, -1).astype(np.float64)
-    w = np.exp(logits_x - logits_x.max(1, keepdims=True))
-    w /= w.sum(1, keepdims=True)
-    f_x = ((logits_x - logits_x.mean(1, keepdims=True)) * w).sum(1)
-    f_r = ((logits_r - logits_r.mean(2, keepdims=True)) * w[:, None]).sum(2)
-    return f_x, f_r.mean(1)
-
-
 def _check_summation_to_delta(model, rng, length):
     n, r = 5, 3
     x = _one_hot(rng, (n, length))
@@ -48,7 +33,7 @@ def _check_summation_to_delta(model, rng, length):
     for head in range(len(model.outputs) // 2):
         for target in ("counts", "profile"):
             result = deepshap(model, x, refs, target, head=head, batch_size=2)
-            f_x, f_ref = _reference_targets(model, x, refs, target, head)
+            f_x, f_ref = predicted_targets(model, x, refs, target, head)
             np.testing.assert_allclose(result.prediction, f_x, rtol=1e-4, atol=1e-5)
             np.testing.assert_allclose(result.reference_prediction, f_ref, rtol=1e-4, atol=1e-5)
             assert result.hypothetical.dtype == np.float32 and result.hypothetical.shape == x.shape
@@ -90,7 +75,7 @@ def test_mixed_precision_model_is_explained_in_float32():
     assert result.hypothetical.dtype == np.float32
     total = (result.hypothetical * x).sum((1, 2))
     np.testing.assert_allclose(total, result.prediction - result.reference_prediction, atol=1e-5)
-    f_x, _ = _reference_targets(model, x, refs, "counts", 0)
+    f_x, _ = predicted_targets(model, x, refs, "counts", 0)
     np.testing.assert_allclose(result.prediction, f_x, atol=2e-2)  # the model itself runs in float16
 
 

@@ -21,6 +21,7 @@ from bpflow.interpret.shuffle import references_for
 from bpflow.models import soloModel
 
 from data_helpers import random_sequence, stderr_lines, write_fasta
+from train_helpers import predicted_targets
 
 pytestmark = pytest.mark.backend  # runs models: checked under every Keras backend
 
@@ -67,23 +68,6 @@ def _run(tmp_path, config, capsys):
     return code, capsys.readouterr().err
 
 
-def _targets(model, x, refs, target, head):
-    """f(x) and mean_r f(ref_r) from model.predict (profile: softmax weights of the input)."""
-    n, r = refs.shape[:2]
-    heads = len(model.outputs) // 2
-    out_x = model.predict(x.astype(np.float32), verbose=0)
-    out_r = model.predict(refs.reshape(n * r, *refs.shape[2:]).astype(np.float32), verbose=0)
-    if target == "counts":
-        return out_x[heads + head][:, 0], out_r[heads + head][:, 0].reshape(n, r).mean(1)
-    logits_x = out_x[head].reshape(n, -1).astype(np.float64)
-    logits_r = out_r[head].reshape(n, r, -1).astype(np.float64)
-    w = np.exp(logits_x - logits_x.max(1, keepdims=True))
-    w /= w.sum(1, keepdims=True)
-    f_x = ((logits_x - logits_x.mean(1, keepdims=True)) * w).sum(1)
-    f_r = ((logits_r - logits_r.mean(2, keepdims=True)) * w[:, None]).sum(2)
-    return f_x, f_r.mean(1)
-
-
 def _check_scores(model_file, h5, x, target, head):
     """The file's sequences are ``x``; its scores are those of the API on the same references
     (known answer), and they sum to f(x) - mean f(ref) from model.predict."""
@@ -100,7 +84,7 @@ def _check_scores(model_file, h5, x, target, head):
 
     want = hypothetical_contributions(model, x, refs, target, head=head, batch_size=3)
     np.testing.assert_allclose(hyp, want, rtol=1e-5, atol=1e-6)
-    f_x, f_ref = _targets(model, x, references_for(x, REFS, SEED), target, head)
+    f_x, f_ref = predicted_targets(model, x, references_for(x, REFS, SEED), target, head)
     total = (hyp * x).sum(axis=(1, 2))
     np.testing.assert_allclose(total, f_x - f_ref, rtol=1e-4, atol=1e-4)
     assert np.abs(f_x - f_ref).max() > 1e-3  # not vacuous

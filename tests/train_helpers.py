@@ -187,3 +187,21 @@ def combined_config(tmp, train, val, transformation_file, prefix="combined", hea
 def write_config(path, config) -> str:
     Path(path).write_text(json.dumps(config, indent=1))
     return str(path)
+
+
+def predicted_targets(model, x, refs, target, head):
+    """f(x) and mean_r f(ref_r) of a contribution target from model.predict, independently of
+    bpflow.interpret (profile: the input's softmax weights for the references too)."""
+    n, r = refs.shape[:2]
+    heads = len(model.outputs) // 2
+    out_x = model.predict(x.astype(np.float32), verbose=0)
+    out_r = model.predict(refs.reshape(n * r, *refs.shape[2:]).astype(np.float32), verbose=0)
+    if target == "counts":
+        return out_x[heads + head][:, 0], out_r[heads + head][:, 0].reshape(n, r).mean(1)
+    logits_x = out_x[head].reshape(n, -1).astype(np.float64)
+    logits_r = out_r[head].reshape(n, r, -1).astype(np.float64)
+    w = np.exp(logits_x - logits_x.max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    f_x = ((logits_x - logits_x.mean(1, keepdims=True)) * w).sum(1)
+    f_r = ((logits_r - logits_r.mean(2, keepdims=True)) * w[:, None]).sum(2)
+    return f_x, f_r.mean(1)
