@@ -140,6 +140,21 @@ def read_step_config(argv, step: str, description: str, docs: str) -> tuple[str,
     return args.config, cfg, options
 
 
+def read_head(path, size: int, what: str) -> bytes:
+    """The first ``size`` bytes of ``path`` (to tell its format), or a one-line error naming the
+    file when it cannot be read or is empty; ``what`` names it ("FASTA file", ...)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(size)
+    except PermissionError:
+        raise BpflowError(f"{path}: cannot read the {what}: permission denied") from None
+    except OSError as err:
+        raise BpflowError(f"{path}: cannot read the {what}: {err.strerror or first_line(err)}") from None
+    if not head:
+        raise BpflowError(f"{path}: the {what} is empty")
+    return head
+
+
 def temporary_path(path: str | os.PathLike) -> Path:
     """A hidden sibling of ``path`` that keeps its suffix (Keras insists on ``.keras``)."""
     path = Path(path)

@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import pytest
 
+from bpflow import utils as utils_module
 from bpflow.cli import main as cli
-from bpflow.formats import bigwig as bigwig_module
 from bpflow.formats import fasta as fasta_module
 from bpflow.formats.fasta import FastaFile
 
@@ -315,18 +315,19 @@ def test_unreadable_fasta_and_bigwig(inputs, capfd, monkeypatch):
     """No read permission (simulated: the tests may run as root, who can read anything)."""
     cfg = inputs["cfg"]
     real_open = open
+    denied = ["genome.fa", "minus.bw"]
 
     def deny(path, *args, **kwargs):
-        if str(path).endswith(("genome.fa", "minus.bw")):
+        if str(path).endswith(tuple(denied)):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *args, **kwargs)
 
-    for module in (fasta_module, bigwig_module):
-        monkeypatch.setattr(module, "open", deny, raising=False)
+    # FASTA and bigWig files are first read through bpflow.utils.read_head
+    monkeypatch.setattr(utils_module, "open", deny, raising=False)
     assert prepare_data(inputs["tmp"], cfg) == 2
     err = one_error_line(capfd)
     assert cfg["genome"] in err and "permission denied" in err
-    monkeypatch.setattr(fasta_module, "open", real_open, raising=False)
+    denied.remove("genome.fa")
     assert prepare_data(inputs["tmp"], cfg) == 2
     err = one_error_line(capfd)
     assert cfg["heads"][0]["bigwig-files"][1] in err and "permission denied" in err

@@ -631,7 +631,8 @@ def test_heads_in_another_order_than_the_model_or_the_data(tmp_path, capsys, no_
     code, err, _ = run_cli("combined", config, tmp_path, capsys)
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(
-        f"bpflow train-combined: error: train-data {files['train-data']}: the file's heads are b, a"
+        f"bpflow train-combined: error: train-data {files['train-data']}: the file's heads (head_0, head_1, ...) are b, a but the "
+        "config lists a, b: the heads are in a different order"
     )
 
     # other names: a warning, and the inputs pass
@@ -641,4 +642,4 @@ def test_heads_in_another_order_than_the_model_or_the_data(tmp_path, capsys, no_
     filled, _, heads = check_config(config, "combined", "c.json")
     with caplog.at_level(logging.WARNING, logger="bpflow.dataset"):
         training.check_inputs("combined", filled, heads, "c.json")
-    assert "records head names x, y, the config has a, b" in caplog.text
+    assert "heads (head_0, head_1, ...) are named x, y, the config's a, b (matched by position)" in caplog.text

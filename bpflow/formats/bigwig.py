@@ -22,7 +22,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from bpflow.formats.blocks import DEFAULT_MAX_GAP, DEFAULT_MAX_SPAN, read_windows
-from bpflow.utils import BpflowError, atomic_output
+from bpflow.utils import BpflowError, atomic_output, read_head
 
 # The first four bytes of a bigWig / bigBed file (magic number, either byte order).
 _BIGWIG_MAGIC = (b"\x26\xfc\x8f\x88", b"\x88\x8f\xfc\x26")
@@ -36,15 +36,7 @@ _OPEN_LOCK = threading.Lock()
 
 def _sniff(path: Path) -> None:
     """A one-line error unless the file starts like a bigWig."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(64)
-    except PermissionError:
-        raise BpflowError(f"{path}: cannot read the bigWig file: permission denied") from None
-    except OSError as err:
-        raise BpflowError(f"{path}: cannot read the bigWig file: {err.strerror or err}") from None
-    if not head:
-        raise BpflowError(f"{path}: the bigWig file is empty")
+    head = read_head(path, 64, "bigWig file")
     if head[:4] in _BIGBED_MAGIC:
         raise BpflowError(f"{path}: is a bigBed, not a bigWig file")
     if head[:4] in _BIGWIG_MAGIC:

@@ -50,6 +50,22 @@ def reading(where: str, name: str):
         raise read_error(where, name, err) from None
 
 
+def check_head_order(stored: list[str], names: list[str], where: str, what: str) -> None:
+    """Head names recorded in a file or model (``what``, e.g. "the model's heads") against the
+    config's, matched by position: the same names in another order are an error (the heads
+    would be swapped), other names only a warning."""
+    if stored == names:
+        return
+    if sorted(stored) == sorted(names):
+        raise BpflowError(
+            f"{where}: {what} are {', '.join(stored)} but the config lists {', '.join(names)}: "
+            "the heads are in a different order"
+        )
+    logger.warning(
+        "%s: %s are named %s, the config's %s (matched by position)", where, what, ", ".join(stored), ", ".join(names)
+    )
+
+
 class TrainingDataset:
     """Read access to a training dataset; use as a context manager.
 
@@ -124,22 +140,8 @@ class TrainingDataset:
     def check_head_names(self, names: list[str]) -> None:
         """The config's head names against those the file records (if any), head by head."""
         stored = self.head_names()
-        if stored is None:
-            return
-        stored = stored[: len(names)]
-        if stored == names:
-            return
-        if sorted(stored) == sorted(names):
-            raise BpflowError(
-                f"{self.where}: the file's heads are {', '.join(stored)} (head_0, head_1, ...) but the "
-                f"config lists {', '.join(names)}: the heads are in a different order"
-            )
-        logger.warning(
-            "%s: the file records head names %s, the config has %s (used in file order)",
-            self.where,
-            ", ".join(stored),
-            ", ".join(names),
-        )
+        if stored is not None:
+            check_head_order(stored[: len(names)], names, self.where, "the file's heads (head_0, head_1, ...)")
 
     def verify_readable(self, num_heads: int | None = None, check_values: bool = True) -> None:
         """Read ``sequence`` and the first ``num_heads`` heads (default all) through, in blocks:

@@ -32,7 +32,7 @@ import numpy as np
 
 from bpflow.formats.blocks import DEFAULT_MAX_GAP, DEFAULT_MAX_SPAN, read_windows
 from bpflow.formats.sequence import one_hot_encode, one_hot_windows
-from bpflow.utils import BpflowError, first_line, temporary_path
+from bpflow.utils import BpflowError, first_line, read_head, temporary_path
 
 logger = logging.getLogger("bpflow.fasta")
 
@@ -53,15 +53,7 @@ _TEMPORARY_INDEXES: dict[tuple, tuple[str, str | None]] = {}
 def _compression(path: Path) -> str:
     """ "plain", "bgzf", "gzip" or the name of another compression format, from the first
     bytes of the file; a one-line error when it cannot be read or is empty."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(18)
-    except PermissionError:
-        raise BpflowError(f"{path}: cannot read the FASTA file: permission denied") from None
-    except OSError as err:
-        raise BpflowError(f"{path}: cannot read the FASTA file: {err.strerror or first_line(err)}") from None
-    if not head:
-        raise BpflowError(f"{path}: the FASTA file is empty")
+    head = read_head(path, 18, "FASTA file")
     if head.startswith(_GZIP_MAGIC):
         # BGZF: a gzip member with the FEXTRA flag and a "BC" extra subfield (SAM spec 4.1).
         return "bgzf" if len(head) >= 16 and head[3] & 4 and head[12:14] == b"BC" else "gzip"

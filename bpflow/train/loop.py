@@ -117,20 +117,24 @@ def _squared_error(y_true, y_pred):
     return keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
 
 
-def _output_names(model, heads: Sequence[HeadSpec]) -> tuple[list[str], list[str]]:
+def check_outputs(model, heads: Sequence[HeadSpec], where: str | None = None) -> tuple[list[str], list[str]]:
+    """(profile output names, counts output names) of ``model``; a one-line error (prefixed by
+    ``where``, default the model's name) unless it has a profile and a counts output per head
+    with each head's num-tasks."""
+    where = where or f"model {model.name!r}"
     names = list(model.output_names)
     n = len(heads)
     if len(names) != 2 * n:
         raise BpflowError(
-            f"model {model.name!r} has {len(names)} outputs, but the config has {n} heads "
+            f"{where}: the model has {len(names)} outputs, but the config has {n} head(s) "
             f"(expected {2 * n}: a profile and a counts output per head)"
         )
     for i, head in enumerate(heads):
         tasks = model.outputs[i].shape[-1]
         if tasks != head.num_tasks:
             raise BpflowError(
-                f"model {model.name!r}: head {i} ({head.name}) has {tasks} task(s), the config "
-                f"says num-tasks {head.num_tasks}"
+                f"{where}: the model's head {i} has {tasks} task(s), but the config's head "
+                f"{head.name!r} has num-tasks {head.num_tasks}"
             )
     return names[:n], names[n:]
 
@@ -146,7 +150,7 @@ def compile_model(
     (attributes ``counts_loss_weight_<i>``) so that the JAX backend reads them as state instead
     of baking them into the compiled step; :func:`detach_counts_weights` removes them.
     """
-    _output_names(model, heads)
+    check_outputs(model, heads)
     detach_counts_weights(model)  # a model compiled before (an earlier stage) keeps no stale lambda
     losses = [MultinomialNLL(name=f"profile_nll_{i}") for i in range(len(heads))]
     counts = [CountsMSE(w, name=f"counts_mse_{i}") for i, w in enumerate(counts_weights)]
@@ -515,7 +519,7 @@ class _Fit:
         self.val_data = val_data
         self.lambda_vars = lambda_vars
         self.model_variables = _model_variables(model, lambda_vars)
-        self.profile_names, self.counts_names = _output_names(model, heads)
+        self.profile_names, self.counts_names = check_outputs(model, heads)
         self.checkpoint_path = Path(checkpoint_path)
         self.fingerprint = fingerprint_value
         self.state: TrainingState | None = None
@@ -634,7 +638,7 @@ def fit_model(
     input_length = model.inputs[0].shape[1]
     output_length = model.outputs[0].shape[1]
     num_tasks = [h.num_tasks for h in heads]
-    _output_names(model, heads)
+    check_outputs(model, heads)
     orders = [h.revcomp_order for h in heads]
     options = dict(cache_mb=settings.data_cache_mb, workers=settings.data_workers)
     options.update(batcher_options or {})

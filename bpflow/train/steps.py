@@ -19,10 +19,10 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from bpflow.formats.dataset import TrainingDataset, as_list
+from bpflow.formats.dataset import TrainingDataset, as_list, check_head_order
 from bpflow.formats.model_file import check_model_file, load_model
 from bpflow.train import recipes
-from bpflow.train.loop import copy_weights, detach_counts_weights, fingerprint, fit_model, writing
+from bpflow.train.loop import check_outputs, copy_weights, detach_counts_weights, fingerprint, fit_model, writing
 from bpflow.train.plots import plot_loss_history
 from bpflow.train.runtime import float32_policy, runtime
 from bpflow.train.settings import HeadSpec, check_config, step_name, weights_config
@@ -110,40 +110,17 @@ def check_model_heads(model, heads: Sequence[HeadSpec], where: str, output_lengt
     each head's num-tasks, the profile output length (``output_length``), and the head names
     where the model's output names record them (the same names in another order is an error,
     other names a warning).  ``where`` names the key and the file."""
-    outputs = model.outputs
-    n = len(heads)
-    if len(outputs) != 2 * n:
-        raise BpflowError(
-            f"{where}: the model has {len(outputs)} outputs, but the config has {n} head(s) "
-            f"(expected {2 * n}: a profile and a counts output per head)"
-        )
-    for i, head in enumerate(heads):
-        shape = outputs[i].shape
-        if shape[-1] != head.num_tasks:
+    check_outputs(model, heads, where)
+    for i in range(len(heads)):
+        length = model.outputs[i].shape[1]
+        if output_length is not None and length != output_length:
             raise BpflowError(
-                f"{where}: the model's head {i} has {shape[-1]} task(s), but the config's head "
-                f"{head.name!r} has num-tasks {head.num_tasks}"
-            )
-        if output_length is not None and shape[1] != output_length:
-            raise BpflowError(
-                f"{where}: the model's profile output of head {i} is {shape[1]} bp long, but the "
+                f"{where}: the model's profile output of head {i} is {length} bp long, but the "
                 f"config's output-length is {output_length}"
             )
     stored = _model_head_names(model)
-    config_names = [h.name for h in heads]
-    if stored is None or stored == config_names:
-        return
-    if sorted(stored) == sorted(config_names):
-        raise BpflowError(
-            f"{where}: the model's heads are {', '.join(stored)} but the config lists "
-            f"{', '.join(config_names)}: the heads are in a different order"
-        )
-    logger.warning(
-        "%s: the model's heads are named %s, the config's %s (matched by position)",
-        where,
-        ", ".join(stored),
-        ", ".join(config_names),
-    )
+    if stored is not None:
+        check_head_order(stored, [h.name for h in heads], where, "the model's heads")
 
 
 # --------------------------------------------------------------------------- models
