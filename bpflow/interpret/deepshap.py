@@ -10,8 +10,9 @@ The scores explain one scalar per sequence, the *target* of one head:
   is evaluated on a reference, so the target is a linear function of the logits.
 
 Method (DeepLIFT with the rescale rule, averaged over references: DeepSHAP).  Every input is
-paired with each of its R references; each pair goes through the network in the same batch
-(inputs in the first half of the batch, their references in the same order in the second half).
+paired with each of its R references in one batch: the inputs first, then each input's R
+references in order; every row goes through the network once (an input once, not once per
+reference).
 Every nonlinearity ``y = f(x)`` gets the multiplier ``(f(x) - f(x_ref)) / (x - x_ref)`` in place
 of its derivative (the derivative at the midpoint ``(x + x_ref) / 2`` where
 ``|x - x_ref| < 1e-6``): the ReLU of ``Conv1D``/``Dense`` ``activation="relu"``, ``ReLU`` and
@@ -19,8 +20,10 @@ of its derivative (the derivative at the midpoint ``(x + x_ref) / 2`` where
 :class:`~bpflow.layers.SimpleTransform`, and :class:`~bpflow.layers.LogAddExp`, written as
 ``b + softplus(a - b)`` with the rescale rule on the softplus (which gives ``a`` the multiplier
 ``m`` and ``b`` ``1 - m``, symmetrically).  Linear layers (convolutions, dense, add, crop,
-pooling, ...) pass gradients unchanged.  Backpropagating the target then gives, per reference,
-the DeepLIFT multipliers ``m[p, c]`` of the target with respect to the input, and the rescale
+pooling, ...) pass gradients unchanged.  These multipliers are symmetric in the pair, so
+backpropagating the target from each *reference* row gives, per reference, the DeepLIFT
+multipliers ``m[p, c]`` of the target with respect to the input (only the reference rows are
+differentiated; the input rows supply the pairs' activations), and the rescale
 rule makes them sum exactly to the difference of the target:
 ``sum_{p,c} m[p,c] (x[p,c] - ref[p,c]) = f(x) - f(ref)``.
 
@@ -44,6 +47,7 @@ touches TensorFlow or JAX.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from typing import Iterator, NamedTuple
 
@@ -98,30 +102,37 @@ _NONLINEARITIES = {
 }
 
 
-def _rescale_multiplier(derivative):
-    """``multiplier(t, y)`` of the rescale rule for a batch laid out as [inputs; references]."""
+def _rescale_multiplier(derivative, references: int):
+    """``multiplier(t, y)`` of the rescale rule for a batch laid out as [inputs; references]:
+    ``n`` input rows, then each input's ``references`` reference rows in order.  The
+    multipliers are those of the reference rows (paired with their input's row); the input rows
+    get 0: the gradient is taken at the references (see :func:`_explainer`)."""
 
     def multiplier(t, y):
-        half = ops.shape(t)[0] // 2
-        x, x_ref = t[:half], t[half:]
+        n = ops.shape(t)[0] // (references + 1)
+        x, x_ref = ops.repeat(t[:n], references, axis=0), t[n:]
         dx = x - x_ref
         small = ops.abs(dx) < RESCALE_EPSILON
-        secant = (y[:half] - y[half:]) / ops.where(small, ops.ones_like(dx), dx)
+        secant = (ops.repeat(y[:n], references, axis=0) - y[n:]) / ops.where(small, ops.ones_like(dx), dx)
         m = ops.where(small, derivative(0.5 * (x + x_ref)), secant)
-        return ops.concatenate([m, m], axis=0)
+        return ops.concatenate([ops.zeros_like(t[:n]), m], axis=0)
 
     return multiplier
 
 
+#: references per input in the batch being traced (set by :func:`_explainer` while tracing)
+_REFERENCES: contextvars.ContextVar[int] = contextvars.ContextVar("deepshap_references")
+
+
 @functools.lru_cache(maxsize=None)
-def _deeplift_op(name: str, backend: str):
+def _deeplift_op(name: str, backend: str, references: int):
     forward, derivative = _NONLINEARITIES[name]
-    return gradients.with_multiplier_gradient(forward, _rescale_multiplier(derivative))
+    return gradients.with_multiplier_gradient(forward, _rescale_multiplier(derivative, references))
 
 
 def _nonlinearity(name: str, x):
     """``name`` applied to ``x`` with the rescale rule as its gradient."""
-    return _deeplift_op(name, keras.backend.backend())(x)
+    return _deeplift_op(name, keras.backend.backend(), _REFERENCES.get())(x)
 
 
 def _activation(function, x, where: str):
@@ -265,26 +276,36 @@ def _check_model(model, target: str, head: int) -> int:
     return heads
 
 
-def _target(outputs, target: str, head: int, heads: int):
+def _target(outputs, target: str, head: int, heads: int, references: int):
     """Per row of the [inputs; references] batch, the target (softmax weights from the inputs)."""
     if target == "counts":
         counts = outputs[heads + head]
         return ops.reshape(counts, (ops.shape(counts)[0], -1))[:, 0]
     logits = outputs[head]
     flat = ops.reshape(logits, (ops.shape(logits)[0], -1))
-    half = ops.shape(flat)[0] // 2
-    weights = ops.stop_gradient(ops.softmax(flat[:half], axis=-1))
+    n = ops.shape(flat)[0] // (references + 1)
+    weights = ops.stop_gradient(ops.softmax(flat[:n], axis=-1))
     centred = flat - ops.mean(flat, axis=-1, keepdims=True)
-    return ops.sum(centred * ops.concatenate([weights, weights], axis=0), axis=-1)
+    return ops.sum(centred * ops.concatenate([weights, ops.repeat(weights, references, axis=0)], axis=0), axis=-1)
 
 
-def _explainer(model, target: str, head: int):
+def _explainer(model, target: str, head: int, references: int):
+    """``batch -> (gradient, targets)`` for a batch laid out as [inputs; references].
+
+    The rescale rule's multipliers are symmetric in the input and its reference, so the
+    multipliers of the target with respect to the input, against reference ``r``, are its
+    gradient at reference row ``r`` in the rescaled graph: each input goes through the network
+    once, not once per reference, and only the reference rows are differentiated."""
     heads = _check_model(model, target, head)
 
     def fn(batch):
-        values = _target(_run_graph(model, _f32(batch)), target, head, heads)
-        half = ops.shape(values)[0] // 2
-        return ops.sum(values[:half]), values
+        token = _REFERENCES.set(references)
+        try:
+            values = _target(_run_graph(model, _f32(batch)), target, head, heads, references)
+        finally:
+            _REFERENCES.reset(token)
+        n = ops.shape(values)[0] // (references + 1)
+        return ops.sum(values[n:]), values
 
     return gradients.compile_input_gradient(fn)
 
@@ -306,12 +327,13 @@ def iter_deepshap(
     dataset), L the model's input length.  ``references``: (N, R, L, 4) sliceable the same way,
     or a callable ``references(batch, start) -> (n, R, L, 4)`` given the batch's one-hot
     (n, L, 4) and the index of its first sequence (e.g. dinucleotide shuffles made on the fly).
-    One pass evaluates ``2 * batch_size * R`` rows.  Memory does not grow with N.  See the module
+    One pass evaluates ``batch_size * (R + 1)`` rows.  Memory does not grow with N.  See the module
     docstring for the method and the summation-to-delta property.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    explain = _explainer(model, target, head)
+    _check_model(model, target, head)
+    explain = None
     length = model.inputs[0].shape[1]
     total = len(sequences)
     if not callable(references) and len(references) != total:
@@ -334,16 +356,16 @@ def iter_deepshap(
         if n < size:  # pad the last batch to the compiled shape
             x = np.concatenate([x, np.zeros((size - n, length, 4), np.float32)])
             refs = np.concatenate([refs, np.zeros((size - n, n_refs, length, 4), np.float32)])
-        flat_refs = refs.reshape(size * n_refs, length, 4)
-        grads, values = explain(np.concatenate([np.repeat(x, n_refs, axis=0), flat_refs]))
-        rows = size * n_refs
-        m = grads[:rows].reshape(size, n_refs, length, 4)
+        if explain is None:
+            explain = _explainer(model, target, head, n_refs)
+        grads, values = explain(np.concatenate([x, refs.reshape(size * n_refs, length, 4)]))
+        m = grads[size:].reshape(size, n_refs, length, 4)
         hypothetical = (m - np.sum(m * refs, axis=-1, keepdims=True)).mean(axis=1)
         yield DeepShapBatch(
             start=start,
             hypothetical=hypothetical[:n].astype(np.float32),
-            prediction=values[:rows].reshape(size, n_refs)[:n, 0],
-            reference_prediction=values[rows:].reshape(size, n_refs)[:n].mean(axis=1),
+            prediction=values[:n],
+            reference_prediction=values[size:].reshape(size, n_refs)[:n].mean(axis=1),
         )
 
 

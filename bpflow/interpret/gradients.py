@@ -63,13 +63,15 @@ def with_multiplier_gradient(forward, multiplier):
 def compile_input_gradient(fn):
     """Compile ``x -> (d scalar / d x, aux)`` for ``fn(x) -> (scalar, aux)``; numpy in and out.
 
-    TensorFlow: ``tf.GradientTape`` in a ``tf.function``; JAX: ``jax.jit(jax.grad(fn, has_aux=True))``.
+    TensorFlow: ``tf.GradientTape`` in a ``tf.function`` compiled with XLA (its non-XLA CPU
+    kernels run dilated convolutions through space-to-batch, several times slower); JAX:
+    ``jax.jit(jax.grad(fn, has_aux=True))``.
     The model's weights are read as constants.
     """
     if _backend() == "tensorflow":
         import tensorflow as tf
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(reduce_retracing=True, jit_compile=True)
         def run(x):
             with tf.GradientTape() as tape:
                 tape.watch(x)
