@@ -505,3 +505,45 @@ def test_quality_suite_settings_and_targets(tmp_path):
         "bias-vs-kmer": False,
         "converged": False,
     }
+
+
+def _positions(one_hot: np.ndarray, kmer: str) -> np.ndarray:
+    """(N, L) mask of the bases covered by occurrences of ``kmer`` (forward strand)."""
+    codes = one_hot.argmax(-1)
+    k = np.array(["ACGT".index(c) for c in kmer])
+    length = codes.shape[1] - len(k) + 1
+    hits = np.all([codes[:, i : i + length] == k[i] for i in range(len(k))], axis=0)
+    mask = np.zeros(codes.shape, bool)
+    for i in range(len(k)):
+        mask[:, i : i + length] |= hits
+    return mask
+
+
+@pytest.mark.parametrize("target", ["profile", "counts"])
+def test_residual_contributions_sit_on_the_motif_not_on_the_bias_kmer(tiny, target):
+    """Issue 14's known answer on a trained residual: its DeepSHAP scores are several-fold
+    larger at the planted motif's bases than elsewhere, and not larger at the bias k-mer's."""
+    import keras
+
+    from bpflow.interpret.deepshap import deepshap
+    from bpflow.interpret.shuffle import references_for
+
+    model = keras.saving.load_model(tiny["tmp"] / "combined_residual.keras", compile=False)
+    seq, _ = read_windows(tiny["files"]["pk_val"], th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, 1)
+    seq = seq.astype(np.float32)
+    result = deepshap(model, seq, references_for(seq, 10, seed=0), target)
+    score = np.abs((result.hypothetical * seq).sum(-1))
+    motif, kmer = _positions(seq, MOTIF), _positions(seq, BIAS_KMER)
+    other = ~motif & ~kmer
+    assert motif.sum() >= 100 and kmer.sum() >= 100  # the comparison has data
+    at_motif, at_kmer, elsewhere = score[motif].mean(), score[kmer].mean(), score[other].mean()
+    assert at_motif > 3.0 * elsewhere, (at_motif, elsewhere)
+    assert at_kmer < 1.5 * elsewhere, (at_kmer, elsewhere)
+    # and the bias model, on the same windows, scores the bias k-mer above the rest
+    bias = keras.saving.load_model(tiny["tmp"] / "bias.keras", compile=False)
+    trim = (seq.shape[1] - th.needed(th.BIAS_ARCH)) // 2
+    bias_seq = seq[:, trim : seq.shape[1] - trim]
+    bias_result = deepshap(bias, bias_seq, references_for(bias_seq, 10, seed=0), target)
+    bias_score = np.abs((bias_result.hypothetical * bias_seq).sum(-1))
+    on, off = _positions(bias_seq, BIAS_KMER), ~_positions(bias_seq, BIAS_KMER)
+    assert bias_score[on].mean() > 3.0 * bias_score[off].mean(), (bias_score[on].mean(), bias_score[off].mean())
