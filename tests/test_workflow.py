@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -34,6 +35,7 @@ STEP_RULES = [
     "footprints",
     "report_figures",
     "report_footprints",
+    "contributions",
 ]
 TRAIN_RULES = ("train_bias", "train_transformation", "train_combined")
 
@@ -195,9 +197,10 @@ def test_demo_dag_has_the_expected_jobs(demo_dag):
         "footprints": 1,
         "report_figures": 1,
         "report_footprints": 1,
+        "contributions": 2,  # the residual's counts and profile on test peaks
     }
     # every step job reads a config JSON written by the one step_config rule
-    assert counts["step_config"] == 9 + 1 + 3 + 2 + 6 + 2 + 1 + 2 and counts["simulate_config"] == 1
+    assert counts["step_config"] == 9 + 1 + 3 + 2 + 6 + 2 + 1 + 2 + 2 and counts["simulate_config"] == 1
     assert sorted(config_jobs(demo_dag, "train_")) == ["train_bias", "train_combined", "train_transformation"]
     datasets = sorted(Path(str(j.output[0])).name for j in jobs_by_rule(demo_dag)["dataset"])
     assert datasets == [
@@ -372,7 +375,7 @@ def test_demo_step_configs_pass_each_step_schema_and_lengths(demo_dag):
     regions = step_json(config_jobs(demo_dag, "regions_")["regions_peaks"])
     assert regions["input-length"] == res_len and "background" in regions
     assert regions["splits"]["test-chroms"] == cfg["splits"]["test"]
-    assert check_step_schemas(demo_dag) == 1 + 9 + 1 + 3 + 2 + 6 + 2 + 1 + 2
+    assert check_step_schemas(demo_dag) == 1 + 9 + 1 + 3 + 2 + 6 + 2 + 1 + 2 + 2
 
 
 # ------------------------------------------------------------------------------------------
@@ -971,6 +974,38 @@ def test_report_figures_step_pearson_matches_scipy(tmp_path, capsys, caplog):
 # residual's bias-motif response was 1/53 or less of its smallest TF-motif response.
 DEMO_COMBINED_PEAKS_PEARSON_MIN = 0.5
 DEMO_RESIDUAL_BIAS_TO_TF_MAX = 0.2
+# mean |projected contribution| of the residual at the planted TF sites / at other bases
+# (measured: see docs/contributions.md), and at the bias motif's occurrences / at other bases
+DEMO_CONTRIBUTIONS_TF_TO_OTHER_MIN = 10.0
+DEMO_CONTRIBUTIONS_BIAS_TO_OTHER_MAX = 1.0
+
+
+def demo_contributions_at_sites(path: Path, sites: list[list[str]], truth: dict) -> tuple[float, float, float]:
+    """Mean |projected contribution| at the planted sites, at the bias motif (both strands),
+    and at every other base of the explained windows."""
+    from bpflow.formats.contributions import ContributionFile
+
+    with ContributionFile(path) as f:
+        coords, names = f.coords(), f.chrom_names
+        seq, proj = f.sequence(slice(None)), np.abs(f.projected(slice(None)))
+    length = seq.shape[1]
+    tf_mask, bias_mask = np.zeros(proj.shape, bool), np.zeros(proj.shape, bool)
+    motif, reverse = truth["bias"]["motif"], truth["bias"]["motif-reverse-complement"]
+    letters = np.array(list("ACGT"))[seq.argmax(-1)]
+    for i in range(len(proj)):
+        chrom, start = names[coords.chrom[i]], int(coords.start[i])
+        for s in sites:
+            if s[0] == chrom and start <= int(s[1]) and int(s[2]) <= start + length:
+                tf_mask[i, int(s[1]) - start : int(s[2]) - start] = True
+        text = "".join(letters[i])
+        for kmer in (motif, reverse):
+            k = text.find(kmer)
+            while k >= 0:
+                bias_mask[i, k : k + len(kmer)] = True
+                k = text.find(kmer, k + 1)
+    other = ~(tf_mask | bias_mask)
+    assert tf_mask.sum() > 100 and bias_mask.sum() > 20, (tf_mask.sum(), bias_mask.sum())
+    return float(proj[tf_mask].mean()), float(proj[bias_mask].mean()), float(proj[other].mean())
 
 
 @pytest.mark.slow
@@ -998,6 +1033,14 @@ def test_demo_residual_ignores_the_bias_motif_and_combined_counts_correlate(tmp_
     metrics = json.loads((res / "metrics" / "peaks_test.json").read_text())
     pearson = metrics["models"]["combined"]["heads"]["nexus"]["counts"]["pearson"]
     assert pearson > DEMO_COMBINED_PEAKS_PEARSON_MIN
+    # the residual's contribution scores sit on the planted TF sites, not on the bias motif
+    sites = [line.split("\t") for line in (workdir / "results/simulated/demo-seed0/sites.bed").read_text().splitlines()]
+    for target in ("profile", "counts"):
+        tf, bias, other = demo_contributions_at_sites(
+            res / f"interpret/residual_peaks-test.nexus.{target}.h5", sites, truth
+        )
+        assert tf > DEMO_CONTRIBUTIONS_TF_TO_OTHER_MIN * other, (target, tf, other)
+        assert bias < DEMO_CONTRIBUTIONS_BIAS_TO_OTHER_MAX * other, (target, bias, other)
     # the report builds, self-contained, with every figure and table
     report = tmp_path / "report.html"
     proc = subprocess.run(
