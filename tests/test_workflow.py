@@ -446,6 +446,7 @@ def test_three_experiments_dag(three_dag):
         "footprints": 0,
         "report_figures": 0,
         "report_footprints": 0,
+        "contributions": 0,  # no interpret block
     }
     level = level_of(three_dag)
     for e in ("simA", "simB", "userC"):
