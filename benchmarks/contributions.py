@@ -15,7 +15,8 @@ genome-like sequences (GC 41 %):
     pip install torch tangermeme            # the reference; not a bpflow dependency
     python benchmarks/contributions.py --workdir /tmp/contrib-bench --regions 32
 
-Prints a table (regions per second per target, whole-process wall time, peak RSS, agreement
+Prints a table (regions per second per target - bpflow's including its one graph compilation per
+target -, whole-process wall time, peak RSS, agreement
 with the reference: max |bpflow - reference| / max |reference| over the hypothetical
 contributions, and max summation-to-delta error) and writes it with --markdown / --json.
 """
