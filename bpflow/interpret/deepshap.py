@@ -289,14 +289,13 @@ def _target(outputs, target: str, head: int, heads: int, references: int):
     return ops.sum(centred * ops.concatenate([weights, ops.repeat(weights, references, axis=0)], axis=0), axis=-1)
 
 
-def _explainer(model, target: str, head: int, references: int):
+def _explainer(model, target: str, head: int, heads: int, references: int):
     """``batch -> (gradient, targets)`` for a batch laid out as [inputs; references].
 
     The rescale rule's multipliers are symmetric in the input and its reference, so the
     multipliers of the target with respect to the input, against reference ``r``, are its
     gradient at reference row ``r`` in the rescaled graph: each input goes through the network
     once, not once per reference, and only the reference rows are differentiated."""
-    heads = _check_model(model, target, head)
 
     def fn(batch):
         token = _REFERENCES.set(references)
@@ -332,7 +331,7 @@ def iter_deepshap(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    _check_model(model, target, head)
+    heads = _check_model(model, target, head)
     explain = None
     length = model.inputs[0].shape[1]
     total = len(sequences)
@@ -357,7 +356,7 @@ def iter_deepshap(
             x = np.concatenate([x, np.zeros((size - n, length, 4), np.float32)])
             refs = np.concatenate([refs, np.zeros((size - n, n_refs, length, 4), np.float32)])
         if explain is None:
-            explain = _explainer(model, target, head, n_refs)
+            explain = _explainer(model, target, head, heads, n_refs)
         grads, values = explain(np.concatenate([x, refs.reshape(size * n_refs, length, 4)]))
         m = grads[size:].reshape(size, n_refs, length, 4)
         hypothetical = (m - np.sum(m * refs, axis=-1, keepdims=True)).mean(axis=1)
