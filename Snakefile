@@ -6,7 +6,7 @@
 #
 # Per experiment: [simulate] -> regions -> datasets -> train_bias -> train_transformation
 # -> train_combined -> qc_combined [-> predict -> metrics, footprints, report figures]
-# [-> contributions (interpret.enabled)].
+# [-> contributions -> motifs (interpret.enabled)].
 # Every step's JSON config is written under results/{experiment}/configs/ and the step runs
 # as `bpflow <step> that.json --threads N --verbosity LEVEL`.  Report of a finished run:
 #   snakemake --report results/report.html

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "metrics": ("bpflow.evaluate.metrics", "main", "metrics on held-out chromosomes"),
     "footprints": ("bpflow.evaluate.footprints", "main", "marginal footprints of TF and bias motifs"),
     "contributions": ("bpflow.interpret.step", "main", "DeepSHAP contribution scores over regions"),
+    "motifs": ("bpflow.interpret.motifs", "main", "TF-MoDISco patterns, TOMTOM matches, factorization check"),
     "report-figures": ("bpflow.report.step", "main", "the report's figures and tables"),
 }
 # other names of a step (BPReveal's name of the bias model is the solo model)

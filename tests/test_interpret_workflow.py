@@ -5,6 +5,7 @@ interpret values refused at planning with their key path."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -62,8 +63,11 @@ def check_step_schema(cfg: dict, name: str) -> None:
 
 def test_defaults_plan_residual_contributions_on_test_peaks(tmp_path):
     dag = plan(tmp_path, interpret_config({"enabled": True}))
-    jobs = jobs_by_rule(dag)["contributions"]
-    # models [residual] x regions [peaks-test] x 1 head x targets [counts, profile]
+    all_jobs = jobs_by_rule(dag)["contributions"]
+    # models [residual] x regions [peaks-test] x 1 head x targets [counts, profile], and the
+    # bias model's profile (for the motifs check; test_motifs_plan below)
+    assert len(all_jobs) == 3
+    jobs = [j for j in all_jobs if "/residual_" in str(j.output.h5)]
     assert len(jobs) == 2
     outputs = sorted(str(f) for j in jobs for f in j.output)
     assert outputs == [
@@ -89,9 +93,11 @@ def test_defaults_plan_residual_contributions_on_test_peaks(tmp_path):
 
     configs = contribution_configs(dag)
     assert sorted(configs) == [
+        "contributions_bias_peaks-test.nexus.profile",
         "contributions_residual_peaks-test.nexus.counts",
         "contributions_residual_peaks-test.nexus.profile",
     ]
+    del configs["contributions_bias_peaks-test.nexus.profile"]
     for name, cfg in configs.items():
         assert set(cfg) == CONTRACT_KEYS
         target = name.rsplit(".", 1)[1]
@@ -125,9 +131,10 @@ def test_models_times_region_sets_and_the_options(tmp_path):
     }
     dag = plan(tmp_path, interpret_config(interpret))
     jobs = jobs_by_rule(dag)["contributions"]
-    assert len(jobs) == 3 * 2  # models x region sets (1 head, 1 target)
+    # models x region sets (1 head, 1 target), plus the bias model's profile (motifs)
+    assert len(jobs) == 3 * 2 + 2
     configs = contribution_configs(dag)
-    assert len(configs) == 6
+    assert len(configs) == 8
     for model in ("residual", "bias", "combined"):
         for regions, split in (("peaks-test", "test"), ("peaks-val", "val")):
             cfg = configs[f"contributions_{model}_{regions}.nexus.counts"]
@@ -147,13 +154,13 @@ def test_two_heads_and_a_chosen_head(tmp_path):
         {"head-name": "nexus", "bigwigs": [f"{SIM}/experiment.plus.bw", f"{SIM}/experiment.minus.bw"]},
         {"head-name": "plus", "bigwigs": [f"{SIM}/experiment.plus.bw"]},
     ]
-    dag = plan(tmp_path, interpret_config({"enabled": True}, heads))
+    dag = plan(tmp_path, interpret_config({"enabled": True, "motifs": {"enabled": False}}, heads))
     assert len(jobs_by_rule(dag)["contributions"]) == 2 * 2  # heads x targets
     cfg = contribution_configs(dag)["contributions_residual_peaks-test.plus.profile"]
     assert cfg["heads"] == [{"head-name": "nexus", "num-tasks": 2}, {"head-name": "plus", "num-tasks": 1}]
     assert cfg["contribution-heads"] == ["plus"] and cfg["targets"] == ["profile"]
 
-    dag = plan(tmp_path, interpret_config({"enabled": True, "heads": ["plus"]}, heads))
+    dag = plan(tmp_path, interpret_config({"enabled": True, "heads": ["plus"], "motifs": {"enabled": False}}, heads))
     outputs = sorted(Path(str(j.output.h5)).name for j in jobs_by_rule(dag)["contributions"])
     assert outputs == ["residual_peaks-test.plus.counts.h5", "residual_peaks-test.plus.profile.h5"]
 
@@ -161,7 +168,7 @@ def test_two_heads_and_a_chosen_head(tmp_path):
 @pytest.mark.parametrize("interpret", [None, {}, {"enabled": False, "models": ["bias"]}])
 def test_disabled_plans_no_contributions(tmp_path, interpret):
     dag = plan(tmp_path, interpret_config(interpret))
-    assert "contributions" not in jobs_by_rule(dag)
+    assert "contributions" not in jobs_by_rule(dag) and "motifs" not in jobs_by_rule(dag)
     assert not contribution_configs(dag)
     assert not any("/interpret/" in str(f) for j in dag.jobs for f in j.output)
 
@@ -182,6 +189,8 @@ def test_disabled_plans_no_contributions(tmp_path, interpret):
             "did you mean 'enabled'?",
         ),
         ({"heads": ["chip"]}, "experiments/ci/interpret/heads: 'chip' is not a head of the experiment (nexus)"),
+        ({"motifs": {"q-threshold": 0}}, "experiments/ci/interpret/motifs/q-threshold: 0 is less than or equal to"),
+        ({"motifs": {"database": {"jaspr": True}}}, "experiments/ci/interpret/motifs/database: Additional properties"),
     ],
 )
 def test_bad_interpret_values_fail_at_planning(tmp_path, interpret, message):
@@ -202,3 +211,66 @@ def test_bad_interpret_resources_fail_at_planning(tmp_path):
     cfg.setdefault("resources", {})["interpret"] = {"gpu": -1}
     with pytest.raises(WorkflowError, match="resources/interpret/gpu: -1 is less than the minimum of 0"):
         run_workflow(tmp_path, [write_yaml(tmp_path / "bad.yaml", cfg)], dryrun=False)
+
+
+def test_motifs_plan(tmp_path):
+    """One motifs job per contribution file plus the bias model's profile; the residual's
+    check reads the bias model's motifs summary; QC reports under qc/, pages in the report."""
+    from snakemake.io import is_flagged
+
+    from bpflow import schemas
+
+    dag = plan(tmp_path, interpret_config({"enabled": True, "motifs": {"leiden-runs": 7}}))
+    jobs = {Path(str(j.output.json)).name: j for j in jobs_by_rule(dag)["motifs"]}
+    assert sorted(jobs) == [
+        "bias_peaks-test.nexus.profile.json",
+        "residual_peaks-test.nexus.counts.json",
+        "residual_peaks-test.nexus.profile.json",
+    ]
+    bias_summary = "results/ci/motifs/bias_peaks-test.nexus.profile.json"
+    for name, job in jobs.items():
+        stem = name.removesuffix(".json")
+        model = stem.split("_", 1)[0]
+        inputs = set(map(str, job.input))
+        assert f"results/ci/interpret/{stem}.h5" in inputs and f"{SIM}/truth.json" in inputs
+        assert (bias_summary in inputs) == (model == "residual")
+        assert str(job.output.qc) == f"results/ci/qc/motifs_{stem}.json"
+        assert is_flagged(job.output.html, "report") and job.output.html.flags["report"].subcategory == "Motifs"
+        assert job.shellcmd.startswith(f"bpflow motifs {job.input.config} --threads 2")
+        cfg = step_json(next(j for j in jobs_by_rule(dag)["step_config"] if config_name(j) == f"motifs_{stem}"))
+        assert cfg["check"] == cfg["model"] == model and cfg["leiden-runs"] == 7
+        assert cfg["database"] == {"jaspar": True, "motif-files": [], "simulation-truth": f"{SIM}/truth.json"}
+        assert cfg.get("bias-motifs-json") == (bias_summary if model == "residual" else None)
+        schemas.validate(cfg, "motifs", name)
+    assert "motifs" in {a.rule.name for a in ancestors(dag, jobs["residual_peaks-test.nexus.profile.json"])}
+    (all_job,) = jobs_by_rule(dag)["all"]
+    assert {f"results/ci/motifs/{n}" for n in jobs} <= set(map(str, all_job.input))
+
+    dag = plan(tmp_path, interpret_config({"enabled": True, "motifs": {"enabled": False}}))
+    assert "motifs" not in jobs_by_rule(dag) and len(jobs_by_rule(dag)["contributions"]) == 2
+
+
+def test_the_end_of_run_summary_lists_the_motifs_warnings(tmp_path):
+    """The Snakefile's onsuccess prints every QC report's warnings, the motifs' included."""
+    import subprocess
+
+    from test_workflow import SNAKEFILE, SNAKEMAKE
+
+    cfg = interpret_config({"enabled": True})
+    configfile = write_yaml(tmp_path / "config.yaml", cfg)
+    qc = tmp_path / "results/ci/qc"
+    qc.mkdir(parents=True)
+    warning = "motifs of the residual model (nexus, profile): pattern pos_patterns.pattern_1 matches the bias motif"
+    (qc / "motifs_residual_peaks-test.nexus.profile.json").write_text(json.dumps({"warnings": [warning]}))
+    (qc / "combined.json").write_text(json.dumps({"warnings": ["head nexus: collapsed residual counts head"]}))
+    target = "results/ci/configs/motifs_residual_peaks-test.nexus.profile.json"  # a cheap job to run
+    proc = subprocess.run(
+        [str(SNAKEMAKE), "-s", str(SNAKEFILE), "-d", str(tmp_path), "--configfile", str(configfile)]
+        + ["--cores", "1", target],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = proc.stderr[proc.stderr.index("bpflow QC WARNINGS") :]
+    assert f"  - ci: head nexus: collapsed residual counts head\n  - ci: {warning}\n" in summary

@@ -113,6 +113,7 @@ MODEL_FREE_STEPS = [
     "predictions-to-bigwig",
     "metrics",
     "report-figures",
+    "motifs",
 ]
 
 

@@ -36,6 +36,7 @@ STEP_RULES = [
     "report_figures",
     "report_footprints",
     "contributions",
+    "motifs",
 ]
 TRAIN_RULES = ("train_bias", "train_transformation", "train_combined")
 
@@ -118,6 +119,7 @@ CONFIG_STEPS = [
     ("footprints", "footprints"),
     ("report_", "report-figures"),
     ("contributions_", "contributions"),
+    ("motifs_", "motifs"),
 ]
 
 
@@ -197,10 +199,13 @@ def test_demo_dag_has_the_expected_jobs(demo_dag):
         "footprints": 1,
         "report_figures": 1,
         "report_footprints": 1,
-        "contributions": 2,  # the residual's counts and profile on test peaks
+        # the residual's counts and profile on test peaks, and the bias model's profile (its
+        # top pattern is the bias motif of the motifs check)
+        "contributions": 3,
+        "motifs": 3,
     }
     # every step job reads a config JSON written by the one step_config rule
-    assert counts["step_config"] == 9 + 1 + 3 + 2 + 6 + 2 + 1 + 2 + 2 and counts["simulate_config"] == 1
+    assert counts["step_config"] == 9 + 1 + 3 + 2 + 6 + 2 + 1 + 2 + 3 + 3 and counts["simulate_config"] == 1
     assert sorted(config_jobs(demo_dag, "train_")) == ["train_bias", "train_combined", "train_transformation"]
     datasets = sorted(Path(str(j.output[0])).name for j in jobs_by_rule(demo_dag)["dataset"])
     assert datasets == [
@@ -447,6 +452,7 @@ def test_three_experiments_dag(three_dag):
         "report_figures": 0,
         "report_footprints": 0,
         "contributions": 0,  # no interpret block
+        "motifs": 0,
     }
     level = level_of(three_dag)
     for e in ("simA", "simB", "userC"):
@@ -1042,6 +1048,20 @@ def test_demo_residual_ignores_the_bias_motif_and_combined_counts_correlate(tmp_
         )
         assert tf > DEMO_CONTRIBUTIONS_TF_TO_OTHER_MIN * other, (target, tf, other)
         assert bias < DEMO_CONTRIBUTIONS_BIAS_TO_OTHER_MAX * other, (target, bias, other)
+    # the residual's TF-MoDISco patterns are the planted motifs, each the best match of a
+    # pattern or second to the JASPAR matrix of the same factor, and none matches the bias motif
+    for target in ("profile", "counts"):
+        summary = json.loads((res / f"motifs/residual_peaks-test.nexus.{target}.json").read_text())
+        named = {
+            m["motif"]
+            for p in summary["patterns"]
+            for m in p["matches"]
+            if m["source"] == "simulation" and m["rank"] <= 2 and m["q"] < 1e-6
+        }
+        assert named == set(tfs), (target, named)
+        assert summary["check"]["verdict"] == "pass" and summary["warnings"] == [], target
+        qc = json.loads((res / f"qc/motifs_residual_peaks-test.nexus.{target}.json").read_text())
+        assert qc["warnings"] == []
     # the report builds, self-contained, with every figure and table
     report = tmp_path / "report.html"
     proc = subprocess.run(
@@ -1059,6 +1079,8 @@ def test_demo_residual_ignores_the_bias_motif_and_combined_counts_correlate(tmp_
         "footprints.png",
         "footprints.html",
         "peaks_test.tsv",
+        "residual_peaks-test.nexus.profile.html",
+        "bias_peaks-test.nexus.profile.html",
         *REPORT_FIGURES,
     ):
         assert name in text, name

@@ -13,16 +13,18 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from bpflow.formats.sequence import BASES, one_hot_encode
-from bpflow.utils import BpflowError
+from bpflow.utils import BpflowError, atomic_output
 
 MOTIF_DIR = Path(__file__).resolve().parent.parent / "data" / "motifs"
 # bpflow name -> file in MOTIF_DIR
 BUILTIN_FILES: dict[str, str] = {"CTCF": "MA0139.1.jaspar", "Oct4-Sox2": "MA0142.1.jaspar", "Klf4": "MA0039.2.jaspar"}
+# the motif database of `bpflow motifs`: JASPAR 2024 CORE vertebrates, non-redundant (879 matrices)
+JASPAR_DATABASE = MOTIF_DIR / "JASPAR2024_CORE_vertebrates_non-redundant.meme"
 PSEUDOCOUNT = 0.8
 PWM_MODES = ("consensus", "sample")
 UNIFORM = (0.25, 0.25, 0.25, 0.25)
@@ -218,6 +220,22 @@ def _read_meme(text: str, path: Path) -> list[Motif]:
             continue
         i += 1
     return motifs
+
+
+def write_meme(path, motifs: Sequence[Motif]) -> Path:
+    """Write motifs as a MEME (version 4) file of letter-probability matrices, atomically."""
+    lines = ["MEME version 4", "", "ALPHABET= ACGT", "", "strands: + -", ""]
+    lines += ["Background letter frequencies", "A 0.25 C 0.25 G 0.25 T 0.25", ""]
+    for motif in motifs:
+        ident = motif.matrix_id or motif.name
+        name = f" {motif.name}" if motif.name != ident else ""
+        lines.append(f"MOTIF {ident}{name}".replace("\t", " "))
+        lines.append(f"letter-probability matrix: alength= 4 w= {motif.length} nsites= 20 E= 0")
+        lines += [" ".join(f"{v:.6f}" for v in row) for row in motif.probabilities]
+        lines.append("")
+    with atomic_output(path) as tmp:
+        Path(tmp).write_text("\n".join(lines))
+    return Path(path)
 
 
 def builtin_key(name: str) -> str | None:

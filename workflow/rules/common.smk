@@ -7,6 +7,7 @@
 
 import copy
 import difflib
+import glob
 import json
 import os
 import re
@@ -482,8 +483,8 @@ def qc_warnings():
     experiment's name (the end-of-run summary; the reports: docs/qc.md)."""
     lines = []
     for e in EXPERIMENTS:
-        for stage in ("bias", "combined"):
-            path = qc_json(e, stage)
+        motifs = sorted(glob.glob(f"results/{e}/qc/motifs_*.json"))
+        for path in [qc_json(e, "bias"), qc_json(e, "combined"), *motifs]:
             if os.path.isfile(path):
                 with open(path) as fh:
                     lines += [f"{e}: {w}" for w in json.load(fh).get("warnings", [])]

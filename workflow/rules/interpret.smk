@@ -34,3 +34,54 @@ rule contributions:
         runtime=INTERPRET["runtime"],
     shell:
         f"bpflow contributions {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
+
+
+# Motifs (interpret.motifs; docs/motifs.md): TF-MoDISco patterns of each contribution file,
+# named by TOMTOM against JASPAR (+ the simulation's motifs, + the user's files), and the
+# factorization check: a residual / combined pattern that matches the bias model's top
+# pattern, or a bias-model pattern that matches a TF motif, is a QC warning (qc/motifs_*.json,
+# the end-of-run summary, the report's "Motifs" pages).  CPU jobs (numba).
+
+
+rule motifs:
+    input:
+        config="results/{experiment}/configs/motifs_{model}_{regions}.{head}.{target}.json",
+        files=lambda wc: motifs_inputs(wc.experiment, wc.model, wc.regions, wc.head, wc.target),
+    output:
+        json="results/{experiment}/motifs/{model}_{regions}.{head}.{target}.json",
+        tsv="results/{experiment}/motifs/{model}_{regions}.{head}.{target}.tsv",
+        meme="results/{experiment}/motifs/{model}_{regions}.{head}.{target}.meme",
+        modisco="results/{experiment}/motifs/{model}_{regions}.{head}.{target}.modisco.h5",
+        logos=directory("results/{experiment}/motifs/{model}_{regions}.{head}.{target}.logos"),
+        qc="results/{experiment}/qc/motifs_{model}_{regions}.{head}.{target}.json",
+        html=report(
+            "results/{experiment}/motifs/{model}_{regions}.{head}.{target}.html",
+            caption="../report/motifs.rst",
+            category="{experiment}",
+            subcategory="Motifs",
+            labels={
+                "experiment": "{experiment}",
+                "model": "{model}",
+                "regions": "{regions}",
+                "head": "{head}",
+                "target": "{target}",
+            },
+        ),
+    log:
+        "results/{experiment}/logs/motifs_{model}_{regions}.{head}.{target}.log",
+    benchmark:
+        "results/{experiment}/benchmarks/motifs_{model}_{regions}.{head}.{target}.tsv"
+    wildcard_constraints:
+        model="|".join(INTERPRET_MODELS),
+        regions="|".join(INTERPRET_REGIONS),
+        head=INTERPRET_HEADS,
+        target="|".join(INTERPRET_TARGETS),
+    conda:
+        "../../envs/bpflow.yaml"
+    threads: INTERPRET["threads"]
+    resources:
+        verbosity=config["verbosity"],
+        mem_mb=INTERPRET["mem-mb"],
+        runtime=INTERPRET["runtime"],
+    shell:
+        f"bpflow motifs {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"

@@ -65,11 +65,11 @@ def contributions_json(e, model, regions, head, target):
 
 
 def interpret_outputs(e):
-    """The contribution files of experiment e (empty unless interpret.enabled)."""
+    """The contribution files and motifs of experiment e (empty unless interpret.enabled)."""
     opts = EXPERIMENTS[e]["interpret"]
     if not opts["enabled"]:
         return []
-    return [
+    outs = [
         f"{interpret_prefix(e, m, r)}.{h}.{t}.{ext}"
         for m in opts["models"]
         for r in opts["regions"]
@@ -77,8 +77,83 @@ def interpret_outputs(e):
         for t in opts["targets"]
         for ext in ("h5", "bw")
     ]
+    return outs + [f"{motifs_prefix(e, *job)}.json" for job in motifs_jobs(e)]
 
 
+# ----------------------------------------------------------------------------------------
+# Motifs (interpret.motifs; docs/motifs.md): TF-MoDISco and TOMTOM on each contribution
+# file, and on the bias model's profile contributions, whose top pattern is the bias motif
+# the residual's (and combined model's) patterns are checked against.
+
+
+def motifs_prefix(e, model, regions, head, target):
+    return f"results/{e}/motifs/{model}_{regions}.{head}.{target}"
+
+
+def motifs_qc_json(e, model, regions, head, target):
+    return f"results/{e}/qc/motifs_{model}_{regions}.{head}.{target}.json"
+
+
+def motifs_jobs(e):
+    """(model, regions, head, target) of every motifs job of experiment e: each contribution
+    file of interpret.models, plus the bias model's profile contributions."""
+    opts = EXPERIMENTS[e]["interpret"]
+    if not (opts["enabled"] and opts["motifs"]["enabled"]):
+        return []
+    jobs = []
+    for r in opts["regions"]:
+        for h in interpret_heads(e):
+            jobs += [(m, r, h, t) for m in opts["models"] for t in opts["targets"]]
+            if ("bias", r, h, "profile") not in jobs:
+                jobs.append(("bias", r, h, "profile"))
+    return jobs
+
+
+def motifs_inputs(e, model, regions, head, target):
+    """The contribution file, the database files and, for a residual or combined model, the
+    bias model's motifs summary (its top pattern is the bias motif of the check)."""
+    files = [f"{interpret_prefix(e, model, regions)}.{head}.{target}.h5"]
+    files += EXPERIMENTS[e]["interpret"]["motifs"]["database"]["motif-files"]
+    sim = EXPERIMENTS[e].get("simulate")
+    if sim is not None:
+        files.append(simulated_files(sim["name"])["truth"])
+    if model != "bias":
+        files.append(f"{motifs_prefix(e, 'bias', regions, head, 'profile')}.json")
+    return files
+
+
+def motifs_json(e, model, regions, head, target):
+    """motifs config of one contribution file."""
+    exp = EXPERIMENTS[e]
+    opts = exp["interpret"]["motifs"]
+    database = {"jaspar": opts["database"]["jaspar"], "motif-files": opts["database"]["motif-files"]}
+    if exp.get("simulate") is not None:
+        database["simulation-truth"] = simulated_files(exp["simulate"]["name"])["truth"]
+    cfg = {
+        "contributions-file": f"{interpret_prefix(e, model, regions)}.{head}.{target}.h5",
+        "output-prefix": motifs_prefix(e, model, regions, head, target),
+        "model": model,
+        "check": model,
+        "database": database,
+        "q-threshold": opts["q-threshold"],
+        "window": opts["window"],
+        "max-seqlets": opts["max-seqlets"],
+        "leiden-runs": opts["leiden-runs"],
+        "seed": exp["interpret"]["seed"],
+        "qc-output": motifs_qc_json(e, model, regions, head, target),
+    }
+    if model != "bias":
+        cfg["bias-motifs-json"] = f"{motifs_prefix(e, 'bias', regions, head, 'profile')}.json"
+        if opts["bias-motifs"]:
+            cfg["bias-motifs"] = opts["bias-motifs"]
+    return cfg
+
+
+register_config(
+    r"motifs_(?P<model>residual|bias|combined)_(?P<regions>(?:peaks|background)-(?:test|val))"
+    r"\.(?P<head>.+)\.(?P<target>counts|profile)",
+    motifs_json,
+)
 register_config(
     r"contributions_(?P<model>residual|bias|combined)_(?P<regions>(?:peaks|background)-(?:test|val))"
     r"\.(?P<head>.+)\.(?P<target>counts|profile)",
