@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e '.[tensorflow,jax,workflow,test,lint]'
+	# compile TOMTOM's numba kernels into numba's cache now (~1 min once), not in the first motifs job
+	$(BIN)/python -c 'from bpflow.interpret.motifs import warm_tomtom_cache; warm_tomtom_cache()'
 	touch $@
 
 demo: install
