@@ -274,3 +274,13 @@ def test_the_end_of_run_summary_lists_the_motifs_warnings(tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = proc.stderr[proc.stderr.index("bpflow QC WARNINGS") :]
     assert f"  - ci: head nexus: collapsed residual counts head\n  - ci: {warning}\n" in summary
+
+
+def test_a_combined_models_motifs_are_not_checked(tmp_path):
+    """The combined model holds the bias branch by design: its patterns are reported but its
+    check is off, and it does not wait for the bias model's motifs."""
+    dag = plan(tmp_path, interpret_config({"enabled": True, "models": ["combined"], "targets": ["profile"]}))
+    (job,) = [j for j in jobs_by_rule(dag)["motifs"] if "/combined_" in str(j.output.json)]
+    cfg = step_json(next(j for j in jobs_by_rule(dag)["step_config"] if config_name(j).startswith("motifs_combined")))
+    assert cfg["check"] == "none" and "bias-motifs-json" not in cfg
+    assert not any("/motifs/bias_" in str(f) for f in job.input)

@@ -380,7 +380,7 @@ def test_demo_step_configs_pass_each_step_schema_and_lengths(demo_dag):
     regions = step_json(config_jobs(demo_dag, "regions_")["regions_peaks"])
     assert regions["input-length"] == res_len and "background" in regions
     assert regions["splits"]["test-chroms"] == cfg["splits"]["test"]
-    assert check_step_schemas(demo_dag) == 1 + 9 + 1 + 3 + 2 + 6 + 2 + 1 + 2 + 2
+    assert check_step_schemas(demo_dag) == 1 + 9 + 1 + 3 + 2 + 6 + 2 + 1 + 2 + 3 + 3  # contributions 3, motifs 3
 
 
 # ------------------------------------------------------------------------------------------
@@ -770,6 +770,10 @@ def test_demo_footprints_and_report_jobs(demo_dag):
         "background_test.tsv",
         "footprints.html",
         "footprints.png",
+        # the motifs pages (interpret.motifs)
+        "residual_peaks-test.nexus.counts.html",
+        "residual_peaks-test.nexus.profile.html",
+        "bias_peaks-test.nexus.profile.html",
         *REPORT_FIGURES,
     }
     (all_job,) = by_rule["all"]

@@ -18,7 +18,7 @@ reliable against a handful of targets).
 
 Factorization check (``check``):
 
-* ``residual`` (or ``combined``): a pattern of the model that matches a bias motif (q below
+* ``residual``: a pattern of the model that matches a bias motif (q below
   ``q-threshold``) is a QC warning: the bias-free model has learnt the enzyme's bias.  The
   bias motifs are the top pattern of the bias model's own motifs run (``bias-motifs-json``,
   its most frequent positive pattern) and any the config names (``bias-motifs``).
@@ -60,7 +60,7 @@ from bpflow.utils import BpflowError, atomic_output, read_step_config, write_jso
 logger = logging.getLogger("bpflow.motifs")
 
 BACKGROUND = np.full(4, 0.25)
-CHECKS = ("residual", "combined", "bias", "none")
+CHECKS = ("residual", "bias", "none")  # a combined model holds the bias by design: "none"
 
 
 @dataclass
@@ -330,15 +330,14 @@ def match_patterns(patterns: list[Pattern], targets: list[Target], top: int, thr
 
 def factorization_check(patterns: list[Pattern], check: str, q_threshold: float, what: str) -> tuple[dict, list[str]]:
     """The check's verdict and its warnings.  Of an informative pattern's matches among the
-    check's motifs (TF and bias motifs), the best one decides: a residual (or combined)
-    pattern is flagged when that is a bias motif with q below the threshold, a bias-model
+    check's motifs (TF and bias motifs), the best one decides: a residual pattern is flagged when that is a bias motif with q below the threshold, a bias-model
     pattern when it is a TF motif with q below the threshold."""
     result = {"check": check, "q-threshold": q_threshold, "flagged": []}
     warnings = []
     if check == "none":
         result["verdict"] = "not run"
         return result, warnings
-    unwanted = "bias" if check in ("residual", "combined") else "tf"
+    unwanted = "bias" if check == "residual" else "tf"
     for x in patterns:
         candidates = [m for m in x.matches if m["kind"] in ("tf", "bias")]
         best = min(candidates, key=lambda m: m["p"], default=None)

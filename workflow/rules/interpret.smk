@@ -38,7 +38,7 @@ rule contributions:
 
 # Motifs (interpret.motifs; docs/motifs.md): TF-MoDISco patterns of each contribution file,
 # named by TOMTOM against JASPAR (+ the simulation's motifs, + the user's files), and the
-# factorization check: a residual / combined pattern that matches the bias model's top
+# factorization check: a residual pattern that matches the bias model's top
 # pattern, or a bias-model pattern that matches a TF motif, is a QC warning (qc/motifs_*.json,
 # the end-of-run summary, the report's "Motifs" pages).  CPU jobs (numba).
 

@@ -83,7 +83,8 @@ def interpret_outputs(e):
 # ----------------------------------------------------------------------------------------
 # Motifs (interpret.motifs; docs/motifs.md): TF-MoDISco and TOMTOM on each contribution
 # file, and on the bias model's profile contributions, whose top pattern is the bias motif
-# the residual's (and combined model's) patterns are checked against.
+# the residual's patterns are checked against (a combined model's are not checked: it
+# holds the bias by design).
 
 
 def motifs_prefix(e, model, regions, head, target):
@@ -110,14 +111,14 @@ def motifs_jobs(e):
 
 
 def motifs_inputs(e, model, regions, head, target):
-    """The contribution file, the database files and, for a residual or combined model, the
+    """The contribution file, the database files and, for a residual model, the
     bias model's motifs summary (its top pattern is the bias motif of the check)."""
     files = [f"{interpret_prefix(e, model, regions)}.{head}.{target}.h5"]
     files += EXPERIMENTS[e]["interpret"]["motifs"]["database"]["motif-files"]
     sim = EXPERIMENTS[e].get("simulate")
     if sim is not None:
         files.append(simulated_files(sim["name"])["truth"])
-    if model != "bias":
+    if model == "residual":
         files.append(f"{motifs_prefix(e, 'bias', regions, head, 'profile')}.json")
     return files
 
@@ -133,7 +134,7 @@ def motifs_json(e, model, regions, head, target):
         "contributions-file": f"{interpret_prefix(e, model, regions)}.{head}.{target}.h5",
         "output-prefix": motifs_prefix(e, model, regions, head, target),
         "model": model,
-        "check": model,
+        "check": {"residual": "residual", "bias": "bias"}.get(model, "none"),
         "database": database,
         "q-threshold": opts["q-threshold"],
         "window": opts["window"],
@@ -142,7 +143,7 @@ def motifs_json(e, model, regions, head, target):
         "seed": exp["interpret"]["seed"],
         "qc-output": motifs_qc_json(e, model, regions, head, target),
     }
-    if model != "bias":
+    if model == "residual":
         cfg["bias-motifs-json"] = f"{motifs_prefix(e, 'bias', regions, head, 'profile')}.json"
         if opts["bias-motifs"]:
             cfg["bias-motifs"] = opts["bias-motifs"]
