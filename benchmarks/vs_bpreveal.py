@@ -1,0 +1,247 @@
+"""bpflow and BPReveal 5.2.2 side by side on the same files, whole processes (issue 16).
+
+What a new user compares: the same configs, the same inputs, both tools run one after the
+other on one machine, each as the command a user types.  Measured per run: wall seconds, CPU
+seconds (user + system of the process and its children) and peak resident memory (the
+process's maximum RSS), from ``os.wait4``.  Runs alternate (peer, bpflow, peer, bpflow, ...)
+so that a machine shared with other work slows both alike: read the ratios.
+
+Workloads (synthetic, no N bases: BPReveal crashes on them):
+
+* ``prepare``: prepare-data of 20,000 and 100,000 output-length regions (input 2114, output
+  1000, max-jitter 128, reverse complement, two stranded bigWigs), the same JSON for both
+  (bpflow reads BPReveal's keys; bpflow runs with ``--threads 2``, as the workflow's data jobs);
+* ``train``: train-solo (bpflow ``train-bias``) of the ChromBPNet shape (64 filters x 8
+  layers, input/output filter widths 21/75, 2114 -> 1000) on one 2,000-sample HDF5 (1,000
+  regions with their reverse complements, written once by bpflow) for ``--epochs`` epochs,
+  batch 64, the same JSON for both.
+
+Set-up of the peer (its own virtual environment; BPReveal 5.2.2 needs Python 3.12 and numpy
+< 2.3)::
+
+    ~/.pyenv/versions/3.12.1/bin/python -m venv /work/peer/bpreveal-venv
+    /work/peer/bpreveal-venv/bin/pip install "bpreveal==5.2.2" "numpy<2.3"
+
+Run (results: a table on stdout, ``--json``)::
+
+    .venv/bin/python benchmarks/vs_bpreveal.py --peer-bin /work/peer/bpreveal-venv/bin \\
+        --workdir /tmp/vs --json vs.json                       # prepare 20k + 100k, train
+    .venv/bin/python benchmarks/vs_bpreveal.py ... --only prepare --regions 20000
+
+Not measured here yet: prediction of 1,000 regions to bigWig (BPReveal's makePredictions +
+predictToBigwig against bpflow's predict + predictions-to-bigwig).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+INPUT, OUTPUT, JITTER = 2114, 1000, 128
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def generate(workdir: Path, genome_size: int, num_regions: int, seed: int = 0) -> dict:
+    """A random genome without N (5 chromosomes), two sparse stranded count bigWigs and a
+    sorted BED of ``num_regions`` random output-length regions whose input windows, jitter
+    included, fit on their chromosome."""
+    import pyBigWig
+    import pyfaidx
+
+    rng = np.random.default_rng(seed)
+    sizes = {f"chr{i + 1}": genome_size // 5 for i in range(5)}
+    genome = workdir / "genome.fa"
+    with open(genome, "w") as fh:
+        for chrom, n in sizes.items():
+            text = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, n)].tobytes().decode()
+            fh.write(f">{chrom}\n" + "\n".join(text[i : i + 60] for i in range(0, n, 60)) + "\n")
+    pyfaidx.Faidx(str(genome)).close()  # the index is built now, outside every measured run
+    bigwigs = []
+    for strand in ("plus", "minus"):
+        path = workdir / f"{strand}.bw"
+        bw = pyBigWig.open(str(path), "w")
+        bw.addHeader(list(sizes.items()), maxZooms=0)
+        for chrom, n in sizes.items():
+            pos = np.flatnonzero(rng.random(n) < 0.05)
+            vals = rng.integers(1, 6, len(pos)).astype(np.float64)
+            bw.addEntries([chrom] * len(pos), pos.tolist(), ends=(pos + 1).tolist(), values=vals.tolist())
+        bw.close()
+        bigwigs.append(str(path))
+    pad = (INPUT - OUTPUT) // 2 + JITTER
+    rows = []
+    per_chrom = np.bincount(rng.integers(0, 5, num_regions), minlength=5)
+    for (chrom, n), k in zip(sizes.items(), per_chrom):
+        rows += [(chrom, int(s)) for s in np.sort(rng.integers(pad, n - OUTPUT - pad, k))]
+    return {"genome": str(genome), "bigwigs": bigwigs, "regions": rows}
+
+
+def write_bed(path: Path, rows) -> str:
+    path.write_text("".join(f"{c}\t{s}\t{s + OUTPUT}\n" for c, s in rows))
+    return str(path)
+
+
+def measure(cmd: list[str], log: Path) -> dict:
+    """Run a whole process; its wall seconds, CPU seconds and peak RSS."""
+    start = time.perf_counter()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed (exit {code}); see {log}")
+    return {
+        "wall-s": round(wall, 2),
+        "cpu-s": round(usage.ru_utime + usage.ru_stime, 2),
+        "peak-rss-mb": round(usage.ru_maxrss / 1024, 1),
+    }
+
+
+def same_arrays(a: str, b: str, block: int = 2048) -> bool:
+    """Both files hold the same ``sequence`` and ``head_0`` (read in blocks of samples)."""
+    import h5py
+
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        for key in ("sequence", "head_0"):
+            if fa[key].shape != fb[key].shape:
+                return False
+            for i in range(0, fa[key].shape[0], block):
+                if not np.array_equal(fa[key][i : i + block], fb[key][i : i + block]):
+                    return False
+    return True
+
+
+def prepare_config(inputs: dict, bed: str, output: str) -> dict:
+    return {
+        "genome": inputs["genome"],
+        "input-length": INPUT,
+        "output-length": OUTPUT,
+        "max-jitter": JITTER,
+        "regions": bed,
+        "output-h5": output,
+        "reverse-complement": True,
+        "heads": [{"bigwig-files": inputs["bigwigs"], "revcomp-task-order": "auto"}],
+        "verbosity": "WARNING",
+    }
+
+
+def solo_config(train: str, val: str, prefix: str, epochs: int) -> dict:
+    return {
+        "settings": {
+            "output-prefix": prefix,
+            "epochs": epochs,
+            "max-jitter": JITTER,
+            "early-stopping-patience": epochs + 1,
+            "batch-size": 64,
+            "learning-rate": 0.004,
+            "learning-rate-plateau-patience": epochs + 1,
+            "architecture": {
+                "architecture-name": "bpnet",
+                "input-length": INPUT,
+                "output-length": OUTPUT,
+                "model-name": "solo",
+                "model-args": "",
+                "filters": 64,
+                "layers": 8,
+                "input-filter-width": 21,
+                "output-filter-width": 75,
+            },
+        },
+        "train-data": train,
+        "val-data": val,
+        "heads": [{"head-name": "solo", "num-tasks": 2, "profile-loss-weight": 1, "counts-loss-weight": 10}],
+        "verbosity": "INFO",
+    }
+
+
+def alternate(name: str, commands: dict[str, list[str]], workdir: Path, repeat: int) -> list[dict]:
+    rows = []
+    for r in range(repeat):
+        for tool in ("bpreveal", "bpflow"):
+            row = {
+                "work": name,
+                "tool": tool,
+                "run": r + 1,
+                **measure(commands[tool], workdir / f"{name}.{tool}.{r}.log"),
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--peer-bin", required=True, help="bin/ of the virtual environment with bpreveal 5.2.2")
+    p.add_argument("--workdir", default="/tmp/vs_bpreveal")
+    p.add_argument("--regions", type=int, nargs="+", default=[20000, 100000])
+    p.add_argument("--only", choices=["prepare", "train"], help="one workload only")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=1, help="alternating runs per tool and workload")
+    p.add_argument("--genome-size", type=int, default=50_000_000)
+    p.add_argument("--json")
+    args = p.parse_args()
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    bpflow = [str(Path(sys.executable).with_name("bpflow"))]
+    peer = Path(args.peer_bin)
+    inputs = generate(workdir, args.genome_size, max(args.regions + [1200]))
+    rows: list[dict] = []
+    if args.only in (None, "prepare"):
+        for n in args.regions:
+            picked = sorted(np.random.default_rng(n).choice(len(inputs["regions"]), n, replace=False))
+            bed = write_bed(workdir / f"regions{n}.bed", [inputs["regions"][i] for i in picked])
+            cmds = {}
+            for tool in ("bpreveal", "bpflow"):
+                path = workdir / f"prepare{n}.{tool}.json"
+                path.write_text(json.dumps(prepare_config(inputs, bed, str(workdir / f"data{n}.{tool}.h5"))))
+                cmds[tool] = (
+                    [str(peer / "prepareTrainingData"), str(path)]
+                    if tool == "bpreveal"
+                    else bpflow + ["prepare-data", str(path), "--threads", "2"]
+                )
+            rows += alternate(f"prepare-data {n}", cmds, workdir, args.repeat)
+            same = same_arrays(*(str(workdir / f"data{n}.{tool}.h5") for tool in ("bpreveal", "bpflow")))
+            print(f"prepare-data {n}: the two files hold the same arrays: {same}", flush=True)
+    if args.only in (None, "train"):
+        files = {}
+        for split, lo, hi in (("train", 0, 1000), ("val", 1000, 1200)):
+            bed = write_bed(workdir / f"{split}.bed", inputs["regions"][lo:hi])
+            cfg = workdir / f"data_{split}.json"
+            cfg.write_text(json.dumps(prepare_config(inputs, bed, str(workdir / f"{split}.h5"))))
+            measure(bpflow + ["prepare-data", str(cfg)], workdir / f"data_{split}.log")
+            files[split] = str(workdir / f"{split}.h5")
+        cmds = {}
+        for tool in ("bpreveal", "bpflow"):
+            path = workdir / f"solo.{tool}.json"
+            path.write_text(
+                json.dumps(solo_config(files["train"], files["val"], str(workdir / f"solo_{tool}"), args.epochs))
+            )
+            cmds[tool] = (
+                [str(peer / "trainSoloModel"), str(path)]
+                if tool == "bpreveal"
+                else bpflow + ["train-bias", str(path), "--threads", "2"]
+            )
+        rows += alternate(f"train-solo {args.epochs} epochs", cmds, workdir, args.repeat)
+
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()}")
+    print("| work | run | BPReveal wall / CPU s / peak MB | bpflow wall / CPU s / peak MB | wall ratio |")
+    print("|---|---|---|---|---|")
+    for peer_row, own in zip(rows[0::2], rows[1::2]):
+        fmt = "{wall-s} / {cpu-s} / {peak-rss-mb}"
+        ratio = peer_row["wall-s"] / own["wall-s"]
+        print(f"| {own['work']} | {own['run']} | {fmt.format(**peer_row)} | {fmt.format(**own)} | {ratio:.2f}x |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "machine": platform.uname()._asdict()}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
