@@ -42,7 +42,10 @@ INPUT, OUTPUT, JITTER = 2114, 1000, 128
 # --------------------------------------------------------------------------------------
 
 
-def generate(workdir: Path, genome_size: int, num_regions: int, seed: int = 0) -> dict:
+def generate(workdir: Path, genome_size: int, num_regions: int, seed: int = 0, gaps: bool = True) -> dict:
+    """A random 5-chromosome genome (with three N runs per chromosome, like assembly gaps,
+    unless ``gaps`` is False), two sparse stranded count bigWigs and a sorted BED of
+    ``num_regions`` random output-length regions whose input windows, jitter included, fit."""
     import pyBigWig
 
     rng = np.random.default_rng(seed)
@@ -53,7 +56,7 @@ def generate(workdir: Path, genome_size: int, num_regions: int, seed: int = 0) -
         for chrom, n in sizes.items():
             fh.write(f">{chrom}\n")
             seq = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, n)]
-            for _ in range(3):  # N runs like assembly gaps; some regions overlap them
+            for _ in range(3 if gaps else 0):  # N runs like assembly gaps; some regions overlap them
                 a = int(rng.integers(0, n - 100_000))
                 seq[a : a + int(rng.integers(20_000, 100_000))] = ord("N")
             text = seq.tobytes()

@@ -49,38 +49,15 @@ INPUT, OUTPUT, JITTER = 2114, 1000, 128
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def generate(workdir: Path, genome_size: int, num_regions: int, seed: int = 0) -> dict:
-    """A random genome without N (5 chromosomes), two sparse stranded count bigWigs and a
-    sorted BED of ``num_regions`` random output-length regions whose input windows, jitter
-    included, fit on their chromosome."""
-    import pyBigWig
-    import pyfaidx
+def generate(workdir: Path, genome_size: int, num_regions: int) -> dict:
+    """prepare_data.py's synthetic inputs without N runs (BPReveal crashes on N); the regions
+    as (chromosome, start) rows."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from prepare_data import generate as generate_inputs
 
-    rng = np.random.default_rng(seed)
-    sizes = {f"chr{i + 1}": genome_size // 5 for i in range(5)}
-    genome = workdir / "genome.fa"
-    with open(genome, "w") as fh:
-        for chrom, n in sizes.items():
-            text = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, n)].tobytes().decode()
-            fh.write(f">{chrom}\n" + "\n".join(text[i : i + 60] for i in range(0, n, 60)) + "\n")
-    pyfaidx.Faidx(str(genome)).close()  # the index is built now, outside every measured run
-    bigwigs = []
-    for strand in ("plus", "minus"):
-        path = workdir / f"{strand}.bw"
-        bw = pyBigWig.open(str(path), "w")
-        bw.addHeader(list(sizes.items()), maxZooms=0)
-        for chrom, n in sizes.items():
-            pos = np.flatnonzero(rng.random(n) < 0.05)
-            vals = rng.integers(1, 6, len(pos)).astype(np.float64)
-            bw.addEntries([chrom] * len(pos), pos.tolist(), ends=(pos + 1).tolist(), values=vals.tolist())
-        bw.close()
-        bigwigs.append(str(path))
-    pad = (INPUT - OUTPUT) // 2 + JITTER
-    rows = []
-    per_chrom = np.bincount(rng.integers(0, 5, num_regions), minlength=5)
-    for (chrom, n), k in zip(sizes.items(), per_chrom):
-        rows += [(chrom, int(s)) for s in np.sort(rng.integers(pad, n - OUTPUT - pad, k))]
-    return {"genome": str(genome), "bigwigs": bigwigs, "regions": rows}
+    inputs = generate_inputs(workdir, genome_size, num_regions, gaps=False)
+    rows = [line.split("\t")[:2] for line in Path(inputs["regions"]).read_text().splitlines()]
+    return {**inputs, "regions": [(c, int(s)) for c, s in rows]}
 
 
 def write_bed(path: Path, rows) -> str:
