@@ -14,7 +14,11 @@ Workloads (synthetic, no N bases: BPReveal crashes on them):
 * ``train``: train-solo (bpflow ``train-bias``) of the ChromBPNet shape (64 filters x 8
   layers, input/output filter widths 21/75, 2114 -> 1000) on one 2,000-sample HDF5 (1,000
   regions with their reverse complements, written once by bpflow) for ``--epochs`` epochs,
-  batch 64, the same JSON for both.
+  batch 64, the same JSON for both;
+* ``predict``: 1,000 regions to one profile bigWig per task, each tool with its own model of
+  the ``train`` workload (run it first in the same workdir): BPReveal's makePredictions then
+  predictToBigwig per task, against bpflow's predict then predictions-to-bigwig; the two
+  processes' seconds add up, the peak memory is the largest.
 
 Set-up of the peer (its own virtual environment; BPReveal 5.2.2 needs Python 3.12 and numpy
 < 2.3)::
@@ -25,11 +29,9 @@ Set-up of the peer (its own virtual environment; BPReveal 5.2.2 needs Python 3.1
 Run (results: a table on stdout, ``--json``)::
 
     .venv/bin/python benchmarks/vs_bpreveal.py --peer-bin /work/peer/bpreveal-venv/bin \\
-        --workdir /tmp/vs --json vs.json                       # prepare 20k + 100k, train
+        --workdir /tmp/vs --json vs.json              # prepare 20k + 100k, train, predict
     .venv/bin/python benchmarks/vs_bpreveal.py ... --only prepare --regions 20000
-
-Not measured here yet: prediction of 1,000 regions to bigWig (BPReveal's makePredictions +
-predictToBigwig against bpflow's predict + predictions-to-bigwig).
+    .venv/bin/python benchmarks/vs_bpreveal.py ... --only predict   # after a train run there
 """
 
 from __future__ import annotations
@@ -139,19 +141,72 @@ def solo_config(train: str, val: str, prefix: str, epochs: int) -> dict:
     }
 
 
-def alternate(name: str, commands: dict[str, list[str]], workdir: Path, repeat: int) -> list[dict]:
+def alternate(name: str, commands: dict[str, list[list[str]]], workdir: Path, repeat: int) -> list[dict]:
+    """Each tool's commands (one after the other: their wall and CPU seconds add up, the
+    peak memory is the largest), the tools alternating, ``repeat`` times."""
     rows = []
     for r in range(repeat):
         for tool in ("bpreveal", "bpflow"):
+            runs = [measure(cmd, workdir / f"{name}.{tool}.{r}.{k}.log") for k, cmd in enumerate(commands[tool])]
             row = {
                 "work": name,
                 "tool": tool,
                 "run": r + 1,
-                **measure(commands[tool], workdir / f"{name}.{tool}.{r}.log"),
+                "wall-s": round(sum(x["wall-s"] for x in runs), 2),
+                "cpu-s": round(sum(x["cpu-s"] for x in runs), 2),
+                "peak-rss-mb": max(x["peak-rss-mb"] for x in runs),
             }
             print(json.dumps(row), flush=True)
             rows.append(row)
     return rows
+
+
+def predict_commands(workdir: Path, peer: Path, bpflow: list[str], genome: str, bed: str) -> dict:
+    """Prediction of the BED's regions to one profile bigWig per task with each tool's own
+    trained solo model (the ``train`` workload's): BPReveal's makePredictions then
+    predictToBigwig per task; bpflow's predict then predictions-to-bigwig."""
+    peer_cfg = workdir / "predict.bpreveal.json"
+    peer_h5 = str(workdir / "pred.bpreveal.h5")
+    peer_cfg.write_text(
+        json.dumps(
+            {
+                "settings": {
+                    "output-h5": peer_h5,
+                    "batch-size": 64,
+                    "genome": genome,
+                    "heads": 1,
+                    "architecture": {
+                        "input-length": INPUT,
+                        "output-length": OUTPUT,
+                        "model-file": str(workdir / "solo_bpreveal.keras"),
+                    },
+                },
+                "bed-file": bed,
+                "num-threads": 2,
+                "verbosity": "WARNING",
+            }
+        )
+    )
+    own_cfg, own_bw = workdir / "predict.bpflow.json", workdir / "bigwig.bpflow.json"
+    own_h5 = str(workdir / "pred.bpflow.h5")
+    own_cfg.write_text(
+        json.dumps(
+            {"model-file": str(workdir / "solo_bpflow.keras"), "genome": genome, "regions": bed, "output-h5": own_h5}
+        )
+    )
+    own_bw.write_text(json.dumps({"h5": own_h5, "mode": "profile", "output-prefix": str(workdir / "pred.bpflow")}))
+    peer_bw = [
+        [str(peer / "predictToBigwig"), "--h5", peer_h5, "--bw", str(workdir / f"pred.bpreveal.{t}.bw")]
+        + ["--head-id", "0", "--task-id", str(t), "--mode", "profile", "--threads", "2"]
+        for t in (0, 1)
+    ]
+    return {
+        "bpreveal": [[str(peer / "makePredictions"), str(peer_cfg)], *peer_bw],
+        "bpflow": [
+            bpflow + ["predict", str(own_cfg), "--threads", "2"],
+            bpflow + ["predictions-to-bigwig", str(own_bw), "--threads", "2"],
+        ],
+    }
 
 
 def main() -> None:
@@ -159,7 +214,7 @@ def main() -> None:
     p.add_argument("--peer-bin", required=True, help="bin/ of the virtual environment with bpreveal 5.2.2")
     p.add_argument("--workdir", default="/tmp/vs_bpreveal")
     p.add_argument("--regions", type=int, nargs="+", default=[20000, 100000])
-    p.add_argument("--only", choices=["prepare", "train"], help="one workload only")
+    p.add_argument("--only", choices=["prepare", "train", "predict"], help="one workload only")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--repeat", type=int, default=1, help="alternating runs per tool and workload")
     p.add_argument("--genome-size", type=int, default=50_000_000)
@@ -180,11 +235,11 @@ def main() -> None:
             for tool in ("bpreveal", "bpflow"):
                 path = workdir / f"prepare{n}.{tool}.json"
                 path.write_text(json.dumps(prepare_config(inputs, bed, str(workdir / f"data{n}.{tool}.h5"))))
-                cmds[tool] = (
+                cmds[tool] = [
                     [str(peer / "prepareTrainingData"), str(path)]
                     if tool == "bpreveal"
                     else bpflow + ["prepare-data", str(path), "--threads", "2"]
-                )
+                ]
             rows += alternate(f"prepare-data {n}", cmds, workdir, args.repeat)
             same = same_arrays(*(str(workdir / f"data{n}.{tool}.h5") for tool in ("bpreveal", "bpflow")))
             print(f"prepare-data {n}: the two files hold the same arrays: {same}", flush=True)
@@ -202,12 +257,16 @@ def main() -> None:
             path.write_text(
                 json.dumps(solo_config(files["train"], files["val"], str(workdir / f"solo_{tool}"), args.epochs))
             )
-            cmds[tool] = (
+            cmds[tool] = [
                 [str(peer / "trainSoloModel"), str(path)]
                 if tool == "bpreveal"
                 else bpflow + ["train-bias", str(path), "--threads", "2"]
-            )
+            ]
         rows += alternate(f"train-solo {args.epochs} epochs", cmds, workdir, args.repeat)
+    if args.only in (None, "predict"):
+        bed = write_bed(workdir / "predict.bed", inputs["regions"][:1000])
+        cmds = predict_commands(workdir, peer, bpflow, inputs["genome"], bed)
+        rows += alternate("predict 1000 regions to bigWig", cmds, workdir, args.repeat)
 
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()}")
     print("| work | run | BPReveal wall / CPU s / peak MB | bpflow wall / CPU s / peak MB | wall ratio |")
