@@ -45,7 +45,7 @@ RECIPES = ("bpflow", "bpreveal")
 # Issue 17's targets, on every setting: the residual's JSD to the signal is compared with the
 # bpreveal recipe's on the same setting (targets_met); the bias model must beat the 7-mer table
 # (qc-bias) and no stage may end at its epoch limit while still improving (the QC's warning).
-TARGETS = {"counts-ratio": 0.9, "footprint-ratio": 0.01, "bias-vs-kmer": 1.0}
+TARGETS = {"counts-ratio": 0.9, "footprint-ratio": 0.01}
 EPOCH_LIMIT_WARNING = "epoch limit"
 
 # The suite (issue 17): settings that differ in what real data differ in.  "sim": options of
@@ -371,7 +371,9 @@ def targets_met(results: list[dict]) -> None:
             "counts": r["counts-ratio"] >= TARGETS["counts-ratio"],
             "residual-jsd": joint is None or r["residual-jsd"] <= joint,
             "footprint-ratio": r["footprint-ratio"] <= TARGETS["footprint-ratio"],
-            "bias-vs-kmer": r.get("bias-vs-kmer", math.nan) >= TARGETS["bias-vs-kmer"],
+            # the bias model's profile-loss gain (over a flat profile) at least the k-mer table's;
+            # as a gain, not the ratio, which is undefined when the table gains nothing (a weak bias)
+            "bias-vs-kmer": r.get("bias-gain", math.nan) >= r.get("kmer-gain", math.nan),
             "converged": not any(EPOCH_LIMIT_WARNING in w for w in r["qc-warnings"]),
         }
 
@@ -389,7 +391,7 @@ def markdown(results: list[dict]) -> str:
         "perfect residual) | residual JSD vs 1 + signal | "
         "residual Pearson vs signal | bias branch JSD vs true bias | combined JSD vs expected | "
         "combined Pearson vs expected | "
-        "footprint ratio bias/TF (<= 0.01) | bias model / 7-mer table gain (>= 1) | combined epochs (s) | "
+        "footprint ratio bias/TF (<= 0.01) | bias model gain / 7-mer table gain (model >= table) | combined epochs (s) | "
         "no epoch-limit stop | QC warnings |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -403,8 +405,8 @@ def markdown(results: list[dict]) -> str:
             f"({f(r['perfect-residual-jsd'])}) | {f(r['residual-jsd-vs-1+signal'])} | "
             f"{f(r['residual-pearson'])} | {f(r.get('bias-branch-jsd'))} | "
             f"{f(r['combined-jsd'])} | {f(r['combined-pearson'])} | "
-            f"{f(r['footprint-ratio'], 4)} {ok(t['footprint-ratio'])} | {f(r.get('bias-vs-kmer'), 2)} "
-            f"{ok(t['bias-vs-kmer'])} | {r.get('combined-epochs')} ({f(r.get('combined-seconds'), 0)}) | "
+            f"{f(r['footprint-ratio'], 4)} {ok(t['footprint-ratio'])} | {f(r.get('bias-gain'), 2)} / "
+            f"{f(r.get('kmer-gain'), 2)} {ok(t['bias-vs-kmer'])} | {r.get('combined-epochs')} ({f(r.get('combined-seconds'), 0)}) | "
             f"{ok(t['converged'])} | {len(r['qc-warnings'] or [])} |"
         )
     return "\n".join(rows)
