@@ -18,13 +18,18 @@ reliable against a handful of targets).
 
 Factorization check (``check``):
 
-* ``residual``: a pattern of the model that matches a bias motif (q below
-  ``q-threshold``) is a QC warning: the bias-free model has learnt the enzyme's bias.  The
-  bias motifs are the top pattern of the bias model's own motifs run (``bias-motifs-json``,
-  its most frequent positive pattern) and any the config names (``bias-motifs``).
-* ``bias``: a pattern of the bias model whose best match is a TF motif (any database motif
-  that is not a bias motif) with q below ``q-threshold`` is a QC warning: the bias model has
-  learnt a transcription factor, which the residual then cannot explain.
+* ``residual``: a pattern whose best match among the TF and bias motifs is a bias motif with
+  q below ``q-threshold`` is a QC warning: the bias-free model has learnt the enzyme's bias.
+  The bias motifs are the top pattern of the bias model's own motifs run
+  (``bias-motifs-json``: its informative positive pattern with the most seqlets), a
+  simulation's bias motif and any the config names (``bias-motifs``).
+* ``bias``: a bias-model pattern whose best such match is a TF motif with q below
+  ``q-threshold`` is a QC warning: the bias model has learnt a transcription factor, which the
+  residual then cannot explain.
+* ``none``: patterns only (a combined model holds the bias by design).
+
+Patterns with too little information (docs/motifs.md) are reported but neither matched nor
+checked.
 
 Outputs: ``PREFIX.modisco.h5``, ``PREFIX.tsv`` (one row per pattern: sign, seqlets, the best
 three matches with q-values), ``PREFIX.meme`` (the trimmed patterns), ``PREFIX.json`` (the
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -55,26 +61,25 @@ from bpflow.formats.motifs import (
     simulation_motifs,
     write_meme,
 )
+from bpflow.formats.sequence import BASES
 from bpflow.utils import BpflowError, atomic_output, read_step_config, write_json_atomic
 
 logger = logging.getLogger("bpflow.motifs")
 
 BACKGROUND = np.full(4, 0.25)
-CHECKS = ("residual", "bias", "none")  # a combined model holds the bias by design: "none"
 
 
 @dataclass
 class Pattern:
     """One TF-MoDISco pattern: ``ppm`` (L, 4) base frequencies of its seqlets, ``cwm`` (L, 4)
-    their mean contributions, ``hcwm`` the mean hypothetical contributions; ``trim`` the
-    [start, stop) kept for matching; ``matches`` the database hits, best first."""
+    their mean contributions; ``trim`` the [start, stop) kept for matching; ``matches`` the
+    database hits, best first (then the check's TF and bias motifs, whatever their rank)."""
 
     name: str
     sign: str
     num_seqlets: int
     ppm: np.ndarray
     cwm: np.ndarray
-    hcwm: np.ndarray
     trim: tuple[int, int] = (0, 0)
     matches: list[dict] = field(default_factory=list)
     flagged: str = ""
@@ -86,7 +91,7 @@ class Pattern:
 
     @property
     def consensus(self) -> str:
-        return "".join("ACGT"[i] for i in self.trimmed_ppm.argmax(axis=1))
+        return "".join(BASES[i] for i in self.trimmed_ppm.argmax(axis=1))
 
     @property
     def mean_information(self) -> float:
@@ -142,11 +147,6 @@ def information_content(ppm: np.ndarray, background=BACKGROUND, pseudocount: flo
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = p * np.log2(p / np.asarray(background)[None, :])
     return np.where(p > 0, terms, 0.0).sum(axis=1)  # 0 log 0 = 0
-
-
-def reverse_complement_matrix(matrix: np.ndarray) -> np.ndarray:
-    """(L, 4) over A, C, G, T -> the matrix of the reverse complement."""
-    return np.asarray(matrix)[::-1, ::-1]
 
 
 def bh_qvalues(p_values: np.ndarray) -> np.ndarray:
@@ -231,7 +231,6 @@ def patterns_from_modisco(pos, neg, trim_threshold: float, min_information: floa
                 num_seqlets=len(pattern.seqlets),
                 ppm=np.asarray(pattern.sequence, dtype=np.float64),
                 cwm=cwm,
-                hcwm=np.asarray(pattern.hypothetical_contribs, dtype=np.float64),
                 trim=trim_bounds(cwm, trim_threshold),
             )
             width, bits = x.trim[1] - x.trim[0], x.mean_information
@@ -248,8 +247,6 @@ def patterns_from_modisco(pos, neg, trim_threshold: float, min_information: floa
 def bias_model_motif(path) -> Motif | None:
     """The top pattern of a bias model's motifs summary (``PREFIX.json`` of this step): its
     informative positive pattern with the most seqlets, trimmed; None when it has none."""
-    import json
-
     try:
         summary = json.loads(Path(path).read_text())
     except (OSError, ValueError) as err:
@@ -395,10 +392,6 @@ def draw_logos(prefix: str, patterns: list[Pattern]) -> None:
         draw_logo(ppm * information_content(ppm)[:, None], ic_path, f"{x.name} (information content)", "bits")
 
 
-def _match_text(m: dict) -> str:
-    return f"{m['label']} q={m['q']:.2g}"
-
-
 def write_table(path, patterns: list[Pattern], top: int) -> None:
     header = ["pattern", "sign", "num-seqlets", "consensus", "flag"]
     for k in range(1, top + 1):
@@ -406,7 +399,7 @@ def write_table(path, patterns: list[Pattern], top: int) -> None:
     lines = ["\t".join(header)]
     for x in patterns:
         row = [x.name, x.sign, str(x.num_seqlets), x.consensus, x.flagged or x.low_information or "-"]
-        ranked = [m for m in x.matches if m["rank"] <= top][:top]
+        ranked = x.matches[:top]  # the best by p-value come first
         for k in range(top):
             row += [ranked[k]["label"], f"{ranked[k]['q']:.3g}"] if k < len(ranked) else ["-", "-"]
         lines.append("\t".join(row))
@@ -426,8 +419,8 @@ def write_html(path, prefix: str, summary: dict, patterns: list[Pattern], top: i
     rows = []
     for x in patterns:
         cwm_path, ic_path = logo_paths(prefix, x)
-        ranked = [m for m in x.matches if m["rank"] <= top][:top]
-        matches = "<br>".join(html.escape(_match_text(m)) for m in ranked) or html.escape(x.low_information or "-")
+        matches = "<br>".join(html.escape(f"{m['label']} q={m['q']:.2g}") for m in x.matches[:top])
+        matches = matches or html.escape(x.low_information or "-")
         flag = f'<span style="color:red">{html.escape(x.flagged)}</span>' if x.flagged else ""
         rows.append(
             f"<tr><td>{html.escape(x.name)}</td><td>{x.sign}</td><td>{x.num_seqlets}</td>"
@@ -471,7 +464,7 @@ def run_motifs_config(cfg: dict, threads: int | None = None) -> dict:
         if cfg["max-windows"] is not None and n > cfg["max-windows"]:
             rows = np.sort(np.random.default_rng(cfg["seed"]).choice(n, cfg["max-windows"], replace=False))
         else:
-            rows = np.arange(n)
+            rows = slice(None)  # all of them: one contiguous read, not a point selection
         cut = central_window(cf.input_length, cfg["window"])
         sequence = cf.sequence(rows)[:, cut]
         hypothetical = cf.hypothetical(rows)[:, cut]
@@ -479,7 +472,7 @@ def run_motifs_config(cfg: dict, threads: int | None = None) -> dict:
     logger.info(
         "%s: TF-MoDISco on %d windows x %d bases (up to %d seqlets per sign)",
         cfg["contributions-file"],
-        len(rows),
+        sequence.shape[0],
         sequence.shape[1],
         cfg["max-seqlets"],
     )
@@ -499,7 +492,7 @@ def run_motifs_config(cfg: dict, threads: int | None = None) -> dict:
         "model": cfg["model"],
         "head": str(attrs.get("head", "")),
         "target": str(attrs.get("target", "")),
-        "num-windows": len(rows),
+        "num-windows": int(sequence.shape[0]),
         "window": int(sequence.shape[1]),
         "database": {
             "sources": sorted({t.source for t in targets}),
@@ -531,7 +524,7 @@ def run_motifs_config(cfg: dict, threads: int | None = None) -> dict:
     write_table(f"{prefix}.tsv", patterns, cfg["top-matches"])
     write_meme(
         f"{prefix}.meme",
-        [as_motif(x.trimmed_ppm, x.name).renamed(x.name) for x in patterns],
+        [as_motif(x.trimmed_ppm, x.name) for x in patterns],
     )
     write_html(f"{prefix}.html", prefix, summary, patterns, cfg["top-matches"])
     write_json_atomic(f"{prefix}.json", summary)

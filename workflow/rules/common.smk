@@ -250,6 +250,12 @@ def simulated_files(sim):
     }
 
 
+def simulation_truth(e):
+    """truth.json of experiment e's simulation, or None for an experiment on real data."""
+    sim = EXPERIMENTS[e].get("simulate")
+    return None if sim is None else simulated_files(sim["name"])["truth"]
+
+
 # training keys of the bias and combined stages (bpflow.train.recipes: counts-schedule)
 COUNTS_SCHEDULE_KEYS = (
     "counts-schedule",

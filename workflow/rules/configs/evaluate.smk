@@ -21,9 +21,7 @@ def qc_files(e):
     """Inputs of qc_combined besides the models: validation and background data, the
     simulation's truth and the footprints block's motif files."""
     files = [dataset_h5(e, "peaks", "val"), dataset_h5(e, "background", "val")]
-    sim = EXPERIMENTS[e].get("simulate")
-    if sim is not None:
-        files.append(simulated_files(sim["name"])["truth"])
+    files += [simulation_truth(e)] if simulation_truth(e) else []
     return files + footprint_motif_files(e)
 
 
@@ -63,9 +61,8 @@ def qc_combined_json(e):
         "histories": {s: f"{model_prefix(e, s)}.history.json" for s in ("transformation", "combined")},
         "output-json": qc_json(e, "combined"),
     }
-    sim = exp.get("simulate")
-    if sim is not None:
-        cfg["truth-json"] = simulated_files(sim["name"])["truth"]
+    if simulation_truth(e):
+        cfg["truth-json"] = simulation_truth(e)
     fp = exp.get("footprints", {})
     if fp.get("motifs"):
         cfg["motifs"] = copy.deepcopy(fp["motifs"])
@@ -110,8 +107,7 @@ def footprint_motifs(e):
     `footprints`; a simulation's truth fills in what is not given), or None without motifs."""
     exp = EXPERIMENTS[e]
     fp = exp["footprints"]
-    sim = exp.get("simulate")
-    truth = simulated_files(sim["name"])["truth"] if sim is not None else None
+    truth = simulation_truth(e)
     tfs = fp.get("motifs")
     bias = {"bias": fp["bias-motif"]} if "bias-motif" in fp else None
     if truth is None and not tfs and not bias:

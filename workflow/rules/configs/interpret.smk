@@ -95,6 +95,12 @@ def motifs_qc_json(e, model, regions, head, target):
     return f"results/{e}/qc/motifs_{model}_{regions}.{head}.{target}.json"
 
 
+def bias_motifs_summary(e, regions, head):
+    """The bias model's motifs summary on a region set and head: its top pattern is the bias
+    motif of the residual's check."""
+    return f"{motifs_prefix(e, 'bias', regions, head, 'profile')}.json"
+
+
 def motifs_jobs(e):
     """(model, regions, head, target) of every motifs job of experiment e: each contribution
     file of interpret.models, plus the bias model's profile contributions."""
@@ -115,11 +121,8 @@ def motifs_inputs(e, model, regions, head, target):
     bias model's motifs summary (its top pattern is the bias motif of the check)."""
     files = [f"{interpret_prefix(e, model, regions)}.{head}.{target}.h5"]
     files += EXPERIMENTS[e]["interpret"]["motifs"]["database"]["motif-files"]
-    sim = EXPERIMENTS[e].get("simulate")
-    if sim is not None:
-        files.append(simulated_files(sim["name"])["truth"])
-    if model == "residual":
-        files.append(f"{motifs_prefix(e, 'bias', regions, head, 'profile')}.json")
+    files += [simulation_truth(e)] if simulation_truth(e) else []
+    files += [bias_motifs_summary(e, regions, head)] if model == "residual" else []
     return files
 
 
@@ -128,8 +131,8 @@ def motifs_json(e, model, regions, head, target):
     exp = EXPERIMENTS[e]
     opts = exp["interpret"]["motifs"]
     database = {"jaspar": opts["database"]["jaspar"], "motif-files": opts["database"]["motif-files"]}
-    if exp.get("simulate") is not None:
-        database["simulation-truth"] = simulated_files(exp["simulate"]["name"])["truth"]
+    if simulation_truth(e):
+        database["simulation-truth"] = simulation_truth(e)
     cfg = {
         "contributions-file": f"{interpret_prefix(e, model, regions)}.{head}.{target}.h5",
         "output-prefix": motifs_prefix(e, model, regions, head, target),
@@ -144,7 +147,7 @@ def motifs_json(e, model, regions, head, target):
         "qc-output": motifs_qc_json(e, model, regions, head, target),
     }
     if model == "residual":
-        cfg["bias-motifs-json"] = f"{motifs_prefix(e, 'bias', regions, head, 'profile')}.json"
+        cfg["bias-motifs-json"] = bias_motifs_summary(e, regions, head)
         if opts["bias-motifs"]:
             cfg["bias-motifs"] = opts["bias-motifs"]
     return cfg
