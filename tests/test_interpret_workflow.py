@@ -263,6 +263,8 @@ def test_the_end_of_run_summary_lists_the_motifs_warnings(tmp_path):
     warning = "motifs of the residual model (nexus, profile): pattern pos_patterns.pattern_1 matches the bias motif"
     (qc / "motifs_residual_peaks-test.nexus.profile.json").write_text(json.dumps({"warnings": [warning]}))
     (qc / "combined.json").write_text(json.dumps({"warnings": ["head nexus: collapsed residual counts head"]}))
+    # a report of a job this config does not plan (another region set) is stale: not listed
+    (qc / "motifs_residual_peaks-val.nexus.profile.json").write_text(json.dumps({"warnings": ["stale"]}))
     target = "results/ci/configs/motifs_residual_peaks-test.nexus.profile.json"  # a cheap job to run
     proc = subprocess.run(
         [str(SNAKEMAKE), "-s", str(SNAKEFILE), "-d", str(tmp_path), "--configfile", str(configfile)]
@@ -274,6 +276,7 @@ def test_the_end_of_run_summary_lists_the_motifs_warnings(tmp_path):
     assert proc.returncode == 0, proc.stderr
     summary = proc.stderr[proc.stderr.index("bpflow QC WARNINGS") :]
     assert f"  - ci: head nexus: collapsed residual counts head\n  - ci: {warning}\n" in summary
+    assert "stale" not in summary
 
 
 def test_a_combined_models_motifs_are_not_checked(tmp_path):

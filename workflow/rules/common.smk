@@ -7,7 +7,6 @@
 
 import copy
 import difflib
-import glob
 import json
 import os
 import re
@@ -489,7 +488,8 @@ def qc_warnings():
     experiment's name (the end-of-run summary; the reports: docs/qc.md)."""
     lines = []
     for e in EXPERIMENTS:
-        motifs = sorted(glob.glob(f"results/{e}/qc/motifs_*.json"))
+        # the motifs jobs this config plans (configs/interpret.smk), not stale files of another
+        motifs = [motifs_qc_json(e, *job) for job in motifs_jobs(e)]
         for path in [qc_json(e, "bias"), qc_json(e, "combined"), *motifs]:
             if os.path.isfile(path):
                 with open(path) as fh:
