@@ -1,7 +1,7 @@
-"""Command line: ``bpflow <step> CONFIG.json [--verbosity LEVEL] [--threads N]``.
+"""Command line: ``bpflow <step> CONFIG.json [--verbosity LEVEL] [--threads N] [--backend B]``.
 
-The JSON config is the record of what a step computes; how to run it (log level, threads)
-travels on the command line.  A few steps take their own flags instead of a config
+The JSON config is the record of what a step computes; how to run it (log level, threads, the
+Keras backend of the steps that run a model) travels on the command line.  A few steps take their own flags instead of a config
 (``length-calc``, ``inspect-data``; ``simulate`` also takes ``--preset``).
 """
 
@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+
+from bpflow.backend import MODEL_STEPS, choose_backend
 
 # step name -> (module, function, one-line help).  Each function takes the argument list
 # after the step name and returns an exit code (or None for 0).  Modules are imported only
@@ -40,7 +42,7 @@ ALIASES = {"train-solo": "train-bias"}
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
     lines = [
-        "usage: bpflow <step> CONFIG.json [--verbosity LEVEL] [--threads N]   (or bpflow <step> --help)",
+        "usage: bpflow <step> CONFIG.json [--verbosity LEVEL] [--threads N] [--backend B]   (or bpflow <step> --help)",
         "",
         "steps:",
     ]
@@ -49,19 +51,34 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _option(argv: list[str], name: str) -> str | None:
+    """The value of ``--name V`` / ``--name=V`` in an argument list, if any."""
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+        if arg == f"--{name}" and i + 1 < len(argv):
+            return argv[i + 1]
+    return None
+
+
 def _threads(argv: list[str]) -> int | None:
     """The value of ``--threads N`` / ``--threads=N`` in an argument list, if any."""
-    for i, arg in enumerate(argv):
-        value = (
-            arg.split("=", 1)[1]
-            if arg.startswith("--threads=")
-            else argv[i + 1]
-            if (arg == "--threads" and i + 1 < len(argv))
-            else None
-        )
-        if value is not None and value.isdigit() and int(value) > 0:
-            return int(value)
-    return None
+    value = _option(argv, "threads")
+    return int(value) if value is not None and value.isdigit() and int(value) > 0 else None
+
+
+def _set_backend(requested: str | None) -> None:
+    """Set KERAS_BACKEND for a step that runs a model (Keras reads it once, when the step's
+    code first imports it).  In a process that has imported Keras already (a test, a notebook)
+    the backend is fixed: an explicit --backend must then agree with it."""
+    from bpflow.utils import BpflowError
+
+    if "keras" in sys.modules:
+        current = sys.modules["keras"].backend.backend()
+        if requested not in (None, "auto", current):
+            raise BpflowError(f"--backend {requested}: Keras is already imported with the {current} backend")
+        return
+    os.environ["KERAS_BACKEND"] = choose_backend(requested or "auto")[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TF_NUM_INTEROP_THREADS"] = str(min(2, threads))
     module_name, func_name, _ = COMMANDS[step]
     try:
+        if step in MODEL_STEPS:
+            _set_backend(_option(rest, "backend"))
         func = getattr(importlib.import_module(module_name), func_name)
         code = func(rest)
     except BpflowError as err:

@@ -116,7 +116,8 @@ def step_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def read_step_config(argv, step: str, description: str, docs: str) -> tuple[str, dict, RunOptions]:
-    """The command line of a step, ``bpflow STEP CONFIG.json [--verbosity L] [--threads N]``.
+    """The command line of a step, ``bpflow STEP CONFIG.json [--verbosity L] [--threads N]``
+    (and ``[--backend B]`` where the step runs a model).
 
     Loads the config, checks it against the step's schema (filling defaults, see
     :mod:`bpflow.schemas`), applies the run-time options (``verbosity``, and ``num-threads``
@@ -124,9 +125,19 @@ def read_step_config(argv, step: str, description: str, docs: str) -> tuple[str,
     names the page that lists the config's keys (for --help).
     """
     from bpflow import schemas
+    from bpflow.backend import BACKENDS, MODEL_STEPS
 
     parser = step_parser(f"bpflow {step}", description)
     parser.add_argument("config", help=f"JSON configuration (keys: {docs})")
+    if step in MODEL_STEPS:
+        # acted on by bpflow.cli before Keras is imported; listed here for --help
+        parser.add_argument(
+            "--backend",
+            choices=BACKENDS,
+            default="auto",
+            help="Keras backend (default auto: KERAS_BACKEND if set, else jax without a visible "
+            "NVIDIA GPU and tensorflow with one; see docs/training.md)",
+        )
     args = parser.parse_args(list(argv))
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be >= 1, got {args.threads}")

@@ -196,6 +196,27 @@ def test_adaptive_lambda_starts_from_training_counts_and_reaches_the_compiled_st
     assert keras_losses == pytest.approx(h["loss"], rel=1e-4)
 
 
+def test_training_is_deterministic_given_the_seed_on_the_cpu(pipeline, tmp_path):
+    """The pipeline's solo and combined runs again with the same configs: bit-identical
+    weights and histories (the CPU default is deterministic, under either backend); the
+    combined run reads its batches through two prefetch workers."""
+    for name, train, model_file in (
+        ("solo", training.train_solo, "bias.keras"),
+        ("combined", training.train_combined, "combined_residual.keras"),
+    ):
+        config = json.loads(json.dumps(pipeline["configs"][name]))
+        config["settings"]["output-prefix"] = str(tmp_path / Path(config["settings"]["output-prefix"]).name)
+        again = train(config)
+        assert again["environment"]["deterministic"] and again["environment"]["device-kind"] == "cpu"
+        for key in ("loss", "val_loss", "h0_counts_weight"):
+            assert again["history"][key] == pipeline[name]["history"][key], (name, key)
+        first = keras.saving.load_model(pipeline["tmp"] / model_file)
+        second = keras.saving.load_model(tmp_path / model_file)
+        assert len(first.weights) == len(second.weights)
+        for a, b in zip(first.weights, second.weights):
+            np.testing.assert_array_equal(np.asarray(b), np.asarray(a), err_msg=f"{name}: {a.path}")
+
+
 def test_combined_validation_loss_improves_on_initialisation(pipeline):
     rec = pipeline["combined"]
     assert rec["history"]["val_loss"][-1] < rec["initial"]["val_loss"]

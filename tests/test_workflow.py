@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import yaml
 
+from bpflow.backend import MODEL_STEPS
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO / "Snakefile"
 BIN = Path(sys.executable).parent
@@ -320,11 +322,15 @@ def test_demo_resources_logs_and_command_lines(demo_dag):
                 "regions_sampled": "prepare-regions",
                 "report_footprints": "report-figures",
             }.get(job.rule.name, job.rule.name.replace("_", "-"))
+            # the steps that run a model also get the Keras backend (config key `backend`)
+            backend = " --backend {resources.backend}" if step in MODEL_STEPS else ""
             assert job.rule.shellcmd == (
                 f"bpflow {step} {{input.config}} --threads {{threads}} "
-                "--verbosity {resources.verbosity} > {log} 2>&1"
+                f"--verbosity {{resources.verbosity}}{backend} > {{log}} 2>&1"
             ), job.rule.name
             assert job.resources["verbosity"] == cfg.get("verbosity", "INFO")
+            if step in MODEL_STEPS:
+                assert job.resources["backend"] == "auto"
 
 
 def test_demo_step_configs_pass_each_step_schema_and_lengths(demo_dag):

@@ -550,3 +550,5 @@ def step_config_file(e, name):
 # the command-line options of every step job: how to run, not what to compute.  The log level
 # travels as a resource: unlike a param, a changed resource reruns no job.
 RUN_OPTIONS = "--threads {threads} --verbosity {resources.verbosity}"
+# the steps that run a model also take the Keras backend (config key `backend`)
+MODEL_RUN_OPTIONS = RUN_OPTIONS + " --backend {resources.backend}"

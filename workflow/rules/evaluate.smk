@@ -21,11 +21,12 @@ rule qc_bias:
     threads: EVAL["threads"]
     resources:
         verbosity=config["verbosity"],
+        backend=config["backend"],
         gpu=EVAL["gpu"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
     shell:
-        f"bpflow qc-bias {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
+        f"bpflow qc-bias {{input.config}} {MODEL_RUN_OPTIONS} > {{log}} 2>&1"
 
 
 rule qc_combined:
@@ -43,11 +44,12 @@ rule qc_combined:
     threads: EVAL["threads"]
     resources:
         verbosity=config["verbosity"],
+        backend=config["backend"],
         gpu=EVAL["gpu"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
     shell:
-        f"bpflow qc-combined {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
+        f"bpflow qc-combined {{input.config}} {MODEL_RUN_OPTIONS} > {{log}} 2>&1"
 
 
 rule predict:
@@ -68,11 +70,12 @@ rule predict:
     threads: EVAL["threads"]
     resources:
         verbosity=config["verbosity"],
+        backend=config["backend"],
         gpu=EVAL["gpu"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
     shell:
-        f"bpflow predict {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
+        f"bpflow predict {{input.config}} {MODEL_RUN_OPTIONS} > {{log}} 2>&1"
 
 
 rule metrics:
@@ -126,8 +129,9 @@ rule footprints:
     threads: EVAL["threads"]
     resources:
         verbosity=config["verbosity"],
+        backend=config["backend"],
         gpu=EVAL["gpu"],
         mem_mb=EVAL["mem-mb"],
         runtime=EVAL["runtime"],
     shell:
-        f"bpflow footprints {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
+        f"bpflow footprints {{input.config}} {MODEL_RUN_OPTIONS} > {{log}} 2>&1"

@@ -29,11 +29,12 @@ rule contributions:
     threads: INTERPRET["threads"]
     resources:
         verbosity=config["verbosity"],
+        backend=config["backend"],
         gpu=INTERPRET["gpu"],
         mem_mb=INTERPRET["mem-mb"],
         runtime=INTERPRET["runtime"],
     shell:
-        f"bpflow contributions {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
+        f"bpflow contributions {{input.config}} {MODEL_RUN_OPTIONS} > {{log}} 2>&1"
 
 
 # Motifs (interpret.motifs; docs/motifs.md): TF-MoDISco patterns of each contribution file,

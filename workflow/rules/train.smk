@@ -29,11 +29,12 @@ rule train_bias:
     threads: TRAIN["threads"]
     resources:
         verbosity=config["verbosity"],
+        backend=config["backend"],
         gpu=TRAIN["gpu"],
         mem_mb=TRAIN["mem-mb"],
         runtime=TRAIN["runtime"],
     shell:
-        f"bpflow train-bias {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
+        f"bpflow train-bias {{input.config}} {MODEL_RUN_OPTIONS} > {{log}} 2>&1"
 
 
 rule train_transformation:
@@ -62,11 +63,12 @@ rule train_transformation:
     threads: TRAIN["threads"]
     resources:
         verbosity=config["verbosity"],
+        backend=config["backend"],
         gpu=TRAIN["gpu"],
         mem_mb=TRAIN["mem-mb"],
         runtime=TRAIN["runtime"],
     shell:
-        f"bpflow train-transformation {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
+        f"bpflow train-transformation {{input.config}} {MODEL_RUN_OPTIONS} > {{log}} 2>&1"
 
 
 rule train_combined:
@@ -95,8 +97,9 @@ rule train_combined:
     threads: TRAIN["threads"]
     resources:
         verbosity=config["verbosity"],
+        backend=config["backend"],
         gpu=TRAIN["gpu"],
         mem_mb=TRAIN["mem-mb"],
         runtime=TRAIN["runtime"],
     shell:
-        f"bpflow train-combined {{input.config}} {RUN_OPTIONS} > {{log}} 2>&1"
+        f"bpflow train-combined {{input.config}} {MODEL_RUN_OPTIONS} > {{log}} 2>&1"
