@@ -233,6 +233,8 @@ def setup_logging(verbosity: str | int = "INFO") -> None:
         handler._bpflow = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level)
+    # JAX logs at INFO that it found no TPU/GPU plugin on a CPU machine: not the user's concern
+    logging.getLogger("jax._src.xla_bridge").setLevel(max(level, logging.WARNING))
 
 
 def progress(iterable: Iterable, total: int | None = None, desc: str = "", unit: str = "it") -> Iterator:

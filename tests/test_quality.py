@@ -416,12 +416,12 @@ def test_residual_counts_start_at_the_mean_training_total(tiny):
 # --------------------------------------------------------------------------- the benchmark suite
 
 
-def _quality_harness():
+def _quality_harness(name="quality"):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
-    spec = importlib.util.spec_from_file_location("quality_benchmark", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -551,3 +551,67 @@ def test_residual_contributions_sit_on_the_motif_not_on_the_bias_kmer(tiny, targ
     bias_score = np.abs((bias_result.hypothetical * bias_seq).sum(-1))
     on, off = _positions(bias_seq, BIAS_KMER), ~_positions(bias_seq, BIAS_KMER)
     assert bias_score[on].mean() > 3.0 * bias_score[off].mean(), (bias_score[on].mean(), bias_score[off].mean())
+
+
+def test_epoch_limit_check_uses_the_last_improvement_by_more_than_min_delta(tmp_path):
+    """A phase that ran out of epochs warns when its last epoch lowered the loss by more than
+    min-delta; a best epoch last that only crept down does not; records without the key fall
+    back to the best epoch; an early stop never warns."""
+
+    def history(name, **phase):
+        rec = {"epochs-run": 30, "best-epoch": 30, "stop-reason": "finished all 30 epochs", **phase}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**rec, "phases": [dict(rec, phase="profile")]}))
+        return str(path)
+
+    paths = {
+        "gaining": history("gaining", **{"last-significant-epoch": 30}),
+        "creeping": history("creeping", **{"last-significant-epoch": 24}),
+        "old-record": history("old-record"),
+        "early": history("early", **{"stop-reason": "early stopping: ...", "last-significant-epoch": 30}),
+    }
+    stages = qc.training_qc(paths)["stages"]
+    warned = {stage: bool(entry["warnings"]) for stage, entry in stages.items()}
+    assert warned == {"gaining": True, "creeping": False, "old-record": True, "early": False}
+    assert stages["gaining"]["warnings"][0].startswith("gaining, profile phase: training ended at its epoch limit")
+    assert "last improvement by more than min-delta: epoch 24" in stages["creeping"]["checks"][0]["value"]
+
+
+def test_early_stopping_replay_agrees_with_training_state():
+    """benchmarks/early_stopping_replay.py: a history recorded with min-delta 0 replayed under
+    min-delta d stops where a TrainingState with d stops, keeps the same best epoch, and its
+    last significant epoch is the state's; lambdas change every epoch (frac target)."""
+    from bpflow.train.loop import TrainingState
+    from bpflow.train.settings import HeadSpec
+
+    replay = _quality_harness("early_stopping_replay")
+    rng = np.random.default_rng(3)
+    epochs = 40
+    # a loss that falls fast, then creeps down with noise; counts terms that wander
+    profile = 1000 + 400 * np.exp(-np.arange(epochs) / 3) - 0.05 * np.arange(epochs) + rng.normal(0, 0.3, epochs)
+    counts = 0.5 + 0.3 * np.exp(-np.arange(epochs) / 5) + rng.normal(0, 0.01, epochs)
+    head = HeadSpec("h", 2, profile_weight=2.0, counts_weight=None, frac_target=0.1)
+
+    def run(min_delta, patience=4):
+        st = TrainingState(
+            [head], [50.0], 0.01, epochs, early_stopping_patience=patience, plateau_patience=3, min_delta=min_delta
+        )
+        for e in range(epochs):
+            terms = {"h_profile": float(profile[e]), "h_counts": float(counts[e])}
+            st.end_epoch(e, terms, terms, seconds=1.0)
+            if st.stopped and st.epochs_done < epochs:
+                break
+        return st
+
+    recorded = run(0.0, patience=epochs)  # every epoch recorded (patience changes no epoch's losses)
+    assert recorded.epochs_done == epochs
+    for delta in (0.0, 1e-4, 1e-3):
+        st = run(delta)
+        got = replay.replay(recorded.history, 4, delta)
+        assert (got["stop"], got["best"], got["significant"]) == (
+            st.epochs_done,
+            st.best_epoch,
+            st.significant_epoch,
+        ), delta
+        assert got["early"] == st.stop_reason.startswith("early")
+    assert replay.replay(recorded.history, 4, 1e-3)["stop"] < epochs  # the creeping tail is cut

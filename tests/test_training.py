@@ -87,6 +87,44 @@ def test_training_state_sequence_hand_computed():
     assert copy.to_json() == st.to_json()
 
 
+def test_min_delta_early_stopping_hand_computed():
+    """Early stopping waits for an epoch that lowers the validation loss by more than
+    min_delta of it; the best weights and the learning-rate plateau follow any lower loss."""
+    head = HeadSpec("h", 2, profile_weight=1.0, counts_weight=0.0, frac_target=None)
+    st = TrainingState(
+        [head], [0.0], learning_rate=0.01, epochs=10, early_stopping_patience=3, plateau_patience=2, min_delta=0.01
+    )
+
+    def val(p):
+        return st.end_epoch(st.epochs_done, {"h_profile": p, "h_counts": 0.0}, {"h_profile": p, "h_counts": 0.0})
+
+    assert val(100.0)["notes"] == ["best"] and st.significant_epoch == 1
+    # 99.5 is a new best but not 1 % below 100: the early-stopping counter moves, the plateau's does not
+    assert val(99.5)["notes"] == ["best, by < 0.01"]
+    assert (st.best_epoch, st.significant_epoch, st.es_wait, st.lr_wait) == (2, 1, 1, 0)
+    # 98.9 < 100 - 1: significant (measured from the last significant epoch's 100, not from 99.5)
+    val(98.9)
+    assert (st.best_epoch, st.significant_epoch, st.es_wait) == (3, 3, 0)
+    # three more epochs below 98.9 but above 98.9 - 0.989 = 97.911: a stop at the third, best kept
+    for p in (98.5, 98.0, 97.95):
+        out = val(p)
+    assert st.stopped and st.best_epoch == 6 and st.significant_epoch == 3
+    assert st.stop_reason == (
+        "early stopping: no improvement of the validation loss by more than 0.01 of it for 3 epochs (best: epoch 6)"
+    )
+    assert out["improved"] and st.learning_rate == pytest.approx(0.01)  # every epoch a new best: no halving
+    # min_delta 0 is the rule of BPReveal and Keras: any lower loss resets early stopping
+    st0 = TrainingState([head], [0.0], 0.01, 10, 3, 2)
+    for e, p in enumerate((100.0, 99.99, 99.98, 99.97)):
+        st0.end_epoch(e, {"h_profile": p, "h_counts": 0.0}, {"h_profile": p, "h_counts": 0.0})
+    assert not st0.stopped and st0.significant_epoch == st0.best_epoch == 4
+    # a checkpoint of an earlier bpflow (no significant_*) resumes with its best as the reference
+    old = {k: v for k, v in st.to_json().items() if not k.startswith("significant")}
+    again = TrainingState([head], [0.0], 0.01, 10, 3, 2, 0.01)
+    again.load_json(old)
+    assert again.significant_epoch == st.best_epoch and again.significant_terms == st.best_terms
+
+
 def test_a_better_epoch_under_a_new_lambda_is_not_mistaken():
     """Lowering lambda lowers the raw total; the re-expressed best must account for it."""
     head = HeadSpec("h", 1, profile_weight=1.0, counts_weight=100.0, frac_target=0.5)
@@ -448,7 +486,7 @@ def test_profile_first_epochs_bound_both_phases_and_counts_start_at_the_mean(tmp
     first = profile["epochs-run"]
     assert record["stop-reason"] == (
         f"early stopping in the counts phase (epochs {first + 1}-{record['epochs-run']}): no improvement of the "
-        f"validation loss for 1 epochs (best: epoch {record['best-epoch']} of the stage)"
+        f"validation loss by more than 0.0001 of it for 1 epochs (best: epoch {record['best-epoch']} of the stage)"
         if record["epochs-run"] < 6
         else f"finished all 6 epochs ({first} profile, 1 counts)"
     )

@@ -267,8 +267,10 @@ def all_warnings(report: dict) -> list[str]:
 
 def training_qc(histories: Mapping[str, str]) -> dict:
     """Per training stage (and counts-schedule phase): did it end at its epoch limit while
-    still improving?  That is: it was not stopped early and its best validation loss was its
-    last epoch's - more epochs would probably have helped."""
+    still improving?  That is: it was not stopped early and its last epoch lowered the
+    validation loss by more than ``early-stopping-min-delta`` (the epoch that early stopping
+    waits for: ``last-significant-epoch``; records written before that key existed use the
+    best epoch) - more epochs would probably have helped."""
     out = {"stages": {}}
     for stage, path in histories.items():
         try:
@@ -285,14 +287,15 @@ def training_qc(histories: Mapping[str, str]) -> dict:
         parts = record.get("phases") or [dict(record, phase=None)]
         for part in parts:
             run, best = part.get("epochs-run") or 0, part.get("best-epoch")
+            last_gain = part.get("last-significant-epoch", best)
             at_limit = run > 0 and not str(part.get("stop-reason", "")).startswith("early")
-            improving = at_limit and best == run
+            improving = at_limit and last_gain == run
             what = f"{stage}" + (f", {part['phase']} phase" if part.get("phase") else "")
             _check(
                 entry,
                 f"{what}: ended at the epoch limit while still improving",
-                f"best epoch {best} of {run}",
-                "best epoch < last epoch, or stopped early",
+                f"best epoch {best} of {run}, last improvement by more than min-delta: epoch {last_gain}",
+                "last such improvement before the last epoch, or stopped early",
                 improving,
                 f"{what}: training ended at its epoch limit ({run} epochs) with its best validation loss in "
                 "the last epoch: it was still improving; give it more epochs",

@@ -282,16 +282,22 @@ class TrainingState:
         epochs: int,
         early_stopping_patience: int,
         plateau_patience: int,
+        min_delta: float = 0.0,
     ):
         self.heads = list(heads)
         self.epochs = int(epochs)
         self.early_stopping_patience = int(early_stopping_patience)
         self.plateau_patience = int(plateau_patience)
+        self.min_delta = float(min_delta)
         self.epochs_done = 0
         self.lambdas = [float(x) for x in lambdas]
         self.learning_rate = float(learning_rate)
         self.best_terms: dict | None = None
         self.best_epoch: int | None = None
+        # the last epoch that lowered the validation loss by more than min_delta (relative):
+        # early stopping waits for such an epoch; the best weights follow any lower loss
+        self.significant_terms: dict | None = None
+        self.significant_epoch: int | None = None
         self.es_wait = 0
         self.lr_wait = 0
         self.stopped = False
@@ -312,6 +318,8 @@ class TrainingState:
         "learning_rate",
         "best_terms",
         "best_epoch",
+        "significant_terms",
+        "significant_epoch",
         "es_wait",
         "lr_wait",
         "stopped",
@@ -325,7 +333,8 @@ class TrainingState:
 
     def load_json(self, obj: dict) -> None:
         for k in self._SAVED:
-            setattr(self, k, obj[k])
+            # a checkpoint of an earlier bpflow has no significant_*: then every best was one
+            setattr(self, k, obj.get(k, obj.get(k.replace("significant", "best"))))
 
     def best_total(self) -> float | None:
         """The best validation loss, re-expressed with the current lambdas."""
@@ -363,22 +372,29 @@ class TrainingState:
 
         best = self.best_total()
         improved = best is None or val_loss < best
+        reference = None if self.significant_terms is None else _total(self.significant_terms, self.heads, lambdas)
+        significant = reference is None or val_loss < reference - self.min_delta * abs(reference)
         notes = []
         if improved:
             self.best_terms, self.best_epoch = dict(val_terms), epoch + 1
-            self.es_wait = self.lr_wait = 0
-            notes.append("best")
+            self.lr_wait = 0
+            notes.append("best" if significant else f"best, by < {self.min_delta:g}")
         else:
-            self.es_wait += 1
             self.lr_wait += 1
             if self.lr_wait >= self.plateau_patience:
                 self.learning_rate /= 2.0
                 self.lr_wait = 0
                 notes.append(f"learning rate -> {self.learning_rate:.3g}")
+        if significant:
+            self.significant_terms, self.significant_epoch = dict(val_terms), epoch + 1
+            self.es_wait = 0
+        else:
+            self.es_wait += 1
             if self.es_wait >= self.early_stopping_patience:
                 self.stopped = True
+                by = f" by more than {self.min_delta:g} of it" if self.min_delta else ""
                 self.stop_reason = (
-                    f"early stopping: no improvement of the validation loss for "
+                    f"early stopping: no improvement of the validation loss{by} for "
                     f"{self.es_wait} epochs (best: epoch {self.best_epoch})"
                 )
         source = val_terms if epoch == 0 else train_terms
@@ -721,6 +737,7 @@ def fit_model(
             settings.epochs,
             settings.early_stopping_patience,
             settings.plateau_patience,
+            settings.min_delta,
         )
         resumed = fit.read_checkpoint()
         # evaluated on a resumed run too, so that it takes the path of an uninterrupted one:
@@ -764,6 +781,7 @@ def fit_model(
             "history": st.history,
             "best-epoch": st.best_epoch,
             "best-val-loss": st.history["val_loss"][st.best_epoch - 1] if st.best_epoch else None,
+            "last-significant-epoch": st.significant_epoch,
             "epochs-run": st.epochs_done,
             "resumed-after-epoch": resumed_after,
             "stopped-early": st.stop_reason.startswith("early"),

@@ -233,6 +233,7 @@ def _phase_summary(name: str, rec: dict, trainable, allowed: int) -> dict:
         "epochs-run": rec["epochs-run"],
         "best-epoch": rec["best-epoch"],
         "best-val-loss": rec["best-val-loss"],
+        "last-significant-epoch": rec.get("last-significant-epoch"),
         "stop-reason": rec["stop-reason"],
         "final-learning-rate": rec["final-learning-rate"],
     }
@@ -349,6 +350,9 @@ def fit_profile_first(
             "initial": first["initial"],
             "history": history,
             "best-epoch": None if second["best-epoch"] is None else second["best-epoch"] + offset,
+            "last-significant-epoch": None
+            if second.get("last-significant-epoch") is None
+            else second["last-significant-epoch"] + offset,
             "epochs-run": first["epochs-run"] + second["epochs-run"],
             "stop-reason": _phase_stop_reason(second, offset)
             if second["stopped-early"]

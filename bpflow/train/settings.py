@@ -54,6 +54,7 @@ class TrainSettings:
     batch_size: int
     learning_rate: float
     plateau_patience: int
+    min_delta: float = 0.0
     seed: int = 1234
     mixed_precision: bool | str = False
     jit_compile: bool | str = "auto"
@@ -77,6 +78,7 @@ class TrainSettings:
             batch_size=s["batch-size"],
             learning_rate=float(s["learning-rate"]),
             plateau_patience=s["learning-rate-plateau-patience"],
+            min_delta=float(s["early-stopping-min-delta"]),
             seed=s["seed"],
             mixed_precision=s["mixed-precision"],
             jit_compile=s["jit-compile"],
@@ -97,6 +99,7 @@ class TrainSettings:
             "batch-size": self.batch_size,
             "learning-rate": self.learning_rate,
             "learning-rate-plateau-patience": self.plateau_patience,
+            "early-stopping-min-delta": self.min_delta,
             "seed": self.seed,
             "mixed-precision": self.mixed_precision,
             "jit-compile": self.jit_compile,
