@@ -44,7 +44,7 @@ INPUT, OUTPUT, FILTERS, LAYERS, IN_WIDTH, OUT_WIDTH = 2114, 1000, 64, 8, 21, 75
 # --------------------------------------------------------------------------- the data
 
 
-def prepare(workdir: Path, regions: int, references: int, seed: int) -> None:
+def prepare(workdir: Path, regions: int, references: int, seed: int, filters: int = FILTERS) -> None:
     """The model (random weights) and the sequences / references every implementation reads."""
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
@@ -54,7 +54,7 @@ def prepare(workdir: Path, regions: int, references: int, seed: int) -> None:
 
     keras.utils.set_random_seed(seed)
     model = soloModel(
-        INPUT, OUTPUT, FILTERS, LAYERS, IN_WIDTH, OUT_WIDTH, [{"head-name": "h0", "num-tasks": 1}], "chrombpnet"
+        INPUT, OUTPUT, filters, LAYERS, IN_WIDTH, OUT_WIDTH, [{"head-name": "h0", "num-tasks": 1}], "chrombpnet"
     )
     model.save(workdir / "model.keras")
     # the reference reads the weights from here, so its process loads no Keras or TensorFlow
@@ -201,8 +201,21 @@ def child(impl: str, workdir: Path, batch_size: int, device: str) -> None:
         record["targets"][target] = r
     record["in-process-seconds"] = time.perf_counter() - t0
     record["peak-rss-mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    record["peak-device-mb"] = device_peak_mb(impl, device)
     np.savez(workdir / f"{impl}.npz", **arrays)
     (workdir / f"{impl}.json").write_text(json.dumps(record, indent=1))
+
+
+def device_peak_mb(impl: str, device: str) -> float | None:
+    """Peak accelerator memory of this process (None on a CPU)."""
+    if impl == "tangermeme":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
+    from train_throughput import device_peak_bytes  # benchmarks/ is this script's directory
+
+    peak = device_peak_bytes()
+    return None if peak is None else peak / 2**20
 
 
 # --------------------------------------------------------------------------- the comparison
@@ -229,7 +242,12 @@ def compare(records: dict, workdir: Path) -> list[dict]:
     ref = records.get("tangermeme")
     rows = []
     for impl, rec in records.items():
-        row = {"impl": impl, "process-seconds": rec["process-seconds"], "peak-rss-mb": rec["peak-rss-mb"]}
+        row = {
+            "impl": impl,
+            "process-seconds": rec["process-seconds"],
+            "peak-rss-mb": rec["peak-rss-mb"],
+            "peak-device-mb": rec.get("peak-device-mb"),
+        }
         for target in TARGETS:
             t = rec["targets"][target]
             hyp, delta = rec["arrays"][f"{target}_hypothetical"], rec["arrays"][f"{target}_delta"]
@@ -249,15 +267,18 @@ def markdown(rows: list[dict], args) -> str:
         f"(tangermeme: {args.reference_batch_size} sequence-reference pairs)",
         "",
         "| implementation | counts regions/s | profile regions/s | process wall time (s) | peak RSS (MB) "
-        "| counts: max rel. difference to reference | profile: max rel. difference | max summation-to-delta error |",
-        "|---|---|---|---|---|---|---|---|",
+        "| peak device (MB) | counts: max rel. difference to reference | profile: max rel. difference "
+        "| max summation-to-delta error |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         diff = [f"{r[f'{t}-vs-reference']:.1e}" if f"{t}-vs-reference" in r else "-" for t in TARGETS]
         err = max(r[f"{t}-delta-error"] for t in TARGETS)
+        device = "-" if r.get("peak-device-mb") is None else f"{r['peak-device-mb']:.0f}"
         lines.append(
             f"| {r['impl']} | {r['counts-regions-per-second']:.2f} | {r['profile-regions-per-second']:.2f} "
-            f"| {r['process-seconds']:.0f} | {r['peak-rss-mb']:.0f} | {diff[0]} | {diff[1]} | {err:.1e} |"
+            f"| {r['process-seconds']:.0f} | {r['peak-rss-mb']:.0f} | {device} "
+            f"| {diff[0]} | {diff[1]} | {err:.1e} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -272,6 +293,9 @@ def main(argv=None) -> int:
         "--reference-batch-size", type=int, default=32, help="tangermeme: sequence-reference pairs per batch"
     )
     p.add_argument("--reference-device", default="cpu", help="tangermeme's torch device (cpu, cuda)")
+    p.add_argument(
+        "--filters", type=int, default=FILTERS, help=f"filters per layer ({FILTERS}; 512: ChromBPNet's main model)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     p.add_argument("--json")
@@ -283,7 +307,7 @@ def main(argv=None) -> int:
         child(args.child, workdir, args.batch_size, args.reference_device)
         return 0
     workdir.mkdir(parents=True, exist_ok=True)
-    prepare(workdir, args.regions, args.references, args.seed)
+    prepare(workdir, args.regions, args.references, args.seed, args.filters)
     records = {}
     for impl in args.impls:
         batch = args.reference_batch_size if impl == "tangermeme" else args.batch_size

@@ -86,6 +86,12 @@ def main(argv=None) -> int:
         help="time the prediction and the bigWig step this many times; report the fastest "
         "(and the median) - useful on a shared machine (default 1)",
     )
+    parser.add_argument(
+        "--filters",
+        type=int,
+        default=FILTERS,
+        help=f"filters per layer (default {FILTERS}; 512: ChromBPNet's main model)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--workdir",
@@ -121,7 +127,7 @@ def main(argv=None) -> int:
         model = soloModel(
             INPUT,
             OUTPUT,
-            FILTERS,
+            args.filters,
             LAYERS,
             IN_WIDTH,
             OUT_WIDTH,
@@ -164,7 +170,7 @@ def main(argv=None) -> int:
         "bpflow": bpflow.__version__,
         "python": platform.python_version(),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s)",
-        "model": f"soloModel({INPUT}, {OUTPUT}, {FILTERS}, {LAYERS}, {IN_WIDTH}, {OUT_WIDTH}), 1 head x 2 tasks, "
+        "model": f"soloModel({INPUT}, {OUTPUT}, {args.filters}, {LAYERS}, {IN_WIDTH}, {OUT_WIDTH}), 1 head x 2 tasks, "
         f"{model.count_params()} parameters",
         "regions": n,
         "batch-size": args.batch_size,
@@ -191,6 +197,10 @@ def main(argv=None) -> int:
         import tensorflow as tf
 
         result["device"] = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    from train_throughput import device_peak_bytes  # benchmarks/ is this script's directory
+
+    peak = device_peak_bytes()
+    result["peak-device-mb"] = None if peak is None else round(peak / 2**20, 1)
     width = max(len(k) for k in result)
     for k, v in result.items():
         print(f"{k:<{width}}  {v}")

@@ -46,6 +46,8 @@ OUTPUT, JITTER, TASKS, BATCH = 1000, 128, 2, 64
 MODELS = {
     "residual": dict(filters=64, layers=8, input_filter_width=21, output_filter_width=75),
     "bias": dict(filters=16, layers=4, input_filter_width=21, output_filter_width=75),
+    # ChromBPNet's main (bias-factorized) model: 512 filters x 8 layers (for the GPU, benchmarks/gpu.sh)
+    "main512": dict(filters=512, layers=8, input_filter_width=21, output_filter_width=75),
 }
 
 
@@ -65,9 +67,10 @@ def write_data(path: Path, n: int, in_len: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     seq_w, prof_w = in_len + 2 * JITTER, OUTPUT + 2 * JITTER
     row_bytes = max(seq_w * 4, prof_w * TASKS * 4)
-    rows = max(2, min(512, (1 << 20) // row_bytes))
+    rows = max(2, min(512, n, (1 << 20) // row_bytes))  # no larger than the file (h5py refuses)
     rows -= rows % 2
-    with h5py.File(path, "w") as f:
+    partial = path.with_name(path.name + ".partial")  # renamed when complete: a rerun reuses only whole files
+    with h5py.File(partial, "w") as f:
         seq = f.create_dataset(
             "sequence", (n, seq_w, 4), np.uint8, chunks=(rows, seq_w, 4), compression="gzip", compression_opts=1
         )
@@ -84,6 +87,7 @@ def write_data(path: Path, n: int, in_len: int, seed: int = 0) -> None:
             seq[r0 : r0 + k] = np.eye(4, dtype=np.uint8)[rng.integers(0, 4, size=(k, seq_w))]
             # sparse ChIP-nexus-like counts: most positions 0, a few reads
             prof[r0 : r0 + k] = rng.poisson(0.15, size=(k, prof_w, TASKS)).astype(np.float32)
+    partial.rename(path)
 
 
 # --------------------------------------------------------------------------------------
@@ -143,7 +147,7 @@ def measure(args) -> dict:
     heads = [HeadSpec("h0", TASKS, 1.0, 10.0, None)]
     keras.utils.set_random_seed(0)
     if args.mixed_precision:
-        keras.config.set_dtype_policy("mixed_float16")
+        keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
     model = soloModel(
         in_len,
         OUTPUT,
@@ -159,6 +163,7 @@ def measure(args) -> dict:
         "backend": keras.backend.backend(),
         "model": args.model,
         "mode": args.mode,
+        "precision": keras.config.dtype_policy().name,
         "params": int(model.count_params()),
         "forward_flops": flops,
         "train_flops": 3 * flops,
@@ -275,7 +280,7 @@ def run_one(backend: str, model: str, mode: str, data: Path, args) -> dict:
         args.jit_compile,
     ]
     if args.mixed_precision:
-        cmd.append("--mixed-precision")
+        cmd += ["--mixed-precision", args.mixed_precision]
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
     t = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -290,9 +295,9 @@ def run_one(backend: str, model: str, mode: str, data: Path, args) -> dict:
 
 def table(results: list[dict]) -> str:
     rows = [
-        "| backend | model | params | GFLOP/example (train) | mode | examples/s | GFLOP/s | peak RSS (MB) "
+        "| backend | model | precision | params | GFLOP/example (train) | mode | examples/s | GFLOP/s | peak RSS (MB) "
         "| RSS growth in measured steps (MB) | peak device (MB) | pipeline cost |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by = {(r["backend"], r["model"], r["mode"]): r for r in results}
     for r in results:
@@ -303,7 +308,7 @@ def table(results: list[dict]) -> str:
         gf = f"{r['gflops_per_s']:.1f}" if "gflops_per_s" in r else "-"
         dev = f"{r['peak_device_mb']:.0f}" if r.get("peak_device_mb") else "-"
         rows.append(
-            f"| {r['backend']} | {r['model']} | {r['params']:,} | {r['train_flops'] / 1e9:.3f} | "
+            f"| {r['backend']} | {r['model']} | {r.get('precision', 'float32')} | {r['params']:,} | {r['train_flops'] / 1e9:.3f} | "
             f"{r['mode']} | {r['examples_per_s']:.1f} | {gf} | {r['peak_rss_mb']:.0f} | "
             f"{r['peak_rss_mb'] - r['rss_after_warmup_kb'] / 1024:.0f} | {dev} | {cost} |"
         )
@@ -326,7 +331,13 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="PyDataset prefetch threads")
     parser.add_argument("--cache-mb", type=float, default=256)
     parser.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
-    parser.add_argument("--mixed-precision", action="store_true")
+    parser.add_argument(
+        "--mixed-precision",
+        nargs="?",
+        const="float16",
+        choices=["float16", "bfloat16"],
+        help="Keras's mixed_float16 (the flag alone) or mixed_bfloat16 policy",
+    )
     parser.add_argument("--workdir", help="keep the data files here")
     parser.add_argument("--json", help="write the results to this file")
     # internal: one measurement
