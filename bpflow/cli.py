@@ -1,8 +1,9 @@
 """Command line: ``bpflow <step> CONFIG.json [--verbosity LEVEL] [--threads N] [--backend B]``.
 
 The JSON config is the record of what a step computes; how to run it (log level, threads, the
-Keras backend of the steps that run a model) travels on the command line.  A few steps take their own flags instead of a config
-(``length-calc``, ``inspect-data``; ``simulate`` also takes ``--preset``).
+Keras backend of the steps that run a model) travels on the command line.  A few steps take
+their own flags instead of a config (``length-calc``, ``inspect-data``; ``simulate`` also
+takes ``--preset``).
 """
 
 from __future__ import annotations

@@ -297,8 +297,8 @@ def training_qc(histories: Mapping[str, str]) -> dict:
                 f"best epoch {best} of {run}, last improvement by more than min-delta: epoch {last_gain}",
                 "last such improvement before the last epoch, or stopped early",
                 improving,
-                f"{what}: training ended at its epoch limit ({run} epochs) with its best validation loss in "
-                "the last epoch: it was still improving; give it more epochs",
+                f"{what}: training ended at its epoch limit ({run} epochs) and its last epoch lowered the "
+                "validation loss by more than early-stopping-min-delta: it was still improving; give it more epochs",
             )
         out["stages"][stage] = entry
     return out
