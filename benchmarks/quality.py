@@ -153,7 +153,9 @@ def workflow_config(args, setting: str = "base", background_bed: str | None = No
         base["training"]["combined"]["counts-phase-learning-rate"] = args.combined_counts_phase_lr
     for key, value in spec.get("exp", {}).items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
-    if spec.get("bed"):
+    # the BED setting's first run makes only the simulation (the BED is drawn from its sites):
+    # without a BED yet, the experiments keep sampled background (the same simulation name)
+    if spec.get("bed") and background_bed is not None:
         base["bias-source"] = "bed"
         base["background-bed"] = background_bed
         base.pop("regions", None)

@@ -458,6 +458,13 @@ def test_quality_suite_settings_and_targets(tmp_path):
             assert sim_changed == set(q.SETTINGS[setting].get("sim", {})) | (
                 {"motifs"} if "motifs" in q.SETTINGS[setting] else set()
             )
+    # the BED setting's first run (the simulation only, before the BED exists) is a valid config
+    # naming the same simulation
+    first = q.workflow_config(ns, "bed-background")
+    bed_cfg = q.workflow_config(ns, "bed-background", "bg.bed")
+    for recipe in ("bpflow", "bpreveal"):
+        assert "background-bed" not in first["experiments"][recipe]
+        assert first["experiments"][recipe]["simulate"] == bed_cfg["experiments"][recipe]["simulate"]
     assert base["experiments"]["bpreveal"]["training"]["combined"]["counts-schedule"] == "joint"
     # the BED of background windows
     sim_dir = tmp_path / "sim"
