@@ -30,30 +30,28 @@ def phases(record: dict) -> list[tuple[str, dict]]:
     return out
 
 
+def total(history: dict, i: int, at: int) -> float:
+    """Epoch i's validation loss with the lambdas epoch ``at`` was trained with (the profile
+    weight from ``at``'s recorded total: val_loss = w x profile + lambda x counts)."""
+    heads = [k[len("val_") : -len("_profile")] for k in history if k.startswith("val_") and k.endswith("_profile")]
+    lam = {h: history[f"{h}_counts_weight"][at] for h in heads}
+    rest = history["val_loss"][at] - sum(lam[h] * history[f"val_{h}_counts"][at] for h in heads)
+    profile = sum(history[f"val_{h}_profile"][at] for h in heads)
+    w = rest / profile if profile else 1.0
+    return sum(w * history[f"val_{h}_profile"][i] + lam[h] * history[f"val_{h}_counts"][i] for h in heads)
+
+
 def replay(history: dict, patience: int, min_delta: float) -> dict:
     """Early stopping over one phase's recorded validation terms: each epoch's total uses the
     lambdas it was trained with, and the reference epochs are re-expressed with them (as
     bpflow.train.loop.TrainingState does)."""
-    heads = sorted(
-        k[len("val_") : -len("_profile")] for k in history if k.startswith("val_") and k.endswith("_profile")
-    )
-
-    def total(i, at):
-        """Epoch i's validation loss with the lambdas epoch ``at`` was trained with (the
-        profile weight from ``at``'s recorded total: val_loss = w x profile + lambda x counts)."""
-        lam = {h: history[f"{h}_counts_weight"][at] for h in heads}
-        rest = history["val_loss"][at] - sum(lam[h] * history[f"val_{h}_counts"][at] for h in heads)
-        profile = sum(history[f"val_{h}_profile"][at] for h in heads)
-        w = rest / profile if profile else 1.0
-        return sum(w * history[f"val_{h}_profile"][i] + lam[h] * history[f"val_{h}_counts"][i] for h in heads)
-
     best = significant = None
     wait = 0
     epochs = len(history["val_loss"])
     for i in range(epochs):
-        if best is None or total(i, i) < total(best, i):
+        if best is None or total(history, i, i) < total(history, best, i):
             best = i
-        if significant is None or total(i, i) < total(significant, i) * (1 - min_delta):
+        if significant is None or total(history, i, i) < total(history, significant, i) * (1 - min_delta):
             significant, wait = i, 0
         else:
             wait += 1
@@ -66,17 +64,7 @@ def given_up(history: dict, best: int, reference: int) -> float:
     """How much higher the kept epoch's validation loss is than ``reference``'s, both with the
     phase's last lambdas (lambda changes from epoch to epoch under counts-loss-frac-target)."""
     last = len(history["val_loss"]) - 1
-    heads = sorted(
-        k[len("val_") : -len("_profile")] for k in history if k.startswith("val_") and k.endswith("_profile")
-    )
-    lam = {h: history[f"{h}_counts_weight"][last] for h in heads}
-    rest = history["val_loss"][last] - sum(lam[h] * history[f"val_{h}_counts"][last] for h in heads)
-    w = rest / sum(history[f"val_{h}_profile"][last] for h in heads)
-
-    def total(i):
-        return sum(w * history[f"val_{h}_profile"][i] + lam[h] * history[f"val_{h}_counts"][i] for h in heads)
-
-    return total(best - 1) - total(reference - 1)
+    return total(history, best - 1, last) - total(history, reference - 1, last)
 
 
 def main(argv=None) -> int:
