@@ -212,10 +212,9 @@ def device_peak_mb(impl: str, device: str) -> float | None:
         import torch
 
         return torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-    from train_throughput import device_peak_bytes  # benchmarks/ is this script's directory
+    from train_throughput import device_peak_mb  # benchmarks/ is this script's directory
 
-    peak = device_peak_bytes()
-    return None if peak is None else peak / 2**20
+    return device_peak_mb()
 
 
 # --------------------------------------------------------------------------- the comparison

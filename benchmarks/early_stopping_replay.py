@@ -18,6 +18,9 @@ import argparse
 import json
 from pathlib import Path
 
+from bpflow.train.loop import TrainingState, _total
+from bpflow.train.settings import HeadSpec
+
 
 def phases(record: dict) -> list[tuple[str, dict]]:
     """(phase name, the phase's per-epoch history) of a training record."""
@@ -30,41 +33,43 @@ def phases(record: dict) -> list[tuple[str, dict]]:
     return out
 
 
-def total(history: dict, i: int, at: int) -> float:
-    """Epoch i's validation loss with the lambdas epoch ``at`` was trained with (the profile
-    weight from ``at``'s recorded total: val_loss = w x profile + lambda x counts)."""
-    heads = [k[len("val_") : -len("_profile")] for k in history if k.startswith("val_") and k.endswith("_profile")]
-    lam = {h: history[f"{h}_counts_weight"][at] for h in heads}
-    rest = history["val_loss"][at] - sum(lam[h] * history[f"val_{h}_counts"][at] for h in heads)
-    profile = sum(history[f"val_{h}_profile"][at] for h in heads)
-    w = rest / profile if profile else 1.0
-    return sum(w * history[f"val_{h}_profile"][i] + lam[h] * history[f"val_{h}_counts"][i] for h in heads)
+def heads_of(record: dict) -> list[HeadSpec]:
+    """The record's heads with their profile-loss weights (lambdas come from the history)."""
+    return [
+        HeadSpec(h["head-name"], h.get("num-tasks", 1), float(h.get("profile-loss-weight", 1.0)), None, None)
+        for h in record["config"]["heads"]
+    ]
 
 
-def replay(history: dict, patience: int, min_delta: float) -> dict:
-    """Early stopping over one phase's recorded validation terms: each epoch's total uses the
-    lambdas it was trained with, and the reference epochs are re-expressed with them (as
-    bpflow.train.loop.TrainingState does)."""
-    best = significant = None
-    wait = 0
+def _terms(history: dict, heads, i: int) -> dict:
+    return {k: history[f"val_{k}"][i] for h in heads for k in (f"{h.name}_profile", f"{h.name}_counts")}
+
+
+def _lambdas(history: dict, heads, i: int) -> list[float]:
+    return [history[f"{h.name}_counts_weight"][i] for h in heads]
+
+
+def replay(history: dict, heads, patience: int, min_delta: float) -> dict:
+    """bpflow's own early stopping (:class:`TrainingState`) over one phase's recorded
+    validation terms, each epoch with the lambdas it was trained with."""
     epochs = len(history["val_loss"])
+    st = TrainingState(heads, _lambdas(history, heads, 0), 1.0, epochs, patience, epochs + 1, min_delta)
     for i in range(epochs):
-        if best is None or total(history, i, i) < total(history, best, i):
-            best = i
-        if significant is None or total(history, i, i) < total(history, significant, i) * (1 - min_delta):
-            significant, wait = i, 0
-        else:
-            wait += 1
-            if wait >= patience:
-                return {"stop": i + 1, "best": best + 1, "significant": significant + 1, "early": True}
-    return {"stop": epochs, "best": best + 1, "significant": significant + 1, "early": False}
+        st.lambdas = _lambdas(history, heads, i)  # heads without a frac target: lambdas are replayed
+        st.end_epoch(i, _terms(history, heads, i), _terms(history, heads, i))
+        if st.stopped:
+            break
+    early = st.stop_reason.startswith("early")
+    return {"stop": st.epochs_done, "best": st.best_epoch, "significant": st.significant_epoch, "early": early}
 
 
-def given_up(history: dict, best: int, reference: int) -> float:
+def given_up(history: dict, heads, best: int, reference: int) -> float:
     """How much higher the kept epoch's validation loss is than ``reference``'s, both with the
     phase's last lambdas (lambda changes from epoch to epoch under counts-loss-frac-target)."""
-    last = len(history["val_loss"]) - 1
-    return total(history, best - 1, last) - total(history, reference - 1, last)
+    lambdas = _lambdas(history, heads, len(history["val_loss"]) - 1)
+    return _total(_terms(history, heads, best - 1), heads, lambdas) - _total(
+        _terms(history, heads, reference - 1), heads, lambdas
+    )
 
 
 def main(argv=None) -> int:
@@ -80,15 +85,16 @@ def main(argv=None) -> int:
     for path in args.histories:
         record = json.loads(Path(path).read_text())
         patience = record["settings"]["early-stopping-patience"]
+        heads = heads_of(record)
         for name, history in phases(record):
-            reference = replay(history, patience, 0.0)["best"]
+            reference = replay(history, heads, patience, 0.0)["best"]
             for delta in args.min_delta:
-                r = replay(history, patience, delta)
+                r = replay(history, heads, patience, delta)
                 saved = sum(history["seconds"][r["stop"] :])
                 warns = not r["early"] and r["significant"] == r["stop"]
                 print(
                     f"| {path} | {name} | {delta:g} | {r['stop']} of {len(history['val_loss'])} | "
-                    f"{'yes' if r['early'] else 'no'} | {r['best']} | {given_up(history, r['best'], reference):+.2f} | "
+                    f"{'yes' if r['early'] else 'no'} | {r['best']} | {given_up(history, heads, r['best'], reference):+.2f} | "
                     f"{saved:.0f} | {'**yes**' if warns else 'no'} |"
                 )
     return 0

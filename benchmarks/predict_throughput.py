@@ -197,10 +197,9 @@ def main(argv=None) -> int:
         import tensorflow as tf
 
         result["device"] = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
-    from train_throughput import device_peak_bytes  # benchmarks/ is this script's directory
+    from train_throughput import device_peak_mb  # benchmarks/ is this script's directory
 
-    peak = device_peak_bytes()
-    result["peak-device-mb"] = None if peak is None else round(peak / 2**20, 1)
+    result["peak-device-mb"] = device_peak_mb()
     width = max(len(k) for k in result)
     for k, v in result.items():
         print(f"{k:<{width}}  {v}")

@@ -110,6 +110,12 @@ def model_flops(model) -> int:
     return total
 
 
+def device_peak_mb() -> float | None:
+    """Peak accelerator memory of this process in MiB (None on a CPU or when unknown)."""
+    peak = device_peak_bytes()
+    return None if peak is None else peak / 2**20
+
+
 def device_peak_bytes():
     import keras
 
@@ -247,7 +253,7 @@ def measure(args) -> dict:
         result.update(examples_per_s=steps * BATCH / dt, seconds=dt, rss_after_warmup_kb=rss0)
         result["gflops_per_s"] = result["examples_per_s"] * result["train_flops"] / 1e9
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result["peak_device_mb"] = (lambda b: None if b is None else b / 2**20)(device_peak_bytes())
+    result["peak_device_mb"] = device_peak_mb()
     result["steps"], result["warmup"] = steps, warmup
     return result
 

@@ -49,11 +49,13 @@ def test_cuda_visible_devices_can_hide_the_gpus(monkeypatch):
     assert not nvidia_gpu_visible({})
 
 
-def test_model_steps_are_the_steps_that_import_keras():
-    """MODEL_STEPS names existing steps; a step outside it must not import Keras when it runs
-    (tests/test_steps.py checks the imports of the data steps)."""
-    assert backend.MODEL_STEPS <= set(COMMANDS)
-    assert {"prepare-data", "prepare-regions", "metrics", "motifs", "simulate"}.isdisjoint(backend.MODEL_STEPS)
+def test_every_step_either_takes_a_backend_or_imports_no_keras():
+    """Each step (but length-calc, pure arithmetic) is a model step (takes --backend) or one of the
+    steps tests/test_steps.py checks to import no Keras - never both, never neither."""
+    from test_steps import MODEL_FREE_STEPS
+
+    assert backend.MODEL_STEPS.isdisjoint(MODEL_FREE_STEPS)
+    assert backend.MODEL_STEPS | set(MODEL_FREE_STEPS) | {"length-calc"} == set(COMMANDS)
 
 
 def _backend_of_a_step(args, env_backend=None):

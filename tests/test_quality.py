@@ -614,11 +614,19 @@ def test_early_stopping_replay_agrees_with_training_state():
     assert recorded.epochs_done == epochs
     for delta in (0.0, 1e-4, 1e-3):
         st = run(delta)
-        got = replay.replay(recorded.history, 4, delta)
+        got = replay.replay(recorded.history, [head], 4, delta)
         assert (got["stop"], got["best"], got["significant"]) == (
             st.epochs_done,
             st.best_epoch,
             st.significant_epoch,
         ), delta
         assert got["early"] == st.stop_reason.startswith("early")
-    assert replay.replay(recorded.history, 4, 1e-3)["stop"] < epochs  # the creeping tail is cut
+    assert replay.replay(recorded.history, [head], 4, 1e-3)["stop"] < epochs  # the creeping tail is cut
+    # a hand-computed case (lambda 0): 99 < 100 x (1 - 1e-3) is significant; 98.995, 98.99 are new
+    # bests but not below 99 x 0.999 = 98.901, so patience 2 stops at epoch 4 keeping epoch 4
+    flat = {"val_loss": [100.0, 99.0, 98.995, 98.99], "val_h_profile": [100.0, 99.0, 98.995, 98.99]}
+    flat.update({"val_h_counts": [0.0] * 4, "h_counts_weight": [0.0] * 4})
+    one = HeadSpec("h", 2, profile_weight=1.0, counts_weight=None, frac_target=None)
+    assert replay.replay(flat, [one], 2, 1e-3) == {"stop": 4, "best": 4, "significant": 2, "early": True}
+    assert replay.replay(flat, [one], 2, 0.0) == {"stop": 4, "best": 4, "significant": 4, "early": False}
+    assert replay.given_up(flat, [one], 2, 4) == pytest.approx(0.01)

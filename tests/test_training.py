@@ -19,7 +19,7 @@ from bpflow.train import loop
 from bpflow.train import steps as training
 from bpflow.train.batcher import H5Batcher
 from bpflow.train.loop import TrainingState, initial_counts_weight, update_counts_weight
-from bpflow.train.settings import HeadSpec
+from bpflow.train.settings import HeadSpec, weights_config
 from bpflow.utils import BpflowError
 
 import train_helpers as th
@@ -118,11 +118,15 @@ def test_min_delta_early_stopping_hand_computed():
     for e, p in enumerate((100.0, 99.99, 99.98, 99.97)):
         st0.end_epoch(e, {"h_profile": p, "h_counts": 0.0}, {"h_profile": p, "h_counts": 0.0})
     assert not st0.stopped and st0.significant_epoch == st0.best_epoch == 4
-    # a checkpoint of an earlier bpflow (no significant_*) resumes with its best as the reference
-    old = {k: v for k, v in st.to_json().items() if not k.startswith("significant")}
+    # the checkpoint keeps the reference of early stopping ...
     again = TrainingState([head], [0.0], 0.01, 10, 3, 2, 0.01)
-    again.load_json(old)
-    assert again.significant_epoch == st.best_epoch and again.significant_terms == st.best_terms
+    again.load_json(json.loads(json.dumps(st.to_json())))
+    assert (again.significant_epoch, again.significant_terms) == (3, {"h_profile": 98.9, "h_counts": 0.0})
+    # ... and min-delta is part of what a checkpoint must match (a run with another one starts afresh)
+    config = {"settings": {"early-stopping-min-delta": 1e-4, "epochs": 3}, "heads": []}
+    other = json.loads(json.dumps(config))
+    other["settings"]["early-stopping-min-delta"] = 0.0
+    assert loop.fingerprint("bias", weights_config(config), []) != loop.fingerprint("bias", weights_config(other), [])
 
 
 def test_a_better_epoch_under_a_new_lambda_is_not_mistaken():

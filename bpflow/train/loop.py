@@ -333,8 +333,7 @@ class TrainingState:
 
     def load_json(self, obj: dict) -> None:
         for k in self._SAVED:
-            # a checkpoint of an earlier bpflow has no significant_*: then every best was one
-            setattr(self, k, obj.get(k, obj.get(k.replace("significant", "best"))))
+            setattr(self, k, obj[k])
 
     def best_total(self) -> float | None:
         """The best validation loss, re-expressed with the current lambdas."""
