@@ -630,3 +630,33 @@ def test_early_stopping_replay_agrees_with_training_state():
     assert replay.replay(flat, [one], 2, 1e-3) == {"stop": 4, "best": 4, "significant": 2, "early": True}
     assert replay.replay(flat, [one], 2, 0.0) == {"stop": 4, "best": 4, "significant": 4, "early": False}
     assert replay.given_up(flat, [one], 2, 4) == pytest.approx(0.01)
+
+
+def test_combined_variants_change_the_settings_and_the_outputs_only():
+    """benchmarks/combined_variants.py: a variant's train-combined config is the default's with
+    the patch merged into its settings and every output under results/NAME (the default's
+    config is left as it was)."""
+    combined_variants = _quality_harness("combined_variants")
+    default = {
+        "heads": [{"head-name": "nexus", "num-tasks": 2}],
+        "train-data": "results/bpflow/data/peaks_train.h5",
+        "val-data": "results/bpflow/data/peaks_val.h5",
+        "settings": {
+            "seed": 0,
+            "epochs": 60,
+            "output-prefix": "results/bpflow/models/combined",
+            "combined-model-file": "results/bpflow/models/combined.keras",
+            "residual-model-file": "results/bpflow/models/residual.keras",
+            "transformation-model": {"transformation-model-file": "results/bpflow/models/transformation.keras"},
+        },
+    }
+    before = json.loads(json.dumps(default))
+    out = combined_variants.variant_config(default, "seed1", {"seed": 1, "counts-phase-epochs": 30})
+    assert default == before
+    changed = {k for k in out["settings"] if out["settings"][k] != default["settings"].get(k)}
+    assert changed == {"seed", "counts-phase-epochs", "output-prefix", "combined-model-file", "residual-model-file"}
+    assert out["settings"]["seed"] == 1 and out["settings"]["counts-phase-epochs"] == 30
+    assert all(
+        out["settings"][k].startswith("results/seed1/models/") for k in changed - {"seed", "counts-phase-epochs"}
+    )
+    assert {k: v for k, v in out.items() if k != "settings"} == {k: v for k, v in default.items() if k != "settings"}

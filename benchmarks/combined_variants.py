@@ -1,0 +1,177 @@
+"""Paired recipe experiments on the combined stage (issue 17): retrain only the combined model of
+a finished `quality.py` working directory under changed settings, from the same bias model and
+transformation, and score it beside the default with quality.py's measures.
+
+A setting's run costs ~15 min on a 2-core box, its combined stage ~6 min; training on the
+CPU is deterministic given the seed, so a variant that changes only the counts phase repeats the
+profile phase bit for bit, and the difference between the two rows is the change's alone (the
+default's own seed-to-seed spread is measured with the variant ``{"seed": 1}``).
+
+    .venv/bin/python benchmarks/quality.py --workdir /work/suite --scale 0.5 --setting base --recipes bpflow
+    .venv/bin/python benchmarks/combined_variants.py /work/suite/base seed1 '{"seed": 1}'
+    .venv/bin/python benchmarks/combined_variants.py /work/suite/base --table
+
+A variant NAME writes results/NAME/ (its train and predict configs, models, predictions, log,
+score.json) beside results/bpflow/, whose data, bias predictions and transformation it links.
+The JSON object is merged into the combined stage's ``settings``.  ``--table`` prints every
+scored variant of the working directory as a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality  # noqa: E402
+
+BASE = "bpflow"
+SHARED = ("data/background_test.h5", "predictions/bias_peaks_test.h5", "qc/bias.json", "models/transformation.keras")
+COLUMNS = (
+    ("counts-ratio", "counts / oracle", 3),
+    ("residual-jsd", "residual JSD vs signal", 3),
+    ("residual-jsd-vs-1+signal", "vs 1 + signal", 3),
+    ("combined-jsd", "combined JSD vs expected", 3),
+    ("footprint-ratio", "footprint ratio", 4),
+)
+
+
+def _bpflow() -> str:
+    return str(Path(sys.executable).with_name("bpflow"))
+
+
+def variant_config(config: dict, name: str, patch: dict) -> dict:
+    """The default's train-combined config with ``patch`` merged into its settings and its
+    outputs moved to results/NAME/models (its data, transformation and seed stay)."""
+    out = json.loads(json.dumps(config))
+    prefix = f"results/{name}/models"
+    out["settings"].update(
+        {
+            "output-prefix": f"{prefix}/combined",
+            "combined-model-file": f"{prefix}/combined.keras",
+            "residual-model-file": f"{prefix}/residual.keras",
+            **patch,
+        }
+    )
+    return out
+
+
+def run_variant(workdir: Path, name: str, patch: dict, threads: int) -> dict:
+    """Train, predict and score variant ``name`` of ``workdir``; returns its score record."""
+    src, dst = workdir / "results" / BASE, workdir / "results" / name
+    for sub in ("configs", "models", "predictions", "qc", "logs", "data"):
+        (dst / sub).mkdir(parents=True, exist_ok=True)
+    for rel in SHARED:
+        if (src / rel).exists() and not (dst / rel).exists():
+            (dst / rel).symlink_to((src / rel).resolve())
+    config = variant_config(json.loads((src / "configs/train_combined.json").read_text()), name, patch)
+    prefix = f"results/{name}/models"
+    train_config = dst / "configs/train_combined.json"
+    train_config.write_text(json.dumps(config, indent=1))
+    options = ["--threads", str(threads)]
+    seconds = None
+    if not (dst / "models/residual.keras").is_file():
+        t0 = time.monotonic()
+        with open(dst / "logs/train_combined.log", "w") as log:
+            subprocess.run(
+                [_bpflow(), "train-combined", str(train_config.relative_to(workdir)), *options],
+                cwd=workdir,
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        seconds = time.monotonic() - t0
+    for model in ("combined", "residual"):
+        predict = json.loads((src / f"configs/predict_{model}_peaks.json").read_text())
+        predict["model-file"] = f"{prefix}/{model}.keras"
+        predict["output-h5"] = f"results/{name}/predictions/{model}_peaks_test.h5"
+        path = dst / f"configs/predict_{model}_peaks.json"
+        path.write_text(json.dumps(predict, indent=1))
+        if not (workdir / predict["output-h5"]).is_file():
+            subprocess.run(
+                [_bpflow(), "predict", str(path.relative_to(workdir)), *options],
+                cwd=workdir,
+                check=True,
+                capture_output=True,
+            )
+    return score(workdir, name, patch, seconds)
+
+
+def score(workdir: Path, name: str, patch: dict, seconds: float | None) -> dict:
+    qcfg = json.loads((workdir / "quality-config.json").read_text())
+    sim_dir = workdir / "results/simulated" / qcfg["experiments"][BASE]["simulate"]["name"]
+    truth = json.loads((sim_dir / "truth.json").read_text())
+    record = quality.score_recipe(workdir, name, sim_dir, truth, 200)
+    history = json.loads((workdir / "results" / name / "models/combined.history.json").read_text())
+    record.update(
+        {
+            "settings-patch": patch,
+            "train-seconds": seconds,
+            "combined-epochs": history["epochs-run"],
+            "combined-stop": history["stop-reason"],
+            "phases": history.get("phases"),
+        }
+    )
+    (workdir / "results" / name / "score.json").write_text(json.dumps(record, indent=1, default=float))
+    return record
+
+
+def _phase_cells(record: dict) -> list[str]:
+    phases = {p["phase"]: p for p in record.get("phases") or []}
+    profile, counts = phases.get("profile"), phases.get("counts")
+    cells = [f"{profile['best-val-loss']:.1f} ({profile['best-epoch']} / {profile['epochs-run']})" if profile else ""]
+    cells.append(f"{counts['best-epoch']} / {counts['epochs-run']}" if counts and counts["epochs-run"] else "no epochs")
+    return cells
+
+
+def table(workdir: Path) -> str:
+    """Markdown rows of the default (scored afresh) and every scored variant of ``workdir``."""
+    rows = [
+        "| variant | settings | "
+        + " | ".join(c[1] for c in COLUMNS)
+        + " | profile phase: best val loss (best / run epochs) | counts phase: best / run |",
+        "|---" * (len(COLUMNS) + 4) + "|",
+    ]
+    base = score(workdir, BASE, {}, None)
+    variants = sorted(
+        (json.loads(p.read_text()) for p in (workdir / "results").glob("*/score.json") if p.parent.name != BASE),
+        key=lambda r: r["recipe"],
+    )
+    for r in [base, *variants]:
+        cells = [f"{r[key]:.{digits}f}" for key, _, digits in COLUMNS]
+        patch = json.dumps(r.get("settings-patch") or {}) if r["recipe"] != BASE else "default"
+        rows.append(f"| {r['recipe']} | `{patch}` | " + " | ".join(cells + _phase_cells(r)) + " |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("workdir", type=Path, help="a quality.py setting's working directory (with results/bpflow)")
+    p.add_argument("name", nargs="?", help="the variant's name (results/NAME)")
+    p.add_argument("settings", nargs="?", help="JSON object merged into the combined stage's settings")
+    p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument("--table", action="store_true", help="print the default and every scored variant")
+    args = p.parse_args(argv)
+    workdir = args.workdir.resolve()
+    if not (workdir / "results" / BASE / "configs/train_combined.json").is_file():
+        p.error(f"{workdir}: no results/{BASE}/configs/train_combined.json (run quality.py there first)")
+    if args.name:
+        if args.name == BASE or args.settings is None:
+            p.error(f"give a variant name other than {BASE!r} and its settings as a JSON object")
+        patch = json.loads(args.settings)
+        if not isinstance(patch, dict):
+            p.error("settings: a JSON object")
+        record = run_variant(workdir, args.name, patch, args.threads)
+        print(json.dumps({k: record.get(k) for k, _, _ in COLUMNS}, default=float))
+    if args.table:
+        print(table(workdir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
