@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
 
 BASE = "bpflow"
+NUM_BACKGROUNDS = 200  # footprint backgrounds, quality.py's --num-backgrounds default
 SHARED = ("data/background_test.h5", "predictions/bias_peaks_test.h5", "qc/bias.json", "models/transformation.keras")
 COLUMNS = (
     ("counts-ratio", "counts / oracle", 3),
@@ -61,6 +62,14 @@ def variant_config(config: dict, name: str, patch: dict) -> dict:
     return out
 
 
+def write_train_config(path: Path, config: dict, trained: bool) -> None:
+    """Write the variant's train-combined config; a variant already ``trained`` is reused only
+    when its config is this one (the same name with other settings would score stale models)."""
+    if trained and path.is_file() and json.loads(path.read_text()) != config:
+        raise SystemExit(f"{path}: this variant was trained with other settings; give it another name")
+    path.write_text(json.dumps(config, indent=1))
+
+
 def run_variant(workdir: Path, name: str, patch: dict, threads: int) -> dict:
     """Train, predict and score variant ``name`` of ``workdir``; returns its score record."""
     src, dst = workdir / "results" / BASE, workdir / "results" / name
@@ -70,12 +79,13 @@ def run_variant(workdir: Path, name: str, patch: dict, threads: int) -> dict:
         if (src / rel).exists() and not (dst / rel).exists():
             (dst / rel).symlink_to((src / rel).resolve())
     config = variant_config(json.loads((src / "configs/train_combined.json").read_text()), name, patch)
-    prefix = f"results/{name}/models"
+    models = {m: config["settings"][f"{m}-model-file"] for m in ("combined", "residual")}
+    trained = all((workdir / f).is_file() for f in models.values())
     train_config = dst / "configs/train_combined.json"
-    train_config.write_text(json.dumps(config, indent=1))
+    write_train_config(train_config, config, trained)
     options = ["--threads", str(threads)]
     seconds = None
-    if not (dst / "models/residual.keras").is_file():
+    if not trained:
         t0 = time.monotonic()
         with open(dst / "logs/train_combined.log", "w") as log:
             subprocess.run(
@@ -86,9 +96,9 @@ def run_variant(workdir: Path, name: str, patch: dict, threads: int) -> dict:
                 stderr=subprocess.STDOUT,
             )
         seconds = time.monotonic() - t0
-    for model in ("combined", "residual"):
+    for model, model_file in models.items():
         predict = json.loads((src / f"configs/predict_{model}_peaks.json").read_text())
-        predict["model-file"] = f"{prefix}/{model}.keras"
+        predict["model-file"] = model_file
         predict["output-h5"] = f"results/{name}/predictions/{model}_peaks_test.h5"
         path = dst / f"configs/predict_{model}_peaks.json"
         path.write_text(json.dumps(predict, indent=1))
@@ -106,7 +116,7 @@ def score(workdir: Path, name: str, patch: dict, seconds: float | None) -> dict:
     qcfg = json.loads((workdir / "quality-config.json").read_text())
     sim_dir = workdir / "results/simulated" / qcfg["experiments"][BASE]["simulate"]["name"]
     truth = json.loads((sim_dir / "truth.json").read_text())
-    record = quality.score_recipe(workdir, name, sim_dir, truth, 200)
+    record = quality.score_recipe(workdir, name, sim_dir, truth, NUM_BACKGROUNDS)
     history = json.loads((workdir / "results" / name / "models/combined.history.json").read_text())
     record.update(
         {

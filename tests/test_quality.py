@@ -632,12 +632,8 @@ def test_early_stopping_replay_agrees_with_training_state():
     assert replay.given_up(flat, [one], 2, 4) == pytest.approx(0.01)
 
 
-def test_combined_variants_change_the_settings_and_the_outputs_only():
-    """benchmarks/combined_variants.py: a variant's train-combined config is the default's with
-    the patch merged into its settings and every output under results/NAME (the default's
-    config is left as it was)."""
-    combined_variants = _quality_harness("combined_variants")
-    default = {
+def _default_combined_config() -> dict:
+    return {
         "heads": [{"head-name": "nexus", "num-tasks": 2}],
         "train-data": "results/bpflow/data/peaks_train.h5",
         "val-data": "results/bpflow/data/peaks_val.h5",
@@ -650,6 +646,14 @@ def test_combined_variants_change_the_settings_and_the_outputs_only():
             "transformation-model": {"transformation-model-file": "results/bpflow/models/transformation.keras"},
         },
     }
+
+
+def test_combined_variants_change_the_settings_and_the_outputs_only(tmp_path):
+    """benchmarks/combined_variants.py: a variant's train-combined config is the default's with
+    the patch merged into its settings and every output under results/NAME (the default's
+    config is left as it was); a trained variant is reused only under the same settings."""
+    combined_variants = _quality_harness("combined_variants")
+    default = _default_combined_config()
     before = json.loads(json.dumps(default))
     out = combined_variants.variant_config(default, "seed1", {"seed": 1, "counts-phase-epochs": 30})
     assert default == before
@@ -660,3 +664,13 @@ def test_combined_variants_change_the_settings_and_the_outputs_only():
         out["settings"][k].startswith("results/seed1/models/") for k in changed - {"seed", "counts-phase-epochs"}
     )
     assert {k: v for k, v in out.items() if k != "settings"} == {k: v for k, v in default.items() if k != "settings"}
+    # reuse: the same settings pass; other settings under the same name of a trained variant stop
+    path = tmp_path / "train_combined.json"
+    combined_variants.write_train_config(path, out, trained=False)
+    combined_variants.write_train_config(path, out, trained=True)
+    other = combined_variants.variant_config(default, "seed1", {"seed": 2})
+    with pytest.raises(SystemExit, match="trained with other settings"):
+        combined_variants.write_train_config(path, other, trained=True)
+    assert json.loads(path.read_text()) == out
+    combined_variants.write_train_config(path, other, trained=False)  # not trained yet: rewritten
+    assert json.loads(path.read_text()) == other
