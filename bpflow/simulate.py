@@ -135,6 +135,8 @@ def resolve_config(config: dict, source: str = "simulate config") -> dict:
             cfg["splits"] = None  # the preset's splits name the preset's chromosomes
     motifs = []
     for entry in cfg.get("motifs", schemas.load_schema("simulate")["properties"]["motifs"]["default"]):
+        if "random-concentration" in entry and "random-length" not in entry:
+            raise BpflowError(f"{source}: key motifs: {entry['name']!r}: random-concentration needs random-length")
         builtin = builtin_key(entry["name"]) if not {"file", "random-length"} & set(entry) else None
         if not {"file", "random-length"} & set(entry) and builtin is None:
             raise BpflowError(
@@ -375,6 +377,7 @@ class Site:
     strand: str  # "+" or "-"
     score: float  # PWM log-odds of the instance (motif orientation, background gc-mean)
     strength: float  # total signal of the footprint on each strand
+    native: bool = False  # found in the genome by native-hits-min-z rather than planted
 
     def centre(self, motif_length: int) -> float:
         return self.start + (motif_length - 1) / 2.0
@@ -448,11 +451,99 @@ def _place_sites(
     return [(chrom, pos, int(m)) for (chrom, pos), m in zip(accepted, labels)]
 
 
-def _sample_instances(motif: Motif, count: int, rng: np.random.Generator) -> np.ndarray:
+def _sample_instances(
+    motif: Motif,
+    count: int,
+    rng: np.random.Generator,
+    min_z: float | None = None,
+    background: np.ndarray | None = None,
+    name: str = "",
+) -> np.ndarray:
+    """``count`` instances drawn from the PWM; with ``min_z``, drawn from it conditioned on a
+    score z >= min_z (rejection sampling)."""
     cdf = np.cumsum(motif.probabilities, axis=1)
     cdf[:, -1] = 1.0
-    u = rng.random((count, motif.length))
-    return (u[:, :, None] > cdf[None, :, :]).sum(axis=2).astype(np.uint8)
+
+    def draw(num: int) -> np.ndarray:
+        u = rng.random((num, motif.length))
+        return (u[:, :, None] > cdf[None, :, :]).sum(axis=2).astype(np.uint8)
+
+    if min_z is None:
+        return draw(count)
+    mean, sd = motif.score_moments(background)
+    best = float(motif.log_odds(background).max(axis=1).sum())
+    if sd <= 0 or (best - mean) / sd < min_z:
+        top = (best - mean) / sd if sd > 0 else 0.0
+        raise BpflowError(
+            f"simulate: key motifs: {name!r}: native-hits-min-z {min_z:g} is above the z of its best "
+            f"instance ({top:.2f}); lower it"
+        )
+    kept: list[np.ndarray] = []
+    have = 0
+    for _ in range(1000):
+        batch = draw(max(4 * (count - have), 64))
+        batch = batch[(motif.score(batch, background) - mean) / sd >= min_z]
+        kept.append(batch)
+        have += len(batch)
+        if have >= count:
+            return np.concatenate(kept)[:count]
+    raise BpflowError(f"simulate: key motifs: {name!r}: too few PWM draws reach native-hits-min-z {min_z:g}; lower it")
+
+
+def _scan_z(codes: np.ndarray, motif: Motif, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Score z of the motif at every start on either strand: (best z, minus-strand best)."""
+    length = motif.length
+    n = len(codes) - length + 1
+    if n <= 0:
+        return np.full(0, -np.inf), np.zeros(0, bool)
+    log_odds = np.concatenate([motif.log_odds(background), np.full((length, 1), -1e6)], axis=1)  # N: never
+    complement = np.array([3, 2, 1, 0, N_CODE], dtype=np.uint8)
+    forward = np.zeros(n)
+    reverse = np.zeros(n)
+    for j in range(length):
+        window = codes[j : j + n]
+        forward += log_odds[j, window]
+        reverse += log_odds[length - 1 - j, complement[window]]
+    mean, sd = motif.score_moments(background)
+    return (np.maximum(forward, reverse) - mean) / sd, reverse > forward
+
+
+def add_native_hits(
+    codes: list[np.ndarray], sites: list[Site], motifs: list[Motif], cfg: dict, rng: np.random.Generator
+) -> list[Site]:
+    """Sites at every genome position whose score z reaches its motif's ``native-hits-min-z``
+    (either strand), outside edge-margin, not overlapping a planted or an earlier site (the
+    higher z first); strengths follow the same rule as the planted sites'."""
+    background = background_composition(cfg["gc-mean"])
+    margin = cfg["edge-margin"]
+    occupied = [np.zeros(len(seq) + 1, bool) for seq in codes]
+    for site in sites:
+        occupied[site.chrom][site.start : site.start + motifs[site.motif].length] = True
+    natives: list[Site] = []
+    for m, motif in enumerate(motifs):
+        entry = cfg["motifs"][m]
+        min_z = entry["native-hits-min-z"]
+        if min_z is None:
+            continue
+        mean, sd = motif.score_moments(background)
+        for c, seq in enumerate(codes):
+            z, minus = _scan_z(seq, motif, background)
+            z[:margin] = -np.inf
+            z[max(0, len(seq) - margin - motif.length) :] = -np.inf
+            found = np.flatnonzero(z >= min_z)
+            for pos in found[np.argsort(-z[found], kind="stable")]:
+                if occupied[c][pos : pos + motif.length].any():
+                    continue
+                occupied[c][pos : pos + motif.length] = True
+                log_strength = (
+                    math.log(entry["strength-median"])
+                    + entry["strength-score-sd"] * z[pos]
+                    + entry["strength-noise-sd"] * rng.standard_normal()
+                )
+                strand = "-" if minus[pos] else "+"
+                score = float(z[pos] * sd + mean)
+                natives.append(Site(c, int(pos), m, strand, score, float(math.exp(log_strength)), native=True))
+    return sorted(sites + natives, key=lambda s: (s.chrom, s.start))
 
 
 def plant_sites(
@@ -471,11 +562,11 @@ def plant_sites(
         if not mine:
             continue
         entry = cfg["motifs"][m]
-        instances = _sample_instances(motif, len(mine), rng)
+        mean, sd = motif.score_moments(background)
+        instances = _sample_instances(motif, len(mine), rng, entry["native-hits-min-z"], background, entry["name"])
         minus = rng.random(len(mine)) < 0.5
         noise = rng.standard_normal(len(mine))
         scores = motif.score(instances, background)
-        mean, sd = motif.score_moments(background)
         z = (scores - mean) / sd if sd > 0 else np.zeros(len(mine))
         log_strength = (
             math.log(entry["strength-median"]) + entry["strength-score-sd"] * z + entry["strength-noise-sd"] * noise
@@ -593,7 +684,7 @@ def load_motif(entry: dict, seed: int = 0) -> Motif:
     if "file" in entry:
         return motif_from_file(entry["file"], entry.get("matrix-id"))
     if "random-length" in entry:
-        return random_motif(entry["name"], entry["random-length"], seed)
+        return random_motif(entry["name"], entry["random-length"], seed, entry.get("random-concentration", 0.3))
     return builtin_motifs()[builtin_key(entry["name"])]
 
 
@@ -636,6 +727,8 @@ def simulate(config: dict, source: str = "simulate config") -> dict[str, str]:
         gc_profiles.append(gc)
     placements = _place_sites(lengths, gc_profiles, codes, motifs, cfg, _rng(seed, _SITES, 0))
     sites = plant_sites(codes, placements, motifs, cfg, _rng(seed, _SITES, 1))
+    if any(entry["native-hits-min-z"] is not None for entry in cfg["motifs"]):
+        sites = add_native_hits(codes, sites, motifs, cfg, _rng(seed, _SITES, 2))
     del gc_profiles
     peaks = make_peaks(sites, motifs, lengths, cfg, _rng(seed, _PEAKS))
     bias_params = make_bias_parameters(cfg)
@@ -721,7 +814,7 @@ def simulate(config: dict, source: str = "simulate config") -> dict[str, str]:
             "realized": {n: round(float(_gc_of(s)), 6) for n, s in zip(names, codes)},
         },
         "motifs": [
-            _motif_truth(m, e, cfg, sum(1 for s in sites if s.motif == i))
+            _motif_truth(m, e, cfg, [s for s in sites if s.motif == i])
             for i, (m, e) in enumerate(zip(motifs, cfg["motifs"]))
         ],
         "bias": bias_params,
@@ -742,7 +835,7 @@ def _gc_of(codes: np.ndarray) -> float:
     return (counts[1] + counts[2]) / total if total else 0.0
 
 
-def _motif_truth(motif: Motif, entry: dict, cfg: dict, planted: int) -> dict:
+def _motif_truth(motif: Motif, entry: dict, cfg: dict, sites: list[Site]) -> dict:
     background = background_composition(cfg["gc-mean"])
     mean, sd = motif.score_moments(background)
     return {
@@ -754,7 +847,8 @@ def _motif_truth(motif: Motif, entry: dict, cfg: dict, planted: int) -> dict:
         "reverse-complement-consensus": decode(reverse_complement_codes(encode(motif.consensus))),
         "length": motif.length,
         "probabilities": motif.probabilities.round(6).tolist(),
-        "num-sites": planted,
+        "num-sites": len(sites),
+        "native-sites": sum(s.native for s in sites),
         "log-odds-background": background.tolist(),
         "log-odds-mean": round(mean, 6),
         "log-odds-sd": round(sd, 6),
@@ -768,6 +862,7 @@ def _motif_truth(motif: Motif, entry: dict, cfg: dict, planted: int) -> dict:
                 "footprint-sigma",
                 "broad-fraction",
                 "broad-sigma",
+                "native-hits-min-z",
             )
         },
     }

@@ -271,6 +271,87 @@ def test_random_motifs_are_seeded_by_name_and_planted(tmp_path):
         sim.resolve_config({"output-dir": str(tmp_path), "motifs": [{"name": "nosuch", "num-sites": 1}]})
 
 
+def _scan_by_hand(seq: np.ndarray, motif, background) -> np.ndarray:
+    """Best log-odds of either strand at every start, one window at a time (N scores -inf)."""
+    out = []
+    for p in range(len(seq) - motif.length + 1):
+        window = seq[p : p + motif.length]
+        if (window > 3).any():
+            out.append(-np.inf)
+            continue
+        out.append(
+            max(
+                float(motif.score(window, background)),
+                float(motif.score(sim.reverse_complement_codes(window), background)),
+            )
+        )
+    return np.array(out)
+
+
+def test_native_hits_bind_every_position_that_scores_and_planted_sites_score(tmp_path):
+    """native-hits-min-z: binding is a function of sequence - every genome position scoring
+    z >= min-z (either strand, outside edge-margin) lies in a site, every site of the motif
+    scores that much, and the native sites' strengths follow the same rule as planted ones."""
+    min_z = -1.0
+    paths = sim.simulate(
+        _tiny(
+            tmp_path,
+            **{
+                "chromosome-lengths": [40_000, 30_000],
+                "motifs": [
+                    {
+                        "name": "short",
+                        "num-sites": 10,
+                        "random-length": 6,
+                        "random-concentration": 0.05,
+                        "native-hits-min-z": min_z,
+                    },
+                    {"name": "Klf4", "num-sites": 10},
+                ],
+            },
+        )
+    )
+    truth = json.loads(Path(paths["truth-json"]).read_text())
+    entry = truth["motifs"][0]
+    assert entry["native-hits-min-z"] == min_z and entry["native-sites"] > 10  # a 6-mer: many look-alikes
+    assert entry["num-sites"] == 10 + entry["native-sites"] and truth["motifs"][1]["native-sites"] == 0
+    motif = motif_files.Motif("short", np.asarray(entry["probabilities"]))
+    background = entry["log-odds-background"]
+    z_of = lambda score: (score - entry["log-odds-mean"]) / entry["log-odds-sd"]  # noqa: E731
+    rows = _sites(paths["sites"])
+    fasta = pyfaidx.Fasta(paths["fasta"])
+    margin = truth["config"]["edge-margin"]
+    for chrom, length in truth["chromosomes"].items():
+        seq = sim.encode(str(fasta[chrom][:]))
+        covered = np.zeros(length, bool)
+        for r in rows:
+            if r[0] == chrom:
+                covered[int(r[1]) : int(r[2])] = True
+        z = z_of(_scan_by_hand(seq, motif, background))
+        hits = np.flatnonzero(z >= min_z)
+        hits = hits[(hits >= margin) & (hits + motif.length <= length - margin)]
+        assert len(hits) and all(covered[p : p + motif.length].any() for p in hits)
+    mine = [r for r in rows if r[3] == "short"]
+    z = z_of(np.array([float(r[7]) for r in mine]))
+    assert len(mine) == entry["num-sites"] and (z >= min_z - 1e-6).all()
+    residual = np.log([float(r[6]) for r in mine]) - math.log(entry["strength-median"]) - entry["strength-score-sd"] * z
+    assert abs(residual.mean()) < 4 * entry["strength-noise-sd"] / math.sqrt(len(mine))
+    assert 0.5 * entry["strength-noise-sd"] < residual.std() < 1.5 * entry["strength-noise-sd"]
+    # one peak per site, natives included
+    assert truth["num-peaks"] == len(rows) == truth["num-sites"]
+
+
+def test_random_concentration_and_native_hits_checks(tmp_path):
+    information = lambda m: float((2 + (m.probabilities * np.log2(m.probabilities)).sum(axis=1)).sum())  # noqa: E731
+    assert information(sim.random_motif("m", 8, 0, 0.05)) > information(sim.random_motif("m", 8, 0, 0.3)) + 3
+    with pytest.raises(BpflowError, match="random-concentration needs random-length"):
+        sim.resolve_config({"output-dir": str(tmp_path), "motifs": [{"name": "CTCF", "random-concentration": 1}]})
+    config = _tiny(tmp_path, motifs=[{"name": "Klf4", "num-sites": 3, "native-hits-min-z": 9}])
+    with pytest.raises(BpflowError, match="native-hits-min-z 9 is above the z of its best instance"):
+        sim.simulate(config)
+    assert not (tmp_path / "truth.json").exists()
+
+
 def test_planted_sites_match_their_motif_in_the_bed_orientation(tiny):
     out, paths, truth = tiny
     motifs = sim.builtin_motifs()
