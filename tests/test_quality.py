@@ -458,6 +458,14 @@ def test_quality_suite_settings_and_targets(tmp_path):
             assert sim_changed == set(q.SETTINGS[setting].get("sim", {})) | (
                 {"motifs"} if "motifs" in q.SETTINGS[setting] else set()
             )
+    # other-motifs: the preset's site counts, and a config `bpflow simulate` accepts
+    from bpflow import simulate
+
+    options = q.workflow_config(ns, "other-motifs")["experiments"]["bpflow"]["simulate"]["options"]
+    base_options = base["experiments"]["bpflow"]["simulate"]["options"]
+    assert [m["num-sites"] for m in options["motifs"]] == [m["num-sites"] for m in base_options["motifs"]]
+    resolved = simulate.resolve_config({"output-dir": str(tmp_path), "preset": "benchmark", **options})
+    assert [m["native-hits-min-z"] for m in resolved["motifs"]] == [-1.0, -1.0, None]
     # the BED setting's first run (the simulation only, before the BED exists) is a valid config
     # naming the same simulation
     first = q.workflow_config(ns, "bed-background")
