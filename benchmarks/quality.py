@@ -177,10 +177,11 @@ def workflow_config(args, setting: str = "base", background_bed: str | None = No
             "recipe": recipe,
         }
         if recipe == "bpreveal" and not args.counts_schedule:
-            # BPReveal's documented recipe throughout: joint training, Keras's initialisation
+            # BPReveal's documented recipe throughout: joint training, Keras's initialisation,
+            # the full learning rate from the first step
             for stage in ("bias", "combined"):
                 exp["training"][stage]["counts-schedule"] = "joint"
-            exp["training"]["combined"]["extra"] = {"init-residual-counts": False}
+            exp["training"]["combined"]["extra"] = {"init-residual-counts": False, "learning-rate-warmup-epochs": 0}
         experiments[recipe] = exp
     threads = max(1, args.cores)
     return {

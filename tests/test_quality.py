@@ -474,6 +474,9 @@ def test_quality_suite_settings_and_targets(tmp_path):
         assert "background-bed" not in first["experiments"][recipe]
         assert first["experiments"][recipe]["simulate"] == bed_cfg["experiments"][recipe]["simulate"]
     assert base["experiments"]["bpreveal"]["training"]["combined"]["counts-schedule"] == "joint"
+    # BPReveal trains at the full rate from the first step; bpflow's default warms up
+    assert base["experiments"]["bpreveal"]["training"]["combined"]["extra"]["learning-rate-warmup-epochs"] == 0
+    assert "extra" not in base["experiments"]["bpflow"]["training"]["combined"]
     # the BED of background windows
     sim_dir = tmp_path / "sim"
     sim_dir.mkdir()

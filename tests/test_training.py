@@ -583,6 +583,49 @@ def test_profile_first_resumes_in_its_second_phase(tmp_path):
     assert not ckpt.exists()
 
 
+class RateAtEachStep(keras.callbacks.Callback):
+    """The optimizer's learning rate as each training step starts."""
+
+    def __init__(self):
+        super().__init__()
+        self.rates = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def test_learning_rate_warmup_ramps_each_phase_and_continues_after_a_resume(tmp_path):
+    """learning-rate-warmup-epochs 2 with 3 steps an epoch: step k of a phase runs at k/6 of
+    its rate for k <= 6, then at the rate; the counts phase ramps its own rate afresh; a run
+    killed in its second epoch resumes the ramp where the epoch number puts it."""
+    train, val = _schedule_data(tmp_path)  # 48 training windows, batch 16: 3 steps an epoch
+    kw = {
+        "counts-schedule": "profile-first",
+        "epochs": 4,
+        "counts-phase-epochs": 1,
+        "counts-phase-learning-rate": 0.003,
+        "learning-rate-warmup-epochs": 2,
+    }
+    rec = RateAtEachStep()
+    record = training.train_solo(th.solo_config(tmp_path, train, val, prefix="warm", **kw), callbacks=[rec])
+    expected = [0.01 * k / 6 for k in range(1, 7)] + [0.01] * 3 + [0.003 * k / 6 for k in range(1, 4)]
+    assert rec.rates == pytest.approx(expected, rel=1e-6)
+    assert record["settings"]["learning-rate-warmup-epochs"] == 2
+    assert record["history"]["learning_rate"] == pytest.approx([0.01, 0.01, 0.01, 0.003])  # the state's rates
+    cfg = th.solo_config(tmp_path, train, val, prefix="killed", **kw)
+    with pytest.raises(Killed):
+        training.train_solo(cfg, callbacks=[KillAt(epoch=1, batch=1)])
+    rec = RateAtEachStep()
+    resumed = training.train_solo(cfg, callbacks=[rec])
+    assert rec.rates == pytest.approx(expected[3:], rel=1e-6)  # from epoch 2's first step on
+    np.testing.assert_allclose(resumed["history"]["val_loss"], record["history"]["val_loss"], rtol=1e-6)
+    # the default: no warm-up for a bias model, 3 epochs for the combined model
+    assert training.check_config(th.solo_config(tmp_path, train, val), "bias")[1].warmup_epochs == 0
+    (tmp_path / "t.keras").touch()  # checked for existence only
+    combined = th.combined_config(tmp_path, train, val, tmp_path / "t.keras")
+    assert training.check_config(combined, "combined")[1].warmup_epochs == 3
+
+
 # --------------------------------------------------------------------------- errors
 
 

@@ -9,6 +9,7 @@ head's log counts) and:
 - adapts lambda to ``counts-loss-frac-target`` (:func:`update_counts_weight`), stops early and
   halves the learning rate on a plateau, comparing validation losses re-expressed with the
   current lambda;
+- ramps the learning rate up over the first ``learning-rate-warmup-epochs`` epochs;
 - checkpoints after every epoch and resumes from the checkpoint when run again;
 - stops at once on a NaN or infinite loss;
 - trains data-parallel over every device when asked (:mod:`bpflow.train.runtime`).
@@ -417,6 +418,27 @@ class TrainingState:
         }
 
 
+class _WarmUp(keras.callbacks.Callback):
+    """``learning-rate-warmup-epochs``: the learning rate rises linearly over the phase's first
+    ``epochs`` x ``steps`` steps, step k (1-based) at k / that of the state's rate; then the
+    state's rate.  Counted from the epoch number, so a resumed run continues the ramp."""
+
+    def __init__(self, trainer: "_Fit", epochs: float, steps: int):
+        super().__init__()
+        self.trainer = trainer
+        self.steps = steps
+        self.total = max(1, round(epochs * steps))
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self.epoch * self.steps + batch + 1
+        if step <= self.total + 1:
+            self.model.optimizer.learning_rate = self.trainer.state.learning_rate * min(1.0, step / self.total)
+
+
 class _Controller(keras.callbacks.Callback):
     """Per-epoch bookkeeping around :meth:`TrainingState.end_epoch`: best weights, lambda and
     learning-rate assignment, the log line, the checkpoint."""
@@ -760,7 +782,12 @@ def fit_model(
                 validation_data=val,
                 epochs=settings.epochs,
                 initial_epoch=st.epochs_done,
-                callbacks=[fit.nan_watch, _Controller(fit), *callbacks],
+                callbacks=[
+                    fit.nan_watch,
+                    _Controller(fit),
+                    *([_WarmUp(fit, settings.warmup_epochs, len(train))] if settings.warmup_epochs > 0 else []),
+                    *callbacks,
+                ],
                 verbose=_verbose(),
                 shuffle=False,
             )

@@ -64,6 +64,7 @@ class TrainSettings:
     deterministic: bool | str = "auto"
     data_workers: int = 2
     data_cache_mb: float = 256
+    warmup_epochs: float = 0.0
 
     @classmethod
     def from_config(cls, config: dict) -> "TrainSettings":
@@ -88,6 +89,7 @@ class TrainSettings:
             deterministic=s["deterministic"],
             data_workers=s["data-workers"],
             data_cache_mb=s["data-cache-mb"],
+            warmup_epochs=float(s.get("learning-rate-warmup-epochs", 0.0)),
         )
 
     def as_dict(self) -> dict:
@@ -109,6 +111,7 @@ class TrainSettings:
             "deterministic": self.deterministic,
             "data-workers": self.data_workers,
             "data-cache-mb": self.data_cache_mb,
+            "learning-rate-warmup-epochs": self.warmup_epochs,
         }
 
 
