@@ -344,6 +344,10 @@ def test_native_hits_bind_every_position_that_scores_and_planted_sites_score(tmp
 def test_random_concentration_and_native_hits_checks(tmp_path):
     information = lambda m: float((2 + (m.probabilities * np.log2(m.probabilities)).sum(axis=1)).sum())  # noqa: E731
     assert information(sim.random_motif("m", 8, 0, 0.05)) > information(sim.random_motif("m", 8, 0, 0.3)) + 3
+    # a resolved config (truth.json's) resolves again: no concentration is filled in for CTCF
+    resolved = sim.resolve_config({"output-dir": str(tmp_path), "motifs": [{"name": "CTCF", "num-sites": 1}]})
+    again = sim.resolve_config({k: v for k, v in resolved.items() if k != "preset"})
+    assert again["motifs"] == resolved["motifs"]
     with pytest.raises(BpflowError, match="random-concentration needs random-length"):
         sim.resolve_config({"output-dir": str(tmp_path), "motifs": [{"name": "CTCF", "random-concentration": 1}]})
     config = _tiny(tmp_path, motifs=[{"name": "Klf4", "num-sites": 3, "native-hits-min-z": 9}])
