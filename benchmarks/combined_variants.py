@@ -24,7 +24,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,16 +61,17 @@ def variant_config(config: dict, name: str, patch: dict) -> dict:
     return out
 
 
-def write_train_config(path: Path, config: dict, trained: bool) -> None:
-    """Write the variant's train-combined config; a variant already ``trained`` is reused only
-    when its config is this one (the same name with other settings would score stale models)."""
-    if trained and path.is_file() and json.loads(path.read_text()) != config:
-        raise SystemExit(f"{path}: this variant was trained with other settings; give it another name")
-    path.write_text(json.dumps(config, indent=1))
+def stale(output: Path, source: Path) -> bool:
+    """Whether ``output`` (a prediction) is missing or older than ``source`` (its model)."""
+    return not output.is_file() or output.stat().st_mtime < source.stat().st_mtime
 
 
 def run_variant(workdir: Path, name: str, patch: dict, threads: int) -> dict:
-    """Train, predict and score variant ``name`` of ``workdir``; returns its score record."""
+    """Train, predict and score variant ``name`` of ``workdir``; returns its score record.
+
+    Training always goes through ``bpflow train-combined``, whose fingerprint of the config
+    (defaults filled in) and inputs reuses a finished run and retrains one made under other
+    settings or another default; predictions are redone when older than their model."""
     src, dst = workdir / "results" / BASE, workdir / "results" / name
     for sub in ("configs", "models", "predictions", "qc", "logs", "data"):
         (dst / sub).mkdir(parents=True, exist_ok=True)
@@ -79,40 +79,35 @@ def run_variant(workdir: Path, name: str, patch: dict, threads: int) -> dict:
         if (src / rel).exists() and not (dst / rel).exists():
             (dst / rel).symlink_to((src / rel).resolve())
     config = variant_config(json.loads((src / "configs/train_combined.json").read_text()), name, patch)
-    models = {m: config["settings"][f"{m}-model-file"] for m in ("combined", "residual")}
-    trained = all((workdir / f).is_file() for f in models.values())
     train_config = dst / "configs/train_combined.json"
-    write_train_config(train_config, config, trained)
+    train_config.write_text(json.dumps(config, indent=1))
     options = ["--threads", str(threads)]
-    seconds = None
-    if not trained:
-        t0 = time.monotonic()
-        with open(dst / "logs/train_combined.log", "w") as log:
-            subprocess.run(
-                [_bpflow(), "train-combined", str(train_config.relative_to(workdir)), *options],
-                cwd=workdir,
-                check=True,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        seconds = time.monotonic() - t0
-    for model, model_file in models.items():
+    with open(dst / "logs/train_combined.log", "a") as log:  # a reused run adds one line
+        subprocess.run(
+            [_bpflow(), "train-combined", str(train_config.relative_to(workdir)), *options],
+            cwd=workdir,
+            check=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    for model in ("combined", "residual"):
+        model_file = config["settings"][f"{model}-model-file"]
         predict = json.loads((src / f"configs/predict_{model}_peaks.json").read_text())
         predict["model-file"] = model_file
         predict["output-h5"] = f"results/{name}/predictions/{model}_peaks_test.h5"
         path = dst / f"configs/predict_{model}_peaks.json"
         path.write_text(json.dumps(predict, indent=1))
-        if not (workdir / predict["output-h5"]).is_file():
+        if stale(workdir / predict["output-h5"], workdir / model_file):
             subprocess.run(
                 [_bpflow(), "predict", str(path.relative_to(workdir)), *options],
                 cwd=workdir,
                 check=True,
                 capture_output=True,
             )
-    return score(workdir, name, patch, seconds)
+    return score(workdir, name, patch)
 
 
-def score(workdir: Path, name: str, patch: dict, seconds: float | None) -> dict:
+def score(workdir: Path, name: str, patch: dict) -> dict:
     qcfg = json.loads((workdir / "quality-config.json").read_text())
     sim_dir = workdir / "results/simulated" / qcfg["experiments"][BASE]["simulate"]["name"]
     truth = json.loads((sim_dir / "truth.json").read_text())
@@ -121,7 +116,7 @@ def score(workdir: Path, name: str, patch: dict, seconds: float | None) -> dict:
     record.update(
         {
             "settings-patch": patch,
-            "train-seconds": seconds,
+            "train-seconds": history["wall-seconds"],
             "combined-epochs": history["epochs-run"],
             "combined-stop": history["stop-reason"],
             "phases": history.get("phases"),
@@ -147,14 +142,14 @@ def table(workdir: Path) -> str:
         + " | profile phase: best val loss (best / run epochs) | counts phase: best / run |",
         "|---" * (len(COLUMNS) + 4) + "|",
     ]
-    base = score(workdir, BASE, {}, None)
+    base = score(workdir, BASE, {})
     variants = sorted(
         (json.loads(p.read_text()) for p in (workdir / "results").glob("*/score.json") if p.parent.name != BASE),
         key=lambda r: r["recipe"],
     )
     for r in [base, *variants]:
         cells = [f"{r[key]:.{digits}f}" for key, _, digits in COLUMNS]
-        patch = json.dumps(r.get("settings-patch") or {}) if r["recipe"] != BASE else "default"
+        patch = json.dumps(r.get("settings-patch") or {}) if r["recipe"] != BASE else "quality.py's run"
         rows.append(f"| {r['recipe']} | `{patch}` | " + " | ".join(cells + _phase_cells(r)) + " |")
     return "\n".join(rows)
 

@@ -11,6 +11,7 @@ motif.
 
 import argparse
 import json
+import os
 
 import numpy as np
 import pytest
@@ -662,7 +663,7 @@ def _default_combined_config() -> dict:
 def test_combined_variants_change_the_settings_and_the_outputs_only(tmp_path):
     """benchmarks/combined_variants.py: a variant's train-combined config is the default's with
     the patch merged into its settings and every output under results/NAME (the default's
-    config is left as it was); a trained variant is reused only under the same settings."""
+    config is left as it was); a prediction older than its model is redone."""
     combined_variants = _quality_harness("combined_variants")
     default = _default_combined_config()
     before = json.loads(json.dumps(default))
@@ -675,13 +676,14 @@ def test_combined_variants_change_the_settings_and_the_outputs_only(tmp_path):
         out["settings"][k].startswith("results/seed1/models/") for k in changed - {"seed", "counts-phase-epochs"}
     )
     assert {k: v for k, v in out.items() if k != "settings"} == {k: v for k, v in default.items() if k != "settings"}
-    # reuse: the same settings pass; other settings under the same name of a trained variant stop
-    path = tmp_path / "train_combined.json"
-    combined_variants.write_train_config(path, out, trained=False)
-    combined_variants.write_train_config(path, out, trained=True)
-    other = combined_variants.variant_config(default, "seed1", {"seed": 2})
-    with pytest.raises(SystemExit, match="trained with other settings"):
-        combined_variants.write_train_config(path, other, trained=True)
-    assert json.loads(path.read_text()) == out
-    combined_variants.write_train_config(path, other, trained=False)  # not trained yet: rewritten
-    assert json.loads(path.read_text()) == other
+    # predictions are redone when missing or older than their model (training itself is reused
+    # or redone by bpflow's own fingerprint of the config)
+    model, pred = tmp_path / "residual.keras", tmp_path / "residual_peaks_test.h5"
+    model.touch()
+    assert combined_variants.stale(pred, model)
+    pred.touch()
+    os.utime(model, (1_000, 1_000))
+    os.utime(pred, (2_000, 2_000))
+    assert not combined_variants.stale(pred, model)
+    os.utime(model, (3_000, 3_000))
+    assert combined_variants.stale(pred, model)
