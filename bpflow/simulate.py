@@ -490,13 +490,12 @@ def _sample_instances(
     raise BpflowError(f"simulate: key motifs: {name!r}: too few PWM draws reach native-hits-min-z {min_z:g}; lower it")
 
 
-def _scan_z(codes: np.ndarray, motif: Motif, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Score z of the motif at every start on either strand: (best z, minus-strand best)."""
+def _scan_scores(codes: np.ndarray, motif: Motif, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Log-odds of the motif at every start (chromosomes are longer than any motif), the better
+    strand's, and whether that is the minus strand; a window with an N scores about -1e6."""
     length = motif.length
     n = len(codes) - length + 1
-    if n <= 0:
-        return np.full(0, -np.inf), np.zeros(0, bool)
-    log_odds = np.concatenate([motif.log_odds(background), np.full((length, 1), -1e6)], axis=1)  # N: never
+    log_odds = np.concatenate([motif.log_odds(background), np.full((length, 1), -1e6)], axis=1)
     complement = np.array([3, 2, 1, 0, N_CODE], dtype=np.uint8)
     forward = np.zeros(n)
     reverse = np.zeros(n)
@@ -504,8 +503,7 @@ def _scan_z(codes: np.ndarray, motif: Motif, background: np.ndarray) -> tuple[np
         window = codes[j : j + n]
         forward += log_odds[j, window]
         reverse += log_odds[length - 1 - j, complement[window]]
-    mean, sd = motif.score_moments(background)
-    return (np.maximum(forward, reverse) - mean) / sd, reverse > forward
+    return np.maximum(forward, reverse), reverse > forward
 
 
 def add_native_hits(
@@ -516,7 +514,7 @@ def add_native_hits(
     higher z first); strengths follow the same rule as the planted sites'."""
     background = background_composition(cfg["gc-mean"])
     margin = cfg["edge-margin"]
-    occupied = [np.zeros(len(seq) + 1, bool) for seq in codes]
+    occupied = [np.zeros(len(seq), bool) for seq in codes]
     for site in sites:
         occupied[site.chrom][site.start : site.start + motifs[site.motif].length] = True
     natives: list[Site] = []
@@ -527,7 +525,8 @@ def add_native_hits(
             continue
         mean, sd = motif.score_moments(background)
         for c, seq in enumerate(codes):
-            z, minus = _scan_z(seq, motif, background)
+            scores, minus = _scan_scores(seq, motif, background)
+            z = (scores - mean) / sd
             z[:margin] = -np.inf
             z[max(0, len(seq) - margin - motif.length) :] = -np.inf
             found = np.flatnonzero(z >= min_z)
@@ -541,8 +540,9 @@ def add_native_hits(
                     + entry["strength-noise-sd"] * rng.standard_normal()
                 )
                 strand = "-" if minus[pos] else "+"
-                score = float(z[pos] * sd + mean)
-                natives.append(Site(c, int(pos), m, strand, score, float(math.exp(log_strength)), native=True))
+                natives.append(
+                    Site(c, int(pos), m, strand, float(scores[pos]), float(math.exp(log_strength)), native=True)
+                )
     return sorted(sites + natives, key=lambda s: (s.chrom, s.start))
 
 
