@@ -5,13 +5,19 @@
 # same commands with tiny sizes on a CPU (checked on the project's CPU box) so the script is
 # known to work before a device is spent on it.
 #
-# Prepare here (the device has no network), then run it there in one call:
+# Prepare here (the device has no network and its python3 is 3.12 with JAX, PyTorch, h5py,
+# numba, pandas, matplotlib, scipy), then run it there in one call:
 #
-#   .venv/bin/pip download --no-deps -d benchmarks/wheels keras h5py pyBigWig pyfaidx tangermeme \
-#       namex optree rich ml_dtypes absl-py markdown-it-py mdurl pygments jsonschema \
-#       jsonschema-specifications referencing rpds-py attrs tqdm
-#   run: bash benchmarks/gpu.sh   (carry: benchmarks/wheels)
+#   echo /.whl/ >> .git/info/exclude
+#   .venv/bin/python -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+#       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
+#       keras==3.15.1 namex optree pyBigWig pyfaidx tangermeme figwig memelite jsonschema \
+#       jsonschema-specifications referencing rpds-py
+#   run: bash benchmarks/gpu.sh   (carry: .whl; timeout_s 570)
 #
+# Each part has its own time limit (PART_LIMITS), so one slow part cannot starve the rest, and
+# everything lands in one tarball plus the log: the device returns at most 8 files.
 # Measures, with the JAX backend (XLA always on):
 #   - training examples/s and peak device memory: the ChromBPNet-shaped model (64 x 8) and
 #     ChromBPNet's 512-filter main model, float32 and mixed bfloat16, batches from memory and
@@ -19,11 +25,14 @@
 #   - prediction regions/s (BED -> HDF5 -> bigWig), 64 and 512 filters (predict_throughput.py);
 #   - contribution (DeepSHAP) regions/s against tangermeme on the same GPU, 64 and 512 filters
 #     (contributions.py).
-# Writes $OUT/machine.txt, train.{json,md}, predict_{64,512}.json, contributions_{64,512}.{json,md}.
-set -euo pipefail
+# Writes $OUT/gpu-results.tar.gz: machine.txt, parts.txt (each part's wall time and exit status),
+# train_{float32,bfloat16}.json, predict_{64,512}.json, contributions_{64,512}.{json,md}.
+set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
-mkdir -p "$OUT"
-export KERAS_BACKEND=jax
+RES=/tmp/gpu-results
+rm -rf "$RES" && mkdir -p "$OUT" "$RES"
+PY=${PYTHON:-python3}
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
 if [ "${SMOKE:-0}" = 1 ]; then
     # tiny sizes: only checks that every command runs
     TRAIN="--samples 64 --steps 2 --bias-steps 2 --warmup 1 --loader-steps 2"
@@ -31,35 +40,57 @@ if [ "${SMOKE:-0}" = 1 ]; then
     CONTRIB="--regions 2 --references 2 --batch-size 1 --reference-batch-size 4"
     DEVICE=cpu
     MODELS="residual"  # the 512-filter model trains for minutes per step on a CPU
-    python -c "import tangermeme" 2>/dev/null && IMPLS="bpflow-jax tangermeme" || IMPLS="bpflow-jax"
+    $PY -c "import tangermeme" 2>/dev/null && IMPLS="bpflow-jax tangermeme" || IMPLS="bpflow-jax"
+    LIMITS=(600 600 600 600 600 600)
 else
-    if [ -d benchmarks/wheels ]; then
-        python -m pip install -q --no-index --find-links benchmarks/wheels keras h5py pyBigWig pyfaidx tangermeme \
-            jsonschema tqdm
-        python -m pip install -q --no-index --no-deps -e .
+    if [ -d .whl ]; then
+        $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site .whl/*.whl || exit 1
+        export PYTHONPATH=/tmp/site
     fi
-    TRAIN="--samples 2048 --steps 40 --warmup 5"
+    TRAIN="--samples 2048 --steps 30 --warmup 5"
     PREDICT="--regions 4096 --batch-size 128 --repeat 2"
     CONTRIB="--regions 512 --batch-size 32 --reference-batch-size 128"
     DEVICE=cuda
     MODELS="residual main512"
     IMPLS="bpflow-jax tangermeme"
+    # seconds: train float32, train bfloat16, predict 64, contributions 64, predict 512,
+    # contributions 512 (about 500 s in all)
+    LIMITS=(${PART_LIMITS:-150 80 45 75 50 90})
 fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+part() {  # part SECONDS NAME COMMAND...: run with a time limit, log its wall time and status
+    local limit=$1 name=$2
+    shift 2
+    local t0=$SECONDS
+    timeout "$limit" "$@"
+    local rc=$?
+    # a part stopped at its limit leaves its child processes (each implementation runs in one)
+    [ $rc = 124 ] && pkill -f 'benchmarks/(train_throughput|predict_throughput|contributions)\.py'
+    echo "PART $name rc=$rc seconds=$((SECONDS - t0)) limit=$limit" | tee -a "$RES/parts.txt"
+}
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
-    python -c "import jax, keras; print(jax.__version__, keras.__version__, jax.devices())"
-} > "$OUT/machine.txt" 2>&1
-cat "$OUT/machine.txt"
+    nproc
+    $PY -c "import sys, jax, keras; print(sys.version.split()[0], jax.__version__, keras.__version__, jax.devices())"
+} > "$RES/machine.txt" 2>&1
+cat "$RES/machine.txt"
 B=benchmarks
 # training: float32, then mixed bfloat16 (its rows say precision mixed_bfloat16)
-python $B/train_throughput.py --backends jax --models $MODELS --modes memory pipeline $TRAIN \
-    --jit-compile true --workdir /tmp/gpu-train --json "$OUT/train_float32.json" | tee "$OUT/train.md"
-python $B/train_throughput.py --backends jax --models $MODELS --modes memory $TRAIN \
-    --jit-compile true --mixed-precision bfloat16 --workdir /tmp/gpu-train --json "$OUT/train_bfloat16.json" \
-    | tee -a "$OUT/train.md"
+part "${LIMITS[0]}" train-float32 $PY $B/train_throughput.py --backends jax --models $MODELS \
+    --modes memory pipeline $TRAIN --jit-compile true --workdir /tmp/gpu-train \
+    --json "$RES/train_float32.json"
+part "${LIMITS[1]}" train-bfloat16 $PY $B/train_throughput.py --backends jax --models $MODELS \
+    --modes memory $TRAIN --jit-compile true --mixed-precision bfloat16 --workdir /tmp/gpu-train \
+    --json "$RES/train_bfloat16.json"
+i=2
 for f in 64 512; do
-    python $B/predict_throughput.py --filters $f $PREDICT --json "$OUT/predict_$f.json"
-    python $B/contributions.py --workdir /tmp/gpu-cb-$f --filters $f $CONTRIB --impls $IMPLS \
-        --reference-device $DEVICE --json "$OUT/contributions_$f.json" --markdown "$OUT/contributions_$f.md"
+    part "${LIMITS[$i]}" predict-$f $PY $B/predict_throughput.py --filters $f $PREDICT \
+        --json "$RES/predict_$f.json"
+    part "${LIMITS[$((i + 1))]}" contributions-$f $PY $B/contributions.py --workdir /tmp/gpu-cb-$f \
+        --filters $f $CONTRIB --impls $IMPLS --reference-device $DEVICE \
+        --json "$RES/contributions_$f.json" --markdown "$RES/contributions_$f.md"
+    i=$((i + 2))
 done
-echo "done: $OUT"
+tar -czf "$OUT/gpu-results.tar.gz" -C "$RES" .
+echo "done: $OUT/gpu-results.tar.gz"
