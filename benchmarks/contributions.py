@@ -231,6 +231,8 @@ def launch(impl: str, workdir: Path, batch_size: int, device: str) -> dict:
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
     record = json.loads((workdir / f"{impl}.json").read_text())
     record["process-seconds"] = time.perf_counter() - t0
+    # a run stopped later (a device's time limit) still shows what each child took
+    print(f"{impl} finished in {record['process-seconds']:.0f} s", file=sys.stderr, flush=True)
     record["arrays"] = dict(np.load(workdir / f"{impl}.npz"))
     return record
 

@@ -1,7 +1,7 @@
 #!/bin/bash
 # The GPU figures (issues 14 and 16), for the device machine of the project's tool library (one
-# H200; JAX and PyTorch installed, no TensorFlow, no network), under 10 minutes.  Not yet run on
-# a GPU: no session that wrote it was lent a device.  `SMOKE=1 bash benchmarks/gpu.sh` runs the
+# H200; JAX and PyTorch installed, no TensorFlow, no network), under 10 minutes.  First run on an
+# H200 on 2026-12-04 (benchmarks/README.md, section gpu).  `SMOKE=1 bash benchmarks/gpu.sh` runs the
 # same commands with tiny sizes on a CPU (checked on the project's CPU box) so the script is
 # known to work before a device is spent on it.
 #
@@ -32,7 +32,9 @@ OUT=${OUT:-/tmp/gpu-out}
 RES=/tmp/gpu-results
 rm -rf "$RES" && mkdir -p "$OUT" "$RES"
 PY=${PYTHON:-python3}
-export KERAS_BACKEND=jax PYTHONUNBUFFERED=1
+# XLA takes 75 % of the GPU's memory by default; contributions.py's parent process touches the
+# device (its references) before its children run, which then could not allocate
+export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 if [ "${SMOKE:-0}" = 1 ]; then
     # tiny sizes: only checks that every command runs
     TRAIN="--samples 64 --steps 2 --bias-steps 2 --warmup 1 --loader-steps 2"
@@ -50,13 +52,14 @@ else
     fi
     TRAIN="--samples 2048 --steps 30 --warmup 5"
     PREDICT="--regions 4096 --batch-size 128 --repeat 2"
-    CONTRIB="--regions 512 --batch-size 32 --reference-batch-size 128"
+    CONTRIB="--regions 256 --batch-size 32 --reference-batch-size 128"
     DEVICE=cuda
     MODELS="residual main512"
     IMPLS="bpflow-jax tangermeme"
     # seconds: train float32, train bfloat16, predict 64, contributions 64, predict 512,
-    # contributions 512 (about 500 s in all)
-    LIMITS=(${PART_LIMITS:-150 80 45 75 50 90})
+    # contributions 512 (560 s in all; the first run on an H200 took 84, 45, 18, 72, 22 and
+    # more than 140 for the last, where tangermeme did not finish 64 regions)
+    LIMITS=(${PART_LIMITS:-120 70 40 90 40 200})
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 part() {  # part SECONDS NAME COMMAND...: run with a time limit, log its wall time and status
@@ -87,6 +90,7 @@ i=2
 for f in 64 512; do
     part "${LIMITS[$i]}" predict-$f $PY $B/predict_throughput.py --filters $f $PREDICT \
         --json "$RES/predict_$f.json"
+    [ $f = 512 ] && CONTRIB=${CONTRIB/--regions 256/--regions 64}
     part "${LIMITS[$((i + 1))]}" contributions-$f $PY $B/contributions.py --workdir /tmp/gpu-cb-$f \
         --filters $f $CONTRIB --impls $IMPLS --reference-device $DEVICE \
         --json "$RES/contributions_$f.json" --markdown "$RES/contributions_$f.md"
