@@ -13,7 +13,8 @@ default's own seed-to-seed spread is measured with the variant ``{"seed": 1}``).
 
 A variant NAME writes results/NAME/ (its train and predict configs, models, predictions, log,
 score.json) beside results/bpflow/, whose data, bias predictions and transformation it links.
-The JSON object is merged into the combined stage's ``settings``.  ``--table`` prints every
+The JSON object is merged into the combined stage's ``settings``; its key ``"heads"`` (an object)
+is merged into every head instead, e.g. ``'{"heads": {"counts-loss-frac-target": 0.3}}'``.  ``--table`` prints every
 scored variant of the working directory as a markdown table.
 """
 
@@ -46,8 +47,9 @@ def _bpflow() -> str:
 
 
 def variant_config(config: dict, name: str, patch: dict) -> dict:
-    """The default's train-combined config with ``patch`` merged into its settings and its
-    outputs moved to results/NAME/models (its data, transformation and seed stay)."""
+    """The default's train-combined config with ``patch`` merged into its settings (its key
+    "heads", an object, into every head instead) and its outputs moved to results/NAME/models
+    (its data, transformation and seed stay)."""
     out = json.loads(json.dumps(config))
     prefix = f"results/{name}/models"
     out["settings"].update(
@@ -55,9 +57,11 @@ def variant_config(config: dict, name: str, patch: dict) -> dict:
             "output-prefix": f"{prefix}/combined",
             "combined-model-file": f"{prefix}/combined.keras",
             "residual-model-file": f"{prefix}/residual.keras",
-            **patch,
+            **{key: value for key, value in patch.items() if key != "heads"},
         }
     )
+    for head in out["heads"]:
+        head.update(patch.get("heads", {}))
     return out
 
 
@@ -158,7 +162,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("workdir", type=Path, help="a quality.py setting's working directory (with results/bpflow)")
     p.add_argument("name", nargs="?", help="the variant's name (results/NAME)")
-    p.add_argument("settings", nargs="?", help="JSON object merged into the combined stage's settings")
+    p.add_argument(
+        "settings", nargs="?", help='JSON object merged into the combined stage\'s settings ("heads": into every head)'
+    )
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--table", action="store_true", help="print the default and every scored variant")
     args = p.parse_args(argv)

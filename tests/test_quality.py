@@ -676,6 +676,14 @@ def test_combined_variants_change_the_settings_and_the_outputs_only(tmp_path):
         out["settings"][k].startswith("results/seed1/models/") for k in changed - {"seed", "counts-phase-epochs"}
     )
     assert {k: v for k, v in out.items() if k != "settings"} == {k: v for k, v in default.items() if k != "settings"}
+    # "heads" goes into every head, not into the settings
+    two_heads = dict(default, heads=[{"head-name": "a", "num-tasks": 2}, {"head-name": "b", "num-tasks": 1}])
+    out = combined_variants.variant_config(two_heads, "frac", {"heads": {"counts-loss-frac-target": 0.3}})
+    assert out["heads"] == [
+        {"head-name": "a", "num-tasks": 2, "counts-loss-frac-target": 0.3},
+        {"head-name": "b", "num-tasks": 1, "counts-loss-frac-target": 0.3},
+    ]
+    assert "heads" not in out["settings"] and two_heads["heads"][0] == {"head-name": "a", "num-tasks": 2}
     # predictions are redone when missing or older than their model (training itself is reused
     # or redone by bpflow's own fingerprint of the config)
     model, pred = tmp_path / "residual.keras", tmp_path / "residual_peaks_test.h5"
