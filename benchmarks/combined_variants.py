@@ -13,9 +13,9 @@ default's own seed-to-seed spread is measured with the variant ``{"seed": 1}``).
 
 A variant NAME writes results/NAME/ (its train and predict configs, models, predictions, log,
 score.json) beside results/bpflow/, whose data, bias predictions and transformation it links.
-The JSON object is merged into the combined stage's ``settings``; its key ``"heads"`` (an object)
-is merged into every head instead, e.g. ``'{"heads": {"counts-loss-frac-target": 0.3}}'``.  ``--table`` prints every
-scored variant of the working directory as a markdown table.
+The JSON object is merged into the combined stage's ``settings``; its key ``"heads"`` (an
+object) is merged into every head instead, e.g. ``'{"heads": {"counts-loss-frac-target": 0.3}}'``.
+``--table`` prints every scored variant of the working directory as a markdown table.
 """
 
 from __future__ import annotations
@@ -149,9 +149,9 @@ def table(workdir: Path) -> str:
     base = score(workdir, BASE, {})
     variants = []
     for path in sorted((workdir / "results").glob("*/score.json")):
-        record = json.loads(path.read_text())
         if path.parent.name == BASE:
             continue
+        record = json.loads(path.read_text())
         if "recipe" not in record:  # written by another script (the third session's first draft)
             print(f"{path}: not a score record of this script, skipped", file=sys.stderr)
             continue

@@ -14,7 +14,7 @@
 #       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #       keras==3.15.1 namex optree pyBigWig pyfaidx tangermeme figwig memelite jsonschema \
 #       jsonschema-specifications referencing rpds-py
-#   run: bash benchmarks/gpu.sh   (carry: .whl; timeout_s 570)
+#   run: bash benchmarks/gpu.sh   (carry: .whl; timeout_s 590)
 #
 # Each part has its own time limit (PART_LIMITS), so one slow part cannot starve the rest, and
 # everything lands in one tarball plus the log: the device returns at most 8 files.
