@@ -626,6 +626,36 @@ def test_learning_rate_warmup_ramps_each_phase_and_continues_after_a_resume(tmp_
     assert training.check_config(combined, "combined")[1].warmup_epochs == 3
 
 
+def test_learning_rate_warmup_reaches_the_weight_update():
+    """The ramped rate is the one the training steps use, not only the optimizer variable's
+    value (under JAX the fit loop keeps its own copy of the variables within an epoch): plain
+    SGD on a linear model, two steps an epoch, a 2-epoch warm-up (rates lr/4, lr/2 in the
+    first epoch), against the same steps computed by hand."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 3)).astype("float32")
+    y = rng.normal(size=(4, 1)).astype("float32")
+    lr = 0.1
+
+    def by_hand(rates):
+        w, b = np.full((3, 1), 0.5), np.zeros(1)
+        for rate, rows in zip(rates, (slice(0, 2), slice(2, 4))):
+            error = x[rows] @ w + b - y[rows]  # MSE over the batch of 2: gradient 2/2 x^T error
+            w, b = w - rate * x[rows].T @ error, b - rate * error.sum(axis=0)
+        return w
+
+    for warmup, rates in ((0, (lr, lr)), (2, (lr / 4, lr / 2))):
+        model = keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant(0.5))]
+        )
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse")
+        trainer = SimpleNamespace(state=SimpleNamespace(learning_rate=lr))
+        callbacks = [loop._WarmUp(trainer, warmup, steps=2)] if warmup else []
+        model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
+        np.testing.assert_allclose(model.layers[0].kernel.numpy(), by_hand(rates), rtol=1e-5, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- errors
 
 
