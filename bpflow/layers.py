@@ -120,4 +120,38 @@ class LogAddExp(keras.layers.Layer):
         return input_shape[0]
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class ProductLogCounts(keras.layers.Layer):
+    """A combined head's log counts when the expected track is the bias track times the
+    residual's track read as a fold over the bias, position by position
+    (``counts-combination`` "product").
+
+    Inputs ``[bias_logits, residual_logits, bias_logcounts, residual_logcounts]`` (profile
+    logits (batch, length, tasks), log counts (batch, 1)); with p = softmax over positions x
+    tasks jointly, the output is
+
+        bias_logcounts + residual_logcounts + log(sum(p_bias * p_residual))
+
+    the log of sum_i bias_i * fold_i, with the bias track bias_i = exp(bias_logcounts) *
+    p_bias_i and the residual's track fold_i = exp(residual_logcounts) * p_residual_i: the total
+    of the track bias_i * fold_i, whose profile is the combined profile softmax(bias + residual
+    logits).  A residual that adds nothing has fold 1 everywhere: log counts log(N) over N
+    positions x tasks, and a flat profile.
+    """
+
+    def call(self, inputs):
+        bias_logits, residual_logits, bias_lc, residual_lc = inputs
+        n = bias_logits.shape[1] * bias_logits.shape[2]
+        # the counts loss sets the totals, not the profiles' shapes: the overlap term passes no
+        # gradient to the profile logits (otherwise the counts could pull the residual's profile
+        # towards where the bias is high)
+        b = ops.stop_gradient(ops.reshape(bias_logits, (-1, n)))
+        r = ops.stop_gradient(ops.reshape(residual_logits, (-1, n)))
+        joint = ops.logsumexp(b + r, axis=1) - ops.logsumexp(b, axis=1) - ops.logsumexp(r, axis=1)
+        return bias_lc + residual_lc + ops.expand_dims(joint, 1)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[2]
+
+
 from bpflow import losses as _losses  # noqa: E402,F401  (registers the losses with the layers)

@@ -22,7 +22,14 @@ import warnings
 import keras
 
 from bpflow import lengths
-from bpflow.layers import TRANSFORMATION_TYPES, CenterCrop1D, LogAddExp, SimpleTransform, check_transformation_types
+from bpflow.layers import (
+    TRANSFORMATION_TYPES,
+    CenterCrop1D,
+    LogAddExp,
+    ProductLogCounts,
+    SimpleTransform,
+    check_transformation_types,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +43,10 @@ def _positive_int(value, what: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{what} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+# how a combined head adds the bias counts (bpflow's head key; BPReveal's way is "sum")
+COUNTS_COMBINATIONS = ("sum", "product")
 
 
 def check_head_list(headList) -> list[dict]:
@@ -56,6 +67,11 @@ def check_head_list(headList) -> list[dict]:
             raise ValueError(f"headList[{i}]: duplicate head-name {name!r}")
         seen.add(name)
         _positive_int(head["num-tasks"], f"headList[{i}] ({name}): num-tasks")
+        if head.get("counts-combination", "sum") not in COUNTS_COMBINATIONS:
+            raise ValueError(
+                f"headList[{i}] ({name}): counts-combination must be one of {', '.join(COUNTS_COMBINATIONS)}, "
+                f"got {head['counts-combination']!r}"
+            )
     return list(headList)
 
 
@@ -248,7 +264,11 @@ def combinedModel(
 
     The bias model sees the input center-cropped to its own input length.  Profile logits add;
     log counts are ``log(exp(bias) + exp(residual))`` for heads with ``use-bias-counts`` true
-    (the default) and the residual's alone otherwise.  ``residual`` shares its weights with
+    (the default) and the residual's alone otherwise.  bpflow's head key ``counts-combination``
+    "product" (default "sum", the above) makes the counts follow the profiles instead: the
+    combined track is the bias track times the residual's track, read as a fold over the bias,
+    position by position (:class:`bpflow.layers.ProductLogCounts`): the residual's counts are
+    the log of its total fold, log(N) where it adds nothing over N positions x tasks.  ``residual`` shares its weights with
     ``combined``; ``bias`` returns the cropped bias model's outputs.  All three take the same
     (batch, inputLength, 4) input.  ``biasModel`` may have any name (even ``residual`` or
     ``bias``): a name that would clash inside ``combined`` or ``bias`` is nested apart.
@@ -290,7 +310,13 @@ def combinedModel(
         profiles.append(
             keras.layers.Add(dtype="float32", name=f"combined_profile_{name}")([bias_outputs[i], residual_outputs[i]])
         )
-        if head.get("use-bias-counts", True):
+        if head.get("use-bias-counts", True) and head.get("counts-combination", "sum") == "product":
+            counts.append(
+                ProductLogCounts(dtype="float32", name=f"combined_logcounts_{name}")(
+                    [bias_outputs[i], residual_outputs[i], bias_outputs[n + i], residual_outputs[n + i]]
+                )
+            )
+        elif head.get("use-bias-counts", True):
             counts.append(
                 LogAddExp(dtype="float32", name=f"combined_logcounts_{name}")(
                     [bias_outputs[n + i], residual_outputs[n + i]]

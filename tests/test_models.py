@@ -311,3 +311,58 @@ def test_save_load_round_trip(tmp_path, kind):
     x = one_hot(3, model.inputs[0].shape[1], seed=11)
     for a, b in zip(run(model, x), run(loaded, x)):
         np.testing.assert_array_equal(a, b)
+
+
+# ------------------------------------------------------------------------ counts-combination "product"
+
+
+def _softmax(v):
+    e = np.exp(v - v.max())
+    return e / e.sum()
+
+
+def test_product_log_counts_against_numpy():
+    """The combined total is sum_i bias_i * fold_i, bias_i = exp(bias counts) * p_bias_i and
+    fold_i = exp(residual counts) * p_residual_i over the N positions x tasks; a residual of
+    fold 1 everywhere (flat, log counts log N) leaves the bias's log counts."""
+    from bpflow.layers import ProductLogCounts
+
+    rng = np.random.default_rng(4)
+    bl, rl = rng.normal(size=(3, 10, 2)), 2 * rng.normal(size=(3, 10, 2))
+    bc, rc = rng.normal(3, 1, size=(3, 1)), rng.normal(size=(3, 1))
+    got = np.asarray(ProductLogCounts()([x.astype("float32") for x in (bl, rl, bc, rc)]))
+    for k in range(3):
+        bias_track = np.exp(bc[k, 0]) * _softmax(bl[k].ravel())
+        fold = np.exp(rc[k, 0]) * _softmax(rl[k].ravel())
+        assert got[k, 0] == pytest.approx(np.log(np.sum(bias_track * fold)), abs=1e-5)
+    one = [x.astype("float32") for x in (bl, np.zeros_like(rl), bc, np.full_like(rc, np.log(20.0)))]
+    np.testing.assert_allclose(np.asarray(ProductLogCounts()(one)), bc, atol=1e-5)
+
+
+def test_combined_product_counts_follow_the_profiles(tmp_path):
+    """counts-combination "product": combined profile logits still add, the combined counts are
+    ProductLogCounts of the bias and residual outputs; "sum" (BPReveal's) is unchanged; the
+    model saves and loads; an unknown combination is refused."""
+    heads = [dict(HEADS[0], **{"counts-combination": "product"}), HEADS[1]]
+    solo = small_solo(name="solo")
+    spec = {"name": "simple", "types": ["linear"]}
+    trans = transformationModel(solo, spec, spec, HEADS)
+    need = lengths.needed_input_length(20, 3, 7, 5)
+    length = max(need, solo.inputs[0].shape[1]) + 10
+    length += (length - solo.inputs[0].shape[1]) % 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        combined, residual, bias = combinedModel(length, 20, 4, 3, 7, 5, heads, trans)
+    x = one_hot(4, length, seed=3)
+    c, r, b = run(combined, x), run(residual, x), run(bias, x)
+    np.testing.assert_allclose(c[0], b[0] + r[0], rtol=1e-5, atol=1e-5)
+    for k in range(4):
+        bias_track = np.exp(b[2][k, 0]) * _softmax(b[0][k].ravel().astype(np.float64))
+        fold = np.exp(r[2][k, 0]) * _softmax(r[0][k].ravel().astype(np.float64))
+        assert c[2][k, 0] == pytest.approx(np.log(np.sum(bias_track * fold)), abs=1e-4)
+    np.testing.assert_allclose(c[3], r[3], rtol=1e-6, atol=1e-6)  # use-bias-counts false
+    combined.save(tmp_path / "c.keras")
+    for a, want in zip(run(keras.saving.load_model(tmp_path / "c.keras"), x), c):
+        np.testing.assert_array_equal(a, want)
+    with pytest.raises(ValueError, match="counts-combination must be one of sum, product"):
+        combinedModel(length, 20, 4, 3, 7, 5, [dict(HEADS[0], **{"counts-combination": "max"})], trans)
