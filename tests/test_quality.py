@@ -414,6 +414,42 @@ def test_residual_counts_start_at_the_mean_training_total(tiny):
     assert tiny["combined"]["residual-counts-init"]["h0"] == pytest.approx(expected, rel=1e-4)
 
 
+def test_product_counts_start_at_the_mean_and_fit_by_least_squares(tiny):
+    """A residual head with counts-combination "product": center_counts makes the untrained
+    combined model's mean log counts the mean of log(1 + total); fit_counts_layers then gives
+    the combined model the least-squares counts of its frozen features (the offset of each
+    window - bias counts plus the profiles' overlap - is known, so the fit is linear), which no
+    other weights beat, and it records MSEs that the combined model reproduces."""
+    import keras
+
+    model = keras.saving.load_model(tiny["tmp"] / "transformation.keras", compile=False)
+    spec = {"head-name": "h0", "num-tasks": 1, "counts-combination": "product"}
+    length = th.needed(th.RESIDUAL_ARCH)
+    combined, residual, bias = combinedModel(length, th.OUTPUT_LENGTH, *RES_ARGS, [spec], model)
+    keras.utils.set_random_seed(5)
+    heads = [settings.HeadSpec("h0", 1, 1.0, 10.0, None, use_bias_counts=True, counts_combination="product")]
+    train, val = tiny["files"]["pk_train"], tiny["files"]["pk_val"]
+    seq, tot = read_windows(train, length, th.OUTPUT_LENGTH, 1)
+    y = np.log1p(tot[:, 0].astype(np.float64))
+    out = recipes.center_counts(residual, heads, [train], bias=bias)
+    c = qc.predict_logcounts(combined, seq)[0].astype(np.float64)
+    assert np.mean(c) == pytest.approx(np.mean(y), abs=1e-4)
+    assert out["h0"] == pytest.approx(np.mean(y - c + qc.predict_logcounts(residual, seq)[0]), abs=1e-4)
+    fit = recipes.fit_counts_layers(residual, heads, [train], [val], bias=bias)["heads"]["h0"]
+    assert fit["bias-counts"] == "product"
+    c = qc.predict_logcounts(combined, seq)[0].astype(np.float64)
+    assert np.mean((c - y) ** 2) == pytest.approx(fit["train-mse-after"], rel=1e-4)
+    assert fit["train-mse-after"] < fit["train-mse-before"]
+    # the least-squares optimum: the normal equations hold at the fitted weights (ridge aside)
+    dense = residual.get_layer("residual_logcounts_h0")
+    features = keras.Model(residual.inputs, dense.input).predict(seq, verbose=0).astype(np.float64)
+    x = np.concatenate([features, np.ones((len(features), 1))], axis=1)
+    scale = len(x) * np.mean(np.var(x[:, :-1], axis=0))
+    w = np.concatenate([np.asarray(dense.kernel)[:, 0], np.asarray(dense.bias)]).astype(np.float64)
+    gradient = x.T @ (c - y) + fit["ridge"] * scale * np.append(w[:-1], 0.0)
+    assert np.abs(gradient).max() < 1e-3 * len(x)
+
+
 # --------------------------------------------------------------------------- the benchmark suite
 
 

@@ -45,6 +45,27 @@ def predict_logcounts(model, sequences: np.ndarray, num_heads: int, batch_size: 
     return [np.concatenate(p) if p else np.zeros(0) for p in parts]
 
 
+def predict_product_offsets(residual, bias, sequences: np.ndarray, num_heads: int, batch_size: int = 256):
+    """Per head, what a ``counts-combination`` "product" head adds to the residual's log counts
+    (:class:`bpflow.layers.ProductLogCounts`): the bias's log counts plus log(sum(p_bias *
+    p_residual)) over the profiles' positions x tasks; (windows,) float64 each."""
+    from scipy.special import logsumexp
+
+    parts = [[] for _ in range(num_heads)]
+    for a in range(0, len(sequences), batch_size):
+        x = np.asarray(sequences[a : a + batch_size], dtype=np.float32)
+        n = len(x)
+        if n < batch_size:
+            x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], np.float32)])
+        r_out, b_out = residual.predict_on_batch(x), bias.predict_on_batch(x)
+        for i in range(num_heads):
+            r = np.asarray(r_out[i], np.float64)[:n].reshape(n, -1)
+            b = np.asarray(b_out[i], np.float64)[:n].reshape(n, -1)
+            overlap = logsumexp(b + r, axis=1) - logsumexp(b, axis=1) - logsumexp(r, axis=1)
+            parts[i].append(np.asarray(b_out[num_heads + i], np.float64).reshape(-1)[:n] + overlap)
+    return [np.concatenate(p) if p else np.zeros(0) for p in parts]
+
+
 # --------------------------------------------------------------------------- closed-form counts fit
 
 
@@ -389,7 +410,9 @@ def center_counts(model, heads: Sequence[HeadSpec], train_data, bias=None, max_s
       the mean of log(1 + total), the constant that minimises the counts MSE;
     * a residual whose head adds ``bias``'s counts (``use-bias-counts``): the mean predicted
       reads exp(residual) become mean(1 + total) - mean(exp(bias)) (at least 5 % of
-      mean(1 + total)), so that the combined model starts at the mean total.
+      mean(1 + total)), so that the combined model starts at the mean total;
+    * a residual whose head multiplies them (``counts-combination`` "product"): the mean
+      combined log counts become the mean of log(1 + total).
 
     A Dense layer's default start predicts ~0 where log counts are often 3 to 8; a counts head
     trained at a small learning rate then spends its epochs climbing (issue 17: MSE 3.7 -> 1.05
@@ -402,9 +425,15 @@ def center_counts(model, heads: Sequence[HeadSpec], train_data, bias=None, max_s
         return {}
     predicted = predict_logcounts(model, seqs, len(heads))
     bias_lc = predict_logcounts(bias, seqs, len(heads)) if bias is not None else None
+    product = None
+    if bias is not None and any(h.product_counts for h in heads):
+        product = predict_product_offsets(model, bias, seqs, len(heads))
     out = {}
     for i, h in enumerate(heads):
-        if bias_lc is not None and h.use_bias_counts:
+        if product is not None and h.product_counts:
+            target = float(np.mean(np.log1p(totals[:, i]) - product[i]))
+            shift = target - float(np.mean(predicted[i]))
+        elif bias_lc is not None and h.use_bias_counts:
             mean_total = float(np.mean(1.0 + totals[:, i]))
             rest = max(mean_total - float(np.mean(np.exp(bias_lc[i]))), 0.05 * mean_total)
             target = math.log(rest)
@@ -430,9 +459,10 @@ def fit_counts_layers(
     """Fit each head's counts Dense layer of ``body`` on its frozen features by penalised least
     squares: log(1 + total) of (at most ``max_samples`` evenly spaced) training windows against
     the head's predicted log counts - the Dense's output itself, or, for a residual head that
-    adds ``bias``'s counts (``use-bias-counts``), log(exp(bias) + exp(output)).  The first is
-    linear (ridge regression, one solve); the second is solved by Gauss-Newton
-    (:func:`ridge_counts`).  The ridge (relative to the mean feature variance; intercept not
+    adds ``bias``'s counts (``use-bias-counts``), log(exp(bias) + exp(output)), or, for one
+    that multiplies them (``counts-combination`` "product"), the output plus the offset of
+    :func:`predict_product_offsets`.  The first and the last are linear (ridge regression, one
+    solve); the second is solved by Gauss-Newton (:func:`ridge_counts`).  The ridge (relative to the mean feature variance; intercept not
     penalised) is the one of :data:`RIDGES` with the lowest MSE on the validation windows: the
     counts MSE's optimum on a frozen body, in seconds, with no more weight than the held-out data
     support.  Returns, per head, the ridge and the MSE before and after on both splits."""
@@ -445,18 +475,24 @@ def fit_counts_layers(
     for split, files in (("train", train_data), ("val", val_data)):
         sets[split] = read_windows(as_list(files), input_length, output_length, n, max_samples=max_samples)
     own = {split: predict_logcounts(body, seqs, n) for split, (seqs, _) in sets.items()}
-    added = None
+    added = product = None
     if bias is not None:
         added = {split: predict_logcounts(bias, seqs, n) for split, (seqs, _) in sets.items()}
+        if any(h.product_counts for h in heads):
+            product = {split: predict_product_offsets(body, bias, seqs, n) for split, (seqs, _) in sets.items()}
     for i, h in enumerate(heads):
+        # a product head's counts are the residual's plus a known offset: linear in the features
         b = {split: added[split][i] for split in sets} if added and h.use_bias_counts else dict.fromkeys(sets)
+        offset = dict.fromkeys(sets, 0.0)
+        if product is not None and h.product_counts:
+            b, offset = dict.fromkeys(sets), {split: product[split][i] for split in sets}
         dense = _counts_dense(body, h.name)
         features = keras.Model(body.inputs, dense.input)
         x = {
             split: np.concatenate([_predict(features, seqs), np.ones((len(seqs), 1))], axis=1)
             for split, (seqs, _) in sets.items()
         }
-        y = {split: np.log1p(totals[:, i]) for split, (_, totals) in sets.items()}
+        y = {split: np.log1p(totals[:, i]) - offset[split] for split, (_, totals) in sets.items()}
         fits = []
         for ridge in RIDGES:
             w = ridge_counts(x["train"], y["train"], b["train"], ridge)
@@ -465,7 +501,10 @@ def fit_counts_layers(
         _, ridge, w = min(fits, key=lambda f: f[0])
         dense.kernel.assign(w[:-1, None].astype(np.float32))
         dense.bias.assign(np.full(dense.bias.shape, w[-1], dtype=np.float32))
-        entry = {"ridge": ridge, "bias-counts": b["train"] is not None}
+        entry = {
+            "ridge": ridge,
+            "bias-counts": "product" if product is not None and h.product_counts else b["train"] is not None,
+        }
         for split in sets:
             entry[f"{split}-mse-before"] = _mse(_head_counts(own[split][i], b[split]), y[split])
             entry[f"{split}-mse-after"] = _mse(_head_counts(x[split] @ w, b[split]), y[split])

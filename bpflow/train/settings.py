@@ -38,9 +38,20 @@ class HeadSpec:
     frac_target: float | None  # counts-loss-frac-target, None: lambda stays fixed
     use_bias_counts: bool = True
     revcomp_order: list[int] | None = None
+    counts_combination: str = "sum"  # combined only: how the bias counts join (models.COUNTS_COMBINATIONS)
+
+    @property
+    def product_counts(self) -> bool:
+        """A combined head whose counts follow the product of the bias and residual tracks."""
+        return self.use_bias_counts and self.counts_combination == "product"
 
     def as_model_head(self) -> dict:
-        return {"head-name": self.name, "num-tasks": self.num_tasks, "use-bias-counts": self.use_bias_counts}
+        return {
+            "head-name": self.name,
+            "num-tasks": self.num_tasks,
+            "use-bias-counts": self.use_bias_counts,
+            "counts-combination": self.counts_combination,
+        }
 
 
 @dataclass
@@ -165,6 +176,7 @@ def check_config(config: dict, step: str, source: str = "config") -> tuple[dict,
                 counts_weight=None if weight is None else float(weight),
                 frac_target=None if frac is None else float(frac),
                 use_bias_counts=bool(h.get("use-bias-counts", True)),  # combined only (schema default)
+                counts_combination=h.get("counts-combination", "sum"),
                 revcomp_order=None if order in (None, "auto") else [int(x) for x in order],
             )
         )
