@@ -80,8 +80,9 @@ def counts_qc(
     """Counts of the combined model, its bias branch and its residual on ``files``
     (validation peaks) against the observed log(1 + total).
 
-    Per head: Pearson of each model, ``residual-share`` = median over windows of
-    exp(residual) / (exp(residual) + exp(bias)) (the residual's part of the predicted counts),
+    Per head: Pearson of each model, ``residual-share`` = median over windows of 1 -
+    exp(bias) / exp(combined) (the residual's part of the predicted counts: exp(residual) /
+    (exp(residual) + exp(bias)) with ``counts-combination`` "sum"),
     and ``warnings``: the residual's share below ``min_residual_share`` (collapsed residual
     counts head), the combined counts Pearson more than ``RESIDUAL_PEARSON_MARGIN`` below the
     residual's alone (the bias counts hurt), or not above the bias branch's.
@@ -97,8 +98,10 @@ def counts_qc(
     bia = predict_logcounts(bias, seqs)
     for i, name in enumerate(head_names):
         y = np.log1p(totals[:, i])
-        r, b = res[i].astype(np.float64), bia[i].astype(np.float64)
-        share = 1.0 / (1.0 + np.exp(np.clip(b - r, -50, 50)))
+        r, b, c = res[i].astype(np.float64), bia[i].astype(np.float64), comb[i].astype(np.float64)
+        # the share of the combined model's reads beyond the bias branch's: exp(r) / (exp(b) +
+        # exp(r)) with counts-combination "sum", 1 - 1 / (the bias-weighted mean fold) with "product"
+        share = np.clip(-np.expm1(np.clip(b - c, -50, 50)), 0.0, 1.0)
         h = {
             "pearson-combined": _pearson(comb[i], y),
             "pearson-bias": _pearson(b, y),
