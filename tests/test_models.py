@@ -366,3 +366,27 @@ def test_combined_product_counts_follow_the_profiles(tmp_path):
         np.testing.assert_array_equal(a, want)
     with pytest.raises(ValueError, match="counts-combination must be one of sum, product"):
         combinedModel(length, 20, 4, 3, 7, 5, [dict(HEADS[0], **{"counts-combination": "max"})], trans)
+
+
+@pytest.mark.filterwarnings("ignore:Gradients do not exist")  # TensorFlow says so of the profile layer
+def test_product_counts_loss_leaves_the_profile_layers_alone():
+    """With counts-combination "product" the counts loss sets totals, not profile shapes: a
+    training step on the counts loss alone moves the residual's counts layer and body but not
+    its profile layer (the overlap term passes no gradient to the profile logits)."""
+    heads = [{"head-name": "nexus", "num-tasks": 2, "counts-combination": "product"}]
+    solo = small_solo(name="solo", heads=heads)
+    need = lengths.needed_input_length(20, 3, 7, 5)
+    length = max(need, solo.inputs[0].shape[1]) + 10
+    length += (length - solo.inputs[0].shape[1]) % 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        combined, residual, _ = combinedModel(length, 20, 4, 3, 7, 5, heads, solo)
+    profile, counts = residual.get_layer("residual_profile_nexus"), residual.get_layer("residual_logcounts_nexus")
+    before = [np.array(w) for w in profile.weights + counts.weights]
+    combined.compile(optimizer=keras.optimizers.SGD(0.1), loss=[None, "mse"])
+    x = one_hot(8, length, seed=2)
+    combined.fit(x, [np.zeros((8, 20, 2)), np.full((8, 1), 5.0)], epochs=1, batch_size=8, verbose=0)
+    after = [np.array(w) for w in profile.weights + counts.weights]
+    for a, b in zip(after[:2], before[:2]):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(after[2], before[2])
