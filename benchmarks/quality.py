@@ -182,6 +182,9 @@ def workflow_config(args, setting: str = "base", background_bed: str | None = No
             for stage in ("bias", "combined"):
                 exp["training"][stage]["counts-schedule"] = "joint"
             exp["training"]["combined"]["extra"] = {"init-residual-counts": False, "learning-rate-warmup-epochs": 0}
+        if recipe == "bpreveal":
+            for head in exp["heads"]:
+                head["counts-combination"] = "sum"  # BPReveal's combined counts
         experiments[recipe] = exp
     threads = max(1, args.cores)
     return {

@@ -383,6 +383,8 @@ def test_demo_step_configs_pass_each_step_schema_and_lengths(demo_dag):
         "models/transformation.keras"
     )
     assert train["combined"]["heads"][0]["use-bias-counts"] is True
+    assert train["combined"]["heads"][0]["counts-combination"] == "product"  # the workflow's, not the step's
+    assert "counts-combination" not in train["bias"]["heads"][0]
     regions = step_json(config_jobs(demo_dag, "regions_")["regions_peaks"])
     assert regions["input-length"] == res_len and "background" in regions
     assert regions["splits"]["test-chroms"] == cfg["splits"]["test"]

@@ -37,6 +37,7 @@ def training_heads(e, stage):
             h["counts-loss-weight"] = head["counts-loss-weight"]
         if stage == "combined":
             h["use-bias-counts"] = head["use-bias-counts"]
+            h["counts-combination"] = head["counts-combination"]
         heads.append(h)
     return heads
 
