@@ -298,7 +298,7 @@ def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_bac
 
     res = workdir / "results" / recipe
     names, chrom, start, stop, comb_logits, comb_lc = _windows(res / "predictions/combined_peaks_test.h5")
-    _, _, _, _, res_logits, res_lc = _windows(res / "predictions/residual_peaks_test.h5")
+    _, _, _, _, res_logits, _ = _windows(res / "predictions/residual_peaks_test.h5")
     _, _, _, _, bias_logits, bias_lc = _windows(res / "predictions/bias_peaks_test.h5")
     observed = _tracks([sim_dir / "experiment.plus.bw", sim_dir / "experiment.minus.bw"], names, chrom, start, stop)
     signal = _tracks([sim_dir / "truth/signal.plus.bw", sim_dir / "truth/signal.minus.bw"], names, chrom, start, stop)
@@ -313,7 +313,9 @@ def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_bac
     out["oracle-pearson"] = metrics.pearson(np.log1p(expected.sum(axis=(1, 2))), obs_log)
     out["oracle-spearman"] = metrics.spearman(np.log1p(expected.sum(axis=(1, 2))), obs_log)
     out["bias-counts-pearson"] = metrics.pearson(bias_lc, obs_log)
-    out["residual-share"] = float(np.median(1.0 / (1.0 + np.exp(np.clip(bias_lc - res_lc, -50, 50)))))
+    # the combined model's reads beyond the bias branch's (qc-combined's measure; with counts-combination
+    # sum it is exp(res) / (exp(bias) + exp(res)))
+    out["residual-share"] = float(np.median(np.clip(-np.expm1(np.clip(bias_lc - comb_lc, -50, 50)), 0.0, 1.0)))
     out["counts-ratio"] = out["counts-pearson"] / out["oracle-pearson"]
     # (b) profiles
     has = signal.sum(axis=(1, 2)) > 0

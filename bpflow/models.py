@@ -268,8 +268,9 @@ def combinedModel(
     "product" (default "sum", the above) makes the counts follow the profiles instead: the
     combined track is the bias track times the residual's track, read as a fold over the bias,
     position by position (:class:`bpflow.layers.ProductLogCounts`): the residual's counts are
-    the log of its total fold, log(N) where it adds nothing over N positions x tasks.  ``residual`` shares its weights with
-    ``combined``; ``bias`` returns the cropped bias model's outputs.  All three take the same
+    the log of its total fold, log(N) where it adds nothing over N positions x tasks.
+    ``residual`` shares its weights with ``combined``; ``bias`` returns the cropped bias
+    model's outputs.  All three take the same
     (batch, inputLength, 4) input.  ``biasModel`` may have any name (even ``residual`` or
     ``bias``): a name that would clash inside ``combined`` or ``bias`` is nested apart.
     """

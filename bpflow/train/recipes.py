@@ -462,10 +462,10 @@ def fit_counts_layers(
     adds ``bias``'s counts (``use-bias-counts``), log(exp(bias) + exp(output)), or, for one
     that multiplies them (``counts-combination`` "product"), the output plus the offset of
     :func:`predict_product_offsets`.  The first and the last are linear (ridge regression, one
-    solve); the second is solved by Gauss-Newton (:func:`ridge_counts`).  The ridge (relative to the mean feature variance; intercept not
-    penalised) is the one of :data:`RIDGES` with the lowest MSE on the validation windows: the
-    counts MSE's optimum on a frozen body, in seconds, with no more weight than the held-out data
-    support.  Returns, per head, the ridge and the MSE before and after on both splits."""
+    solve); the second is solved by Gauss-Newton (:func:`ridge_counts`).  The ridge (relative
+    to the mean feature variance; intercept not penalised) is the one of :data:`RIDGES` with
+    the lowest MSE on the validation windows: the counts MSE's optimum on a frozen body, in
+    seconds, with no more weight than the held-out data support.  Returns, per head, the ridge and the MSE before and after on both splits."""
     import keras
 
     input_length, output_length = body.inputs[0].shape[1], body.outputs[0].shape[1]
