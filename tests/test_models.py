@@ -321,6 +321,17 @@ def _softmax(v):
     return e / e.sum()
 
 
+def _product_combined(heads, bias_model):
+    """combinedModel (residual 4 filters x 3 layers, output 20) around ``bias_model``, with an
+    input 10 bp (or 11) longer than either needs."""
+    bias_in = bias_model.inputs[0].shape[1]
+    length = max(lengths.needed_input_length(20, 3, 7, 5), bias_in) + 10
+    length += (length - bias_in) % 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return combinedModel(length, 20, 4, 3, 7, 5, heads, bias_model)
+
+
 def test_product_log_counts_against_numpy():
     """The combined total is sum_i bias_i * fold_i, bias_i = exp(bias counts) * p_bias_i and
     fold_i = exp(residual counts) * p_residual_i over the N positions x tasks; a residual of
@@ -344,15 +355,10 @@ def test_combined_product_counts_follow_the_profiles(tmp_path):
     ProductLogCounts of the bias and residual outputs; "sum" (BPReveal's) is unchanged; the
     model saves and loads; an unknown combination is refused."""
     heads = [dict(HEADS[0], **{"counts-combination": "product"}), HEADS[1]]
-    solo = small_solo(name="solo")
     spec = {"name": "simple", "types": ["linear"]}
-    trans = transformationModel(solo, spec, spec, HEADS)
-    need = lengths.needed_input_length(20, 3, 7, 5)
-    length = max(need, solo.inputs[0].shape[1]) + 10
-    length += (length - solo.inputs[0].shape[1]) % 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        combined, residual, bias = combinedModel(length, 20, 4, 3, 7, 5, heads, trans)
+    trans = transformationModel(small_solo(name="solo"), spec, spec, HEADS)
+    combined, residual, bias = _product_combined(heads, trans)
+    length = combined.inputs[0].shape[1]
     x = one_hot(4, length, seed=3)
     c, r, b = run(combined, x), run(residual, x), run(bias, x)
     np.testing.assert_allclose(c[0], b[0] + r[0], rtol=1e-5, atol=1e-5)
@@ -374,13 +380,8 @@ def test_product_counts_loss_leaves_the_profile_layers_alone():
     training step on the counts loss alone moves the residual's counts layer and body but not
     its profile layer (the overlap term passes no gradient to the profile logits)."""
     heads = [{"head-name": "nexus", "num-tasks": 2, "counts-combination": "product"}]
-    solo = small_solo(name="solo", heads=heads)
-    need = lengths.needed_input_length(20, 3, 7, 5)
-    length = max(need, solo.inputs[0].shape[1]) + 10
-    length += (length - solo.inputs[0].shape[1]) % 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        combined, residual, _ = combinedModel(length, 20, 4, 3, 7, 5, heads, solo)
+    combined, residual, _ = _product_combined(heads, small_solo(name="solo", heads=heads))
+    length = combined.inputs[0].shape[1]
     profile, counts = residual.get_layer("residual_profile_nexus"), residual.get_layer("residual_logcounts_nexus")
     before = [np.array(w) for w in profile.weights + counts.weights]
     combined.compile(optimizer=keras.optimizers.SGD(0.1), loss=[None, "mse"])

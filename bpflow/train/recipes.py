@@ -30,15 +30,22 @@ logger = logging.getLogger("bpflow.train")
 # --------------------------------------------------------------------------- predictions in memory
 
 
-def predict_logcounts(model, sequences: np.ndarray, num_heads: int, batch_size: int = 256) -> list[np.ndarray]:
-    """Each head's predicted log counts (N,) float64 of a model over in-memory one-hot
-    sequences; batches are padded to ``batch_size`` (one compiled shape)."""
-    parts = [[] for _ in range(num_heads)]
+def _padded_batches(sequences: np.ndarray, batch_size: int):
+    """(batch, rows) over in-memory one-hot sequences, each batch float32 and padded to
+    ``batch_size`` rows (one compiled shape); ``rows`` is how many are real."""
     for a in range(0, len(sequences), batch_size):
         x = np.asarray(sequences[a : a + batch_size], dtype=np.float32)
         n = len(x)
         if n < batch_size:
             x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], np.float32)])
+        yield x, n
+
+
+def predict_logcounts(model, sequences: np.ndarray, num_heads: int, batch_size: int = 256) -> list[np.ndarray]:
+    """Each head's predicted log counts (N,) float64 of a model over in-memory one-hot
+    sequences; batches are padded to ``batch_size`` (one compiled shape)."""
+    parts = [[] for _ in range(num_heads)]
+    for x, n in _padded_batches(sequences, batch_size):
         out = model.predict_on_batch(x)
         for i in range(num_heads):
             parts[i].append(np.asarray(out[num_heads + i], dtype=np.float64).reshape(-1)[:n])
@@ -52,11 +59,7 @@ def predict_product_offsets(residual, bias, sequences: np.ndarray, num_heads: in
     from scipy.special import logsumexp
 
     parts = [[] for _ in range(num_heads)]
-    for a in range(0, len(sequences), batch_size):
-        x = np.asarray(sequences[a : a + batch_size], dtype=np.float32)
-        n = len(x)
-        if n < batch_size:
-            x = np.concatenate([x, np.zeros((batch_size - n,) + x.shape[1:], np.float32)])
+    for x, n in _padded_batches(sequences, batch_size):
         r_out, b_out = residual.predict_on_batch(x), bias.predict_on_batch(x)
         for i in range(num_heads):
             r = np.asarray(r_out[i], np.float64)[:n].reshape(n, -1)
