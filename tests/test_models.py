@@ -352,8 +352,8 @@ def test_product_log_counts_against_numpy():
 
 def test_combined_product_counts_follow_the_profiles(tmp_path):
     """counts-combination "product": combined profile logits still add, the combined counts are
-    ProductLogCounts of the bias and residual outputs; "sum" (BPReveal's) is unchanged; the
-    model saves and loads; an unknown combination is refused."""
+    ProductLogCounts of the bias and residual outputs; a head without bias counts keeps the
+    residual's; the model saves and loads; an unknown combination is refused."""
     heads = [dict(HEADS[0], **{"counts-combination": "product"}), HEADS[1]]
     spec = {"name": "simple", "types": ["linear"]}
     trans = transformationModel(small_solo(name="solo"), spec, spec, HEADS)

@@ -426,7 +426,6 @@ def test_product_counts_start_at_the_mean_and_fit_by_least_squares(tiny):
     spec = {"head-name": "h0", "num-tasks": 1, "counts-combination": "product"}
     length = th.needed(th.RESIDUAL_ARCH)
     combined, residual, bias = combinedModel(length, th.OUTPUT_LENGTH, *RES_ARGS, [spec], model)
-    keras.utils.set_random_seed(5)
     heads = [settings.HeadSpec("h0", 1, 1.0, 10.0, None, use_bias_counts=True, counts_combination="product")]
     train, val = tiny["files"]["pk_train"], tiny["files"]["pk_val"]
     seq, tot = read_windows(train, length, th.OUTPUT_LENGTH, 1)
@@ -440,7 +439,7 @@ def test_product_counts_start_at_the_mean_and_fit_by_least_squares(tiny):
     c = qc.predict_logcounts(combined, seq)[0].astype(np.float64)
     assert np.mean((c - y) ** 2) == pytest.approx(fit["train-mse-after"], rel=1e-4)
     assert fit["train-mse-after"] < fit["train-mse-before"]
-    # the least-squares optimum: the normal equations hold at the fitted weights (ridge aside)
+    # the least-squares optimum: the normal equations (with the chosen ridge) hold at the fitted weights
     dense = residual.get_layer("residual_logcounts_h0")
     features = keras.Model(residual.inputs, dense.input).predict(seq, verbose=0).astype(np.float64)
     x = np.concatenate([features, np.ones((len(features), 1))], axis=1)
