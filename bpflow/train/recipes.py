@@ -427,8 +427,9 @@ def center_counts(model, heads: Sequence[HeadSpec], train_data, bias=None, max_s
     if not len(seqs):
         return {}
     predicted = predict_logcounts(model, seqs, len(heads))
-    bias_lc = predict_logcounts(bias, seqs, len(heads)) if bias is not None else None
-    product = None
+    bias_lc = product = None  # the bias counts of sum heads; the offsets (bias counts included) of product heads
+    if bias is not None and any(h.use_bias_counts and not h.product_counts for h in heads):
+        bias_lc = predict_logcounts(bias, seqs, len(heads))
     if bias is not None and any(h.product_counts for h in heads):
         product = predict_product_offsets(model, bias, seqs, len(heads))
     out = {}
@@ -468,7 +469,8 @@ def fit_counts_layers(
     solve); the second is solved by Gauss-Newton (:func:`ridge_counts`).  The ridge (relative
     to the mean feature variance; intercept not penalised) is the one of :data:`RIDGES` with
     the lowest MSE on the validation windows: the counts MSE's optimum on a frozen body, in
-    seconds, with no more weight than the held-out data support.  Returns, per head, the ridge and the MSE before and after on both splits."""
+    seconds, with no more weight than the held-out data support.  Returns, per head, the ridge
+    and the MSE before and after on both splits."""
     import keras
 
     input_length, output_length = body.inputs[0].shape[1], body.outputs[0].shape[1]
@@ -478,11 +480,11 @@ def fit_counts_layers(
     for split, files in (("train", train_data), ("val", val_data)):
         sets[split] = read_windows(as_list(files), input_length, output_length, n, max_samples=max_samples)
     own = {split: predict_logcounts(body, seqs, n) for split, (seqs, _) in sets.items()}
-    added = product = None
-    if bias is not None:
+    added = product = None  # the bias counts of sum heads; the offsets (bias counts included) of product heads
+    if bias is not None and any(h.use_bias_counts and not h.product_counts for h in heads):
         added = {split: predict_logcounts(bias, seqs, n) for split, (seqs, _) in sets.items()}
-        if any(h.product_counts for h in heads):
-            product = {split: predict_product_offsets(body, bias, seqs, n) for split, (seqs, _) in sets.items()}
+    if bias is not None and any(h.product_counts for h in heads):
+        product = {split: predict_product_offsets(body, bias, seqs, n) for split, (seqs, _) in sets.items()}
     for i, h in enumerate(heads):
         # a product head's counts are the residual's plus a known offset: linear in the features
         b = {split: added[split][i] for split in sets} if added and h.use_bias_counts else dict.fromkeys(sets)
