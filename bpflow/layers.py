@@ -139,16 +139,20 @@ class ProductLogCounts(keras.layers.Layer):
     positions x tasks, and a flat profile.
     """
 
-    def call(self, inputs):
-        bias_logits, residual_logits, bias_lc, residual_lc = inputs
+    @staticmethod
+    def overlap(bias_logits, residual_logits):
+        """The overlap term log(sum(p_bias * p_residual)), (batch, 1).  The counts loss sets the
+        totals, not the profiles' shapes: the term passes no gradient to the profile logits
+        (otherwise the counts could pull the residual's profile towards where the bias is high)."""
         n = bias_logits.shape[1] * bias_logits.shape[2]
-        # the counts loss sets the totals, not the profiles' shapes: the overlap term passes no
-        # gradient to the profile logits (otherwise the counts could pull the residual's profile
-        # towards where the bias is high)
         b = ops.stop_gradient(ops.reshape(bias_logits, (-1, n)))
         r = ops.stop_gradient(ops.reshape(residual_logits, (-1, n)))
         joint = ops.logsumexp(b + r, axis=1) - ops.logsumexp(b, axis=1) - ops.logsumexp(r, axis=1)
-        return bias_lc + residual_lc + ops.expand_dims(joint, 1)
+        return ops.expand_dims(joint, 1)
+
+    def call(self, inputs):
+        bias_logits, residual_logits, bias_lc, residual_lc = inputs
+        return bias_lc + residual_lc + self.overlap(bias_logits, residual_logits)
 
     def compute_output_shape(self, input_shape):
         return input_shape[2]

@@ -224,13 +224,6 @@ def test_unknown_top_level_key_is_short(tmp_path):
             f"experiments:\n  demo:\n{experiment()}".replace("val: [chr2]", "val: [chr1]"),
             "experiments/demo/splits: chromosome(s) chr1 in both train and val (CONFIG, line 6)",
         ),
-        # contributions of a combined model whose counts follow the profiles: refused when planning
-        (
-            f"experiments:\n  demo:\n{experiment()}    interpret: {{enabled: true, models: [residual, combined]}}\n",
-            "experiments/demo/interpret/models: the combined model has no contribution scores with "
-            "counts-combination product (head nexus); interpret the residual, or set the head's "
-            "counts-combination to sum (CONFIG, line 7)",
-        ),
     ],
 )
 def test_schema_errors_name_key_file_and_line(tmp_path, text, message):

@@ -62,6 +62,37 @@ def test_summation_to_delta_combined_model_with_bias_counts():
     _check_summation_to_delta(combined, rng, 40)
 
 
+def test_product_counts_are_the_bias_plus_the_residual_with_the_overlap_held_at_the_input():
+    """``counts-combination: product``: the overlap term log(sum p_bias p_residual) is held at
+    the input's value, so a product head's counts contributions are the bias model's plus the
+    residual's (DeepLIFT is additive over the Add), and they sum to f(x) minus the references'
+    bias + residual log counts plus the input's overlap term."""
+    rng = np.random.default_rng(2)
+    bias = soloModel(32, 20, 4, 1, 5, 5, HEADS[:1], "biasnet")
+    _randomize(bias, rng)
+    heads = [dict(HEADS[0], **{"use-bias-counts": True, "counts-combination": "product"})]
+    combined, residual, cropped_bias = combinedModel(40, 20, 8, 2, 5, 5, heads, bias)
+    _randomize(combined, rng)
+    assert any(type(layer).__name__ == "ProductLogCounts" for layer in combined.layers)
+    n, r = 4, 3
+    x = _one_hot(rng, (n, 40))
+    refs = _one_hot(rng, (n, r, 40))
+    got = deepshap(combined, x, refs, "counts", batch_size=3)
+    parts = [hypothetical_contributions(m, x, refs, "counts", batch_size=3) for m in (residual, cropped_bias)]
+    np.testing.assert_allclose(got.hypothetical, parts[0] + parts[1], rtol=1e-4, atol=1e-5)
+
+    def lc(model, seqs):
+        return model.predict(seqs.reshape(-1, 40, 4), verbose=0)[1][:, 0]
+
+    f_x = lc(combined, x)
+    overlap = f_x - lc(residual, x) - lc(cropped_bias, x)
+    assert np.all(np.abs(overlap - np.log(1.0 / 40)) > 1e-3)  # not a flat product: the term matters
+    f_ref = (lc(residual, refs) + lc(cropped_bias, refs)).reshape(n, r).mean(1) + overlap
+    np.testing.assert_allclose(got.prediction, f_x, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got.reference_prediction, f_ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose((got.hypothetical * x).sum((1, 2)), f_x - f_ref, rtol=1e-4, atol=1e-4)
+
+
 def test_mixed_precision_model_is_explained_in_float32():
     rng = np.random.default_rng(2)
     keras.config.set_dtype_policy("mixed_float16")

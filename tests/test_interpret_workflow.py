@@ -29,9 +29,7 @@ SIM = "results/simulated/ci-seed0"
 
 
 def interpret_config(interpret: dict | None, heads: list | None = None) -> dict:
-    """The CI config without evaluation (a faster plan), with this interpret block; a plan that
-    interprets the combined model gets BPReveal's counts-combination sum (contributions of a
-    product head's combined counts are refused)."""
+    """The CI config without evaluation (a faster plan), with this interpret block."""
     cfg = ci_config()
     cfg["evaluate"] = False
     exp = cfg["experiments"]["ci"]
@@ -39,9 +37,6 @@ def interpret_config(interpret: dict | None, heads: list | None = None) -> dict:
         exp["interpret"] = copy.deepcopy(interpret)
     if heads is not None:
         exp["heads"] = heads
-    if "combined" in (interpret or {}).get("models", []):
-        for head in exp["heads"]:
-            head.setdefault("counts-combination", "sum")
     return cfg
 
 

@@ -19,7 +19,11 @@ of its derivative (the derivative at the midpoint ``(x + x_ref) / 2`` where
 ``Activation`` layers (relu, sigmoid, softplus, tanh), the sigmoid / relu terms of
 :class:`~bpflow.layers.SimpleTransform`, and :class:`~bpflow.layers.LogAddExp`, written as
 ``b + softplus(a - b)`` with the rescale rule on the softplus (which gives ``a`` the multiplier
-``m`` and ``b`` ``1 - m``, symmetrically).  Linear layers (convolutions, dense, add, crop,
+``m`` and ``b`` ``1 - m``, symmetrically), and :class:`~bpflow.layers.ProductLogCounts`
+(``counts-combination`` "product"), whose overlap term ``log(sum(p_bias * p_residual))`` is held
+at the *input's* value, also on its references, as the profile target's weights are (the term
+passes no gradient in training either): a product head's counts are explained as the bias's
+plus the residual's log counts.  Linear layers (convolutions, dense, add, crop,
 pooling, ...) pass gradients unchanged.  These multipliers are symmetric in the pair, so
 backpropagating the target from each *reference* row gives, per reference, the DeepLIFT
 multipliers ``m[p, c]`` of the target with respect to the input (only the reference rows are
@@ -56,7 +60,7 @@ import numpy as np
 from keras import ops
 
 from bpflow.interpret import gradients
-from bpflow.layers import CenterCrop1D, LogAddExp, SimpleTransform
+from bpflow.layers import CenterCrop1D, LogAddExp, ProductLogCounts, SimpleTransform
 
 TARGETS = ("counts", "profile")
 
@@ -194,6 +198,18 @@ def _log_add_exp(layer, inputs):
     return b + _nonlinearity("softplus", a - b)
 
 
+def _held_at_inputs(value):
+    """``value`` of each input row, also on its reference rows, as a constant (no gradient)."""
+    references = _REFERENCES.get()
+    n = ops.shape(value)[0] // (references + 1)
+    return ops.stop_gradient(ops.concatenate([value[:n], ops.repeat(value[:n], references, axis=0)], axis=0))
+
+
+def _product_log_counts(layer, inputs):
+    bias_logits, residual_logits, bias_lc, residual_lc = inputs
+    return bias_lc + residual_lc + _held_at_inputs(layer.overlap(bias_logits, residual_logits))
+
+
 def _simple_transform(layer, x):
     total = None
     for term in layer._terms:
@@ -242,6 +258,8 @@ def _operation(op):
         return lambda x: _activation(op.activation, x, op.name)
     if isinstance(op, LogAddExp):
         return functools.partial(_log_add_exp, op)
+    if isinstance(op, ProductLogCounts):
+        return functools.partial(_product_log_counts, op)
     if isinstance(op, SimpleTransform):
         return functools.partial(_simple_transform, op)
     if isinstance(op, _LINEAR_LAYERS):
@@ -276,17 +294,16 @@ def _check_model(model, target: str, head: int) -> int:
     return heads
 
 
-def _target(outputs, target: str, head: int, heads: int, references: int):
+def _target(outputs, target: str, head: int, heads: int):
     """Per row of the [inputs; references] batch, the target (softmax weights from the inputs)."""
     if target == "counts":
         counts = outputs[heads + head]
         return ops.reshape(counts, (ops.shape(counts)[0], -1))[:, 0]
     logits = outputs[head]
     flat = ops.reshape(logits, (ops.shape(logits)[0], -1))
-    n = ops.shape(flat)[0] // (references + 1)
-    weights = ops.stop_gradient(ops.softmax(flat[:n], axis=-1))
+    weights = _held_at_inputs(ops.softmax(flat, axis=-1))
     centred = flat - ops.mean(flat, axis=-1, keepdims=True)
-    return ops.sum(centred * ops.concatenate([weights, ops.repeat(weights, references, axis=0)], axis=0), axis=-1)
+    return ops.sum(centred * weights, axis=-1)
 
 
 def _explainer(model, target: str, head: int, heads: int, references: int):
@@ -300,7 +317,7 @@ def _explainer(model, target: str, head: int, heads: int, references: int):
     def fn(batch):
         token = _REFERENCES.set(references)
         try:
-            values = _target(_run_graph(model, _f32(batch)), target, head, heads, references)
+            values = _target(_run_graph(model, _f32(batch)), target, head, heads)
         finally:
             _REFERENCES.reset(token)
         n = ops.shape(values)[0] // (references + 1)

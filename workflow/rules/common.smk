@@ -312,14 +312,6 @@ def _check_experiment(name, exp):
         _fail(f"{where}: bias-source is bed, so key background-bed is required")
     if exp["bias-source"] != "bed" and "background-bed" in exp:
         _fail(f"{where}: background-bed is only used with bias-source bed")
-    product = [h["head-name"] for h in exp["heads"] if h["use-bias-counts"] and h["counts-combination"] == "product"]
-    if exp["interpret"]["enabled"] and "combined" in exp["interpret"]["models"] and product:
-        # DeepLIFT has no rule for the product counts layer (docs/contributions.md)
-        _fail(
-            f"{where}/interpret/models: the combined model has no contribution scores with "
-            f"counts-combination product (head {product[0]}); interpret the residual, or set the "
-            "head's counts-combination to sum"
-        )
     split_sets = {s: set(exp["splits"][s]) for s in SPLITS}
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         common = split_sets[a] & split_sets[b]
