@@ -129,6 +129,37 @@ def test_min_delta_early_stopping_hand_computed():
     assert loop.fingerprint("bias", weights_config(config), []) != loop.fingerprint("bias", weights_config(other), [])
 
 
+def test_plateau_min_delta_halves_the_rate_of_a_creeping_loss_hand_computed():
+    """With a plateau min-delta the learning rate halves after plateau-patience epochs none of
+    which lowered the loss by more than that fraction of the last such loss, new bests or not."""
+    head = HeadSpec("h", 2, profile_weight=1.0, counts_weight=0.0, frac_target=None)
+
+    def run(plateau_min_delta, losses):
+        st = TrainingState([head], [0.0], 0.01, 20, 10, 2, plateau_min_delta=plateau_min_delta)
+        for e, p in enumerate(losses):
+            st.end_epoch(e, {"h_profile": p, "h_counts": 0.0}, {"h_profile": p, "h_counts": 0.0})
+        return st
+
+    # every epoch a new best: 99.5 and 99.0 are not more than 1 % below 100, so the rate
+    # halves after the second of them; 98.5 is (the new reference); 98.0 and 97.6 are not more
+    # than 1 % below 98.5 (97.515): halved again
+    losses = (100.0, 99.5, 99.0, 98.5, 98.0, 97.6)
+    st = run(0.01, losses)
+    assert st.history["learning_rate"] == pytest.approx([0.01, 0.01, 0.01, 0.005, 0.005, 0.005])
+    assert st.learning_rate == pytest.approx(0.0025)
+    assert st.best_epoch == 6 and st.plateau_terms == {"h_profile": 98.5, "h_counts": 0.0}
+    # 0 (the default) is BPReveal's rule: any new best resets the plateau, so no halving here
+    st0 = run(0.0, losses)
+    assert st0.learning_rate == pytest.approx(0.01)
+    # the checkpoint keeps the plateau's reference; one written before it existed uses the best
+    again = TrainingState([head], [0.0], 0.01, 20, 10, 2, plateau_min_delta=0.01)
+    again.load_json(json.loads(json.dumps(st.to_json())))
+    assert again.plateau_terms == st.plateau_terms
+    old = {k: v for k, v in st.to_json().items() if k != "plateau_terms"}
+    again.load_json(json.loads(json.dumps(old)))
+    assert again.plateau_terms == st.best_terms
+
+
 def test_a_better_epoch_under_a_new_lambda_is_not_mistaken():
     """Lowering lambda lowers the raw total; the re-expressed best must account for it."""
     head = HeadSpec("h", 1, profile_weight=1.0, counts_weight=100.0, frac_target=0.5)

@@ -284,12 +284,14 @@ class TrainingState:
         early_stopping_patience: int,
         plateau_patience: int,
         min_delta: float = 0.0,
+        plateau_min_delta: float = 0.0,
     ):
         self.heads = list(heads)
         self.epochs = int(epochs)
         self.early_stopping_patience = int(early_stopping_patience)
         self.plateau_patience = int(plateau_patience)
         self.min_delta = float(min_delta)
+        self.plateau_min_delta = float(plateau_min_delta)
         self.epochs_done = 0
         self.lambdas = [float(x) for x in lambdas]
         self.learning_rate = float(learning_rate)
@@ -299,6 +301,10 @@ class TrainingState:
         # early stopping waits for such an epoch; the best weights follow any lower loss
         self.significant_terms: dict | None = None
         self.significant_epoch: int | None = None
+        # the validation loss that last lowered the plateau's reference by more than
+        # plateau_min_delta (relative): the learning rate halves after plateau_patience epochs
+        # without such an epoch (with 0: without a new best)
+        self.plateau_terms: dict | None = None
         self.es_wait = 0
         self.lr_wait = 0
         self.stopped = False
@@ -321,6 +327,7 @@ class TrainingState:
         "best_epoch",
         "significant_terms",
         "significant_epoch",
+        "plateau_terms",
         "es_wait",
         "lr_wait",
         "stopped",
@@ -334,7 +341,8 @@ class TrainingState:
 
     def load_json(self, obj: dict) -> None:
         for k in self._SAVED:
-            setattr(self, k, obj[k])
+            # plateau_terms: absent from checkpoints written before it existed
+            setattr(self, k, obj[k] if k != "plateau_terms" else obj.get(k, obj["best_terms"]))
 
     def best_total(self) -> float | None:
         """The best validation loss, re-expressed with the current lambdas."""
@@ -374,11 +382,15 @@ class TrainingState:
         improved = best is None or val_loss < best
         reference = None if self.significant_terms is None else _total(self.significant_terms, self.heads, lambdas)
         significant = reference is None or val_loss < reference - self.min_delta * abs(reference)
+        plateau = None if self.plateau_terms is None else _total(self.plateau_terms, self.heads, lambdas)
+        plateau_gain = plateau is None or val_loss < plateau - self.plateau_min_delta * abs(plateau)
         notes = []
         if improved:
             self.best_terms, self.best_epoch = dict(val_terms), epoch + 1
-            self.lr_wait = 0
             notes.append("best" if significant else f"best, by < {self.min_delta:g}")
+        if plateau_gain:
+            self.plateau_terms = dict(val_terms)
+            self.lr_wait = 0
         else:
             self.lr_wait += 1
             if self.lr_wait >= self.plateau_patience:
@@ -759,6 +771,7 @@ def fit_model(
             settings.early_stopping_patience,
             settings.plateau_patience,
             settings.min_delta,
+            settings.plateau_min_delta,
         )
         resumed = fit.read_checkpoint()
         # evaluated on a resumed run too, so that it takes the path of an uninterrupted one:

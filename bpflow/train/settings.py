@@ -66,6 +66,7 @@ class TrainSettings:
     learning_rate: float
     plateau_patience: int
     min_delta: float = 0.0
+    plateau_min_delta: float = 0.0
     seed: int = 1234
     mixed_precision: bool | str = False
     jit_compile: bool | str = "auto"
@@ -91,6 +92,7 @@ class TrainSettings:
             learning_rate=float(s["learning-rate"]),
             plateau_patience=s["learning-rate-plateau-patience"],
             min_delta=float(s["early-stopping-min-delta"]),
+            plateau_min_delta=float(s.get("learning-rate-plateau-min-delta", 0.0)),
             seed=s["seed"],
             mixed_precision=s["mixed-precision"],
             jit_compile=s["jit-compile"],
@@ -113,6 +115,7 @@ class TrainSettings:
             "learning-rate": self.learning_rate,
             "learning-rate-plateau-patience": self.plateau_patience,
             "early-stopping-min-delta": self.min_delta,
+            "learning-rate-plateau-min-delta": self.plateau_min_delta,
             "seed": self.seed,
             "mixed-precision": self.mixed_precision,
             "jit-compile": self.jit_compile,
