@@ -78,7 +78,9 @@ def peer_configs(args) -> None:
     res_arch = arch("residual", args.residual_filters, args.residual_layers, 15, 25)
     configs = {
         "solo": {
-            "settings": settings("bias", args.bias_epochs, 0.004, 5, 3, architecture=bias_arch),
+            "settings": settings(
+                "bias", args.bias_epochs, 0.004, args.patience[0], args.plateau_patience[0], architecture=bias_arch
+            ),
             "train-data": str(data / "bias-background_train.h5"),
             "val-data": str(data / "bias-background_val.h5"),
             "heads": heads,
@@ -89,15 +91,17 @@ def peer_configs(args) -> None:
                 "transformation",
                 args.transformation_epochs,
                 0.02,
-                3,
-                2,
+                args.patience[1],
+                args.plateau_patience[1],
                 **{
                     "solo-model-file": str(out / "bias.keras"),
                     "input-length": bias_arch["input-length"],
                     "output-length": args.output_length,
-                    # BPReveal 5.2.2 crashes on "simple" with one type (shared/spec): two types
+                    # BPReveal 5.2.2 crashes on "simple" with one type (shared/spec): two types;
+                    # for the counts too (with one, its loss callback finds no counts loss by
+                    # name: "The loss didn't match any regex", Keras 3.15 / TF 2.21)
                     "profile-architecture": {"name": "simple", "types": ["linear", "sigmoid"]},
-                    "counts-architecture": {"name": "simple", "types": ["linear"]},
+                    "counts-architecture": {"name": "simple", "types": ["linear", "sigmoid"]},
                 },
             ),
             "train-data": str(data / "bias-peaks_train.h5"),
@@ -110,8 +114,8 @@ def peer_configs(args) -> None:
                 "combined",
                 args.combined_epochs,
                 0.004,
-                5,
-                3,
+                args.patience[2],
+                args.plateau_patience[2],
                 architecture=res_arch,
                 **{"transformation-model": {"transformation-model-file": str(out / "transformation.keras")}},
             ),
@@ -214,6 +218,16 @@ def main(argv=None) -> int:
     p.add_argument("--bias-epochs", type=int, default=30)
     p.add_argument("--transformation-epochs", type=int, default=20)
     p.add_argument("--combined-epochs", type=int, default=40)
+    p.add_argument(
+        "--patience", type=int, nargs=3, default=[5, 3, 5], help="early stopping: solo, transformation, combined"
+    )
+    p.add_argument(
+        "--plateau-patience",
+        type=int,
+        nargs=3,
+        default=[3, 2, 3],
+        help="learning-rate plateau: solo, transformation, combined",
+    )
     p.set_defaults(func=peer_configs)
     p = sub.add_parser("predict", help="residual and combined outputs on the forward test peaks")
     p.add_argument("--peer", action="store_true", help="load with BPReveal (run with the peer's python)")
