@@ -10,9 +10,11 @@ CUDA); each falls back to the other where only one is installed.  This module im
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
 import os
+import sys
 
 from bpflow.utils import BpflowError
 
@@ -65,3 +67,31 @@ def choose_backend(requested: str = "auto", environ=None, gpu: bool | None = Non
             where = "an NVIDIA GPU is visible" if gpu else "no GPU is visible"
             return backend, f"auto: {where}"
     raise BpflowError("no Keras backend is installed: pip install jax (CPU) or tensorflow")
+
+
+@contextlib.contextmanager
+def without_tensorflow():
+    """While Keras runs on another backend and TensorFlow is not imported yet, Keras is told
+    that TensorFlow is not installed: otherwise it imports it wherever it is installed (to
+    seed it for tf.data, to recognise its shapes when saving a model), which costs a JAX run
+    ~0.5 GB of memory and seconds of start-up for a library it does not use.  Restored on
+    exit; a no-op under TensorFlow, once TensorFlow is imported, or where Keras keeps its
+    lazy module elsewhere.  Imports Keras."""
+    import keras
+
+    lazy = None
+    if keras.backend.backend() != "tensorflow" and "tensorflow" not in sys.modules:
+        try:
+            from keras.src.utils import module_utils
+
+            lazy = module_utils.tensorflow if hasattr(module_utils.tensorflow, "_available") else None
+        except ImportError:
+            lazy = None
+    if lazy is None:
+        yield
+        return
+    saved, lazy._available = lazy._available, False
+    try:
+        yield
+    finally:
+        lazy._available = saved

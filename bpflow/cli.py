@@ -8,11 +8,12 @@ takes ``--preset``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 
-from bpflow.backend import MODEL_STEPS, choose_backend
+from bpflow.backend import MODEL_STEPS, choose_backend, without_tensorflow
 
 # step name -> (module, function, one-line help).  Each function takes the argument list
 # after the step name and returns an exit code (or None for 0).  Modules are imported only
@@ -106,10 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TF_NUM_INTEROP_THREADS"] = str(min(2, threads))
     module_name, func_name, _ = COMMANDS[step]
     try:
+        hidden = contextlib.nullcontext()
         if step in MODEL_STEPS:
             _set_backend(_option(rest, "backend"))
-        func = getattr(importlib.import_module(module_name), func_name)
-        code = func(rest)
+            hidden = without_tensorflow()  # under JAX: Keras would import TensorFlow for nothing
+        with hidden:
+            func = getattr(importlib.import_module(module_name), func_name)
+            code = func(rest)
     except BpflowError as err:
         print(f"bpflow {argv[0]}: error: {err}", file=sys.stderr)
         return 2

@@ -135,6 +135,32 @@ def test_steps_that_run_no_model_import_no_keras():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
+def test_training_under_jax_does_not_import_tensorflow(tmp_path):
+    """A bias model trained under JAX never imports TensorFlow (Keras's own seeding would,
+    whenever it is installed: ~0.5 GB and seconds of start-up for nothing), and the seed still
+    makes the run repeatable."""
+    pytest.importorskip("jax")
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "import numpy as np\n"
+        "import train_helpers as th\n"
+        "from bpflow.train import steps as training\n"
+        f"tmp = {str(tmp_path)!r}\n"
+        "size = th.needed(th.BIAS_ARCH)\n"
+        "train = th.synthetic_h5(tmp + '/t.h5', 16, size, seed=1)\n"
+        "val = th.synthetic_h5(tmp + '/v.h5', 8, size, jitter=0, seed=2)\n"
+        "runs = [training.train_solo(th.solo_config(tmp, train, val, prefix=p, epochs=2))['history']['val_loss']"
+        " for p in ('a', 'b')]\n"
+        "assert runs[0] == runs[1], runs\n"
+        "assert 'tensorflow' not in sys.modules\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize(
     "first",
     [

@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from bpflow.backend import without_tensorflow
 from bpflow.formats.dataset import TrainingDataset, as_list, check_head_order
 from bpflow.formats.model_file import check_model_file, load_model
 from bpflow.train import recipes
@@ -231,7 +232,12 @@ def _already_done(paths: dict, fp: str) -> dict | None:
 def run_step(step: str, config: dict, *, source: str = "config", callbacks=()) -> dict:
     """Run ``train-<step>`` on a config dict; return the history record (also written to
     ``<prefix>.history.json``).  ``step`` is "bias" (or its alias "solo"), "transformation" or
-    "combined"."""
+    "combined".  Under JAX, TensorFlow is not imported (:func:`bpflow.backend.without_tensorflow`)."""
+    with without_tensorflow():
+        return _run_step(step, config, source=source, callbacks=callbacks)
+
+
+def _run_step(step: str, config: dict, *, source: str, callbacks) -> dict:
     step = step_name(step)
     config, settings, heads = check_config(config, step, source)
     paths = output_paths(step, config)
