@@ -160,6 +160,25 @@ def test_plateau_min_delta_halves_the_rate_of_a_creeping_loss_hand_computed():
     assert again.plateau_terms == st.best_terms
 
 
+def test_a_stopping_plateau_ends_the_run_where_the_rate_would_halve_hand_computed():
+    """plateau_stops (profile-first's profile phase with profile-phase-stop-delta): the run
+    ends at the epoch whose plateau would halve the learning rate, at the full rate, keeping
+    the best epoch; early stopping alone would have gone on."""
+    head = HeadSpec("h", 2, profile_weight=1.0, counts_weight=0.0, frac_target=None)
+    st = TrainingState([head], [0.0], 0.01, 20, 10, 2, plateau_min_delta=0.01, plateau_stops=True)
+    # 99.5 (epoch 2) and 99.0 (epoch 3) are new bests but not 1 % below 100: the plateau's
+    # second epoch, so the run ends after epoch 3
+    for e, p in enumerate((100.0, 99.5, 99.0, 98.0)):
+        if st.stopped:
+            break
+        st.end_epoch(e, {"h_profile": p, "h_counts": 0.0}, {"h_profile": p, "h_counts": 0.0})
+    assert st.epochs_done == 3 and st.best_epoch == 3
+    assert st.learning_rate == pytest.approx(0.01) and st.history["learning_rate"] == pytest.approx([0.01] * 3)
+    assert st.stop_reason == (
+        "plateau: no improvement of the validation loss by more than 0.01 of it for 2 epochs (best: epoch 3)"
+    )
+
+
 def test_a_better_epoch_under_a_new_lambda_is_not_mistaken():
     """Lowering lambda lowers the raw total; the re-expressed best must account for it."""
     head = HeadSpec("h", 1, profile_weight=1.0, counts_weight=100.0, frac_target=0.5)
@@ -431,6 +450,14 @@ def _schedule_data(tmp_path):
     )
 
 
+def _profile_first_config(tmp_path, prefix: str, epochs: int, **settings):
+    """(training file, solo config) of a profile-first run on :func:`_schedule_data`."""
+    train, val = _schedule_data(tmp_path)
+    heads = [th.head(**{"counts-loss-frac-target": 0.3})]
+    kw = {"counts-schedule": "profile-first", **settings}
+    return train, th.solo_config(tmp_path, train, val, prefix=prefix, heads=heads, epochs=epochs, **kw)
+
+
 def _weights_by_layer(path) -> dict:
     model = keras.saving.load_model(path)
     return {layer.name: [np.asarray(w) for w in layer.weights] for layer in model.layers if layer.weights}
@@ -493,38 +520,21 @@ def test_profile_first_counts_layers_keeps_the_profile_only_body(tmp_path):
 
 def test_profile_first_epochs_bound_both_phases_and_counts_start_at_the_mean(tmp_path):
     """epochs is the budget of the step: the profile phase gets epochs - counts-phase-epochs,
-    the counts phase what the profile phase left (more when it stopped early).  The counts
-    head starts at the training windows' mean log(1 + total)."""
+    the counts phase counts-phase-epochs (no more when the profile phase stopped early).  The
+    counts head starts at the training windows' mean log(1 + total)."""
     from bpflow.formats.dataset import read_windows
     from bpflow.train import recipes
 
-    train, val = _schedule_data(tmp_path)
-    cfg = th.solo_config(
-        tmp_path,
-        train,
-        val,
-        prefix="budget",
-        heads=[th.head(**{"counts-loss-frac-target": 0.3})],
-        epochs=6,
-        **{
-            "counts-schedule": "profile-first",
-            "counts-phase-epochs": 1,
-            "learning-rate": 1.0,
-            "early-stopping-patience": 1,
-        },
+    train, cfg = _profile_first_config(
+        tmp_path, "budget", 6, **{"counts-phase-epochs": 1, "learning-rate": 1.0, "early-stopping-patience": 1}
     )
     record = training.train_solo(cfg)
     profile, counts = record["phases"]
     assert profile["epochs-allowed"] == 5 and profile["epochs-run"] < 5  # stopped early (lr 1.0)
-    assert counts["epochs-allowed"] == 6 - profile["epochs-run"]
-    assert record["epochs-run"] == profile["epochs-run"] + counts["epochs-run"] <= 6
+    assert counts["epochs-allowed"] == 1 and counts["epochs-run"] == 1
     first = profile["epochs-run"]
-    assert record["stop-reason"] == (
-        f"early stopping in the counts phase (epochs {first + 1}-{record['epochs-run']}): no improvement of the "
-        f"validation loss by more than 0.0001 of it for 1 epochs (best: epoch {record['best-epoch']} of the stage)"
-        if record["epochs-run"] < 6
-        else f"finished all 6 epochs ({first} profile, 1 counts)"
-    )
+    assert record["epochs-run"] == first + 1 < 6
+    assert record["stop-reason"] == f"finished the counts phase's 1 epochs ({first} profile, early stopping; 1 counts)"
     # the counts head starts at the data's mean log(1 + total) (the MSE-optimal constant)
     seqs, totals = read_windows(train, th.needed(th.BIAS_ARCH), th.OUTPUT_LENGTH, 1)
     assert record["counts-init"]["h0"] == pytest.approx(np.mean(np.log1p(totals[:, 0])), rel=1e-6)
@@ -549,6 +559,38 @@ def test_profile_first_epochs_bound_both_phases_and_counts_start_at_the_mean(tmp
     bad = dict(cfg, settings={**cfg["settings"], "counts-phase-epochs": 6})
     with pytest.raises(BpflowError, match="counts-phase-epochs: 6 leaves the profile phase no epoch"):
         training.train_solo(bad)
+
+
+def test_profile_phase_stop_delta_ends_the_profile_phase_at_its_plateau(tmp_path):
+    """profile-phase-stop-delta: the profile phase ends at its first plateau (here: epoch 3 of
+    its 8, the second after the first without a 90 % gain) at the full learning rate, and the
+    counts phase runs its counts-phase-epochs; the stage's stop-reason says so, and the
+    quality check does not call a plateau an epoch limit."""
+    from bpflow.evaluate.qc import training_qc
+
+    _, cfg = _profile_first_config(
+        tmp_path,
+        "pstop",
+        10,
+        **{"counts-phase-epochs": 2, "profile-phase-stop-delta": 0.9, "learning-rate-plateau-patience": 2},
+    )
+    record = training.train_solo(cfg)
+    profile, counts = record["phases"]
+    assert profile["epochs-allowed"] == 8 and profile["epochs-run"] == 3
+    assert profile["stop-reason"].startswith("plateau: no improvement of the validation loss by more than 0.9")
+    assert profile["final-learning-rate"] == pytest.approx(0.01)  # not halved
+    assert counts["epochs-allowed"] == 2 and counts["epochs-run"] == 2
+    assert record["epochs-run"] == 5 and record["history"]["phase"] == ["profile"] * 3 + ["counts"] * 2
+    assert record["stop-reason"] == "finished the counts phase's 2 epochs (3 profile, plateau; 2 counts)"
+    # the profile phase's plateau is not an epoch limit: no "still improving" warning for it
+    entry = training_qc({"bias": str(tmp_path / "pstop.history.json")})["stages"]["bias"]
+    assert not [w for w in entry["warnings"] if "profile phase" in w]
+    assert len(entry["checks"]) == 2
+    # a closed-form counts phase: the profile phase ends at the same plateau
+    cfg["settings"].update({"counts-phase-trainable": "counts-layers", "output-prefix": str(tmp_path / "pstop-cl")})
+    cfg["settings"].pop("counts-phase-epochs")
+    profile, counts = training.train_solo(cfg)["phases"]
+    assert profile["epochs-allowed"] == 10 and profile["epochs-run"] == 3 and counts["epochs-run"] == 0
 
 
 def test_profile_first_all_trains_every_weight_at_the_given_rate(tmp_path):

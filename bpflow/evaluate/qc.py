@@ -291,7 +291,7 @@ def training_qc(histories: Mapping[str, str]) -> dict:
         for part in parts:
             run, best = part.get("epochs-run") or 0, part.get("best-epoch")
             last_gain = part.get("last-significant-epoch", best)
-            at_limit = run > 0 and not str(part.get("stop-reason", "")).startswith("early")
+            at_limit = run > 0 and str(part.get("stop-reason", "")).startswith("finished")
             improving = at_limit and last_gain == run
             what = f"{stage}" + (f", {part['phase']} phase" if part.get("phase") else "")
             _check(

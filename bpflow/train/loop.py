@@ -7,8 +7,9 @@ head's log counts) and:
 - minimises, per head, ``profile-loss-weight`` x multinomial NLL + lambda x MSE of the log
   counts, the counts target being ``log(1 + total counts of the head in the window)``;
 - adapts lambda to ``counts-loss-frac-target`` (:func:`update_counts_weight`), stops early and
-  halves the learning rate on a plateau, comparing validation losses re-expressed with the
-  current lambda;
+  halves the learning rate on a plateau (or, for profile-first's profile phase with
+  ``profile-phase-stop-delta``, stops there), comparing validation losses re-expressed with
+  the current lambda;
 - ramps the learning rate up over the first ``learning-rate-warmup-epochs`` epochs;
 - checkpoints after every epoch and resumes from the checkpoint when run again;
 - stops at once on a NaN or infinite loss;
@@ -285,6 +286,7 @@ class TrainingState:
         plateau_patience: int,
         min_delta: float = 0.0,
         plateau_min_delta: float = 0.0,
+        plateau_stops: bool = False,
     ):
         self.heads = list(heads)
         self.epochs = int(epochs)
@@ -292,6 +294,9 @@ class TrainingState:
         self.plateau_patience = int(plateau_patience)
         self.min_delta = float(min_delta)
         self.plateau_min_delta = float(plateau_min_delta)
+        # the plateau ends the run instead of halving the learning rate (profile-first's
+        # profile phase with profile-phase-stop-delta)
+        self.plateau_stops = bool(plateau_stops)
         self.epochs_done = 0
         self.lambdas = [float(x) for x in lambdas]
         self.learning_rate = float(learning_rate)
@@ -393,7 +398,13 @@ class TrainingState:
             self.lr_wait = 0
         else:
             self.lr_wait += 1
-            if self.lr_wait >= self.plateau_patience:
+            if self.lr_wait >= self.plateau_patience and self.plateau_stops:
+                self.stopped = True
+                self.stop_reason = (
+                    f"plateau: no improvement of the validation loss by more than "
+                    f"{self.plateau_min_delta:g} of it for {self.lr_wait} epochs (best: epoch {self.best_epoch})"
+                )
+            elif self.lr_wait >= self.plateau_patience:
                 self.learning_rate /= 2.0
                 self.lr_wait = 0
                 notes.append(f"learning rate -> {self.learning_rate:.3g}")
@@ -507,7 +518,7 @@ class _Controller(keras.callbacks.Callback):
         )
         tr.write_checkpoint()
         if st.stopped:
-            if st.stop_reason.startswith("early"):
+            if not st.stop_reason.startswith("finished"):
                 logger.info("%s", st.stop_reason)
             self.model.stop_training = True
 
@@ -772,6 +783,7 @@ def fit_model(
             settings.plateau_patience,
             settings.min_delta,
             settings.plateau_min_delta,
+            settings.plateau_stops,
         )
         resumed = fit.read_checkpoint()
         # evaluated on a resumed run too, so that it takes the path of an uninterrupted one:
@@ -823,7 +835,7 @@ def fit_model(
             "last-significant-epoch": st.significant_epoch,
             "epochs-run": st.epochs_done,
             "resumed-after-epoch": resumed_after,
-            "stopped-early": st.stop_reason.startswith("early"),
+            "stopped-early": not st.stop_reason.startswith("finished"),
             "stop-reason": st.stop_reason,
             "final-counts-loss-weight": {h.name: lam for h, lam in zip(heads, st.lambdas)},
             "final-learning-rate": st.learning_rate,

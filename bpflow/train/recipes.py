@@ -293,7 +293,11 @@ def fit_profile_first(
 
     ``epochs`` bounds the whole step: phase 1 runs at most ``epochs - counts-phase-epochs``
     epochs (default ``counts-phase-epochs``: a quarter of ``epochs``, at least 1), phase 2 at
-    most the epochs phase 1 left.  Each phase has the step's patience and its own checkpoint.
+    most ``counts-phase-epochs`` (also when phase 1 stopped early: on the quality suite the
+    counts phase's best epoch came within its first 15 on every setting, and the epochs a
+    shorter phase 1 left only prolonged it).  Each phase has the step's patience and its own
+    checkpoint.  With ``profile-phase-stop-delta`` phase 1 also ends at its first plateau (the
+    epoch at which the learning rate would halve, its gains measured against that fraction).
     Returns :func:`fit_model`'s record with the two phases' histories joined (``history/phase``
     says which epoch belongs to which), ``phases`` summarising each, and a ``stop-reason`` that
     names the whole budget when it was spent.
@@ -311,10 +315,15 @@ def fit_profile_first(
         settings.epochs - counts_epochs,
         settings.epochs,
     )
+    # profile-phase-stop-delta: the phase ends where its creep would halve the learning rate
+    stop_delta = float(s.get("profile-phase-stop-delta") or 0.0)
+    first_settings = dataclasses.replace(settings, epochs=settings.epochs - counts_epochs)
+    if stop_delta:
+        first_settings = dataclasses.replace(first_settings, plateau_min_delta=stop_delta, plateau_stops=True)
     first = fit_model(
         model,
         profile_heads,
-        dataclasses.replace(settings, epochs=settings.epochs - counts_epochs),
+        first_settings,
         rt,
         config["train-data"],
         config["val-data"],
@@ -345,7 +354,7 @@ def fit_profile_first(
     phase_settings = dataclasses.replace(
         settings,
         learning_rate=float(s.get("counts-phase-learning-rate", settings.learning_rate / 10)),
-        epochs=settings.epochs - first["epochs-run"],
+        epochs=counts_epochs,
     )
     logger.info(
         "counts-schedule profile-first: phase 2 of 2, the counts (all weights trainable, learning rate %.4g)",
@@ -378,9 +387,7 @@ def fit_profile_first(
             if second.get("last-significant-epoch") is None
             else second["last-significant-epoch"] + offset,
             "epochs-run": first["epochs-run"] + second["epochs-run"],
-            "stop-reason": _phase_stop_reason(second, offset)
-            if second["stopped-early"]
-            else f"finished all {settings.epochs} epochs ({first['epochs-run']} profile, {second['epochs-run']} counts)",
+            "stop-reason": _stage_stop_reason(first, second, settings.epochs),
             "phases": [
                 _phase_summary(PHASES[0], first, "all", settings.epochs - counts_epochs),
                 _phase_summary(PHASES[1], second, "all", phase_settings.epochs),
@@ -390,6 +397,19 @@ def fit_profile_first(
     if fit is not None:
         record["counts-fit"] = fit
     return record
+
+
+def _stage_stop_reason(first: dict, second: dict, epochs: int) -> str:
+    """The stage's stop-reason: the counts phase's early stop, the whole budget spent, or the
+    counts phase's own epochs spent after a profile phase that stopped early (by early
+    stopping or, with profile-phase-stop-delta, its plateau)."""
+    offset, counts = first["epochs-run"], second["epochs-run"]
+    if second["stopped-early"]:
+        return _phase_stop_reason(second, offset)
+    if offset + counts >= epochs:
+        return f"finished all {epochs} epochs ({offset} profile, {counts} counts)"
+    how = first["stop-reason"].split(":")[0]
+    return f"finished the counts phase's {counts} epochs ({offset} profile, {how}; {counts} counts)"
 
 
 def _phase_stop_reason(second: dict, offset: int) -> str:

@@ -77,6 +77,9 @@ class TrainSettings:
     data_workers: int = 2
     data_cache_mb: float = 256
     warmup_epochs: float = 0.0
+    # set by profile-first for its profile phase (profile-phase-stop-delta): the plateau ends
+    # the phase instead of halving the learning rate
+    plateau_stops: bool = False
 
     @classmethod
     def from_config(cls, config: dict) -> "TrainSettings":
@@ -215,7 +218,12 @@ def check_config(config: dict, step: str, source: str = "config") -> tuple[dict,
                 "odd number of bases; use the needed length or add an even number"
             )
     if step != "transformation" and s["counts-schedule"] == "joint":
-        for key in ("counts-phase-trainable", "counts-phase-learning-rate", "counts-phase-epochs"):
+        for key in (
+            "counts-phase-trainable",
+            "counts-phase-learning-rate",
+            "counts-phase-epochs",
+            "profile-phase-stop-delta",
+        ):
             if key in raw["settings"]:
                 raise BpflowError(f'{source}: key settings/{key}: only used with counts-schedule "profile-first"')
     if step != "transformation" and s["counts-schedule"] == "profile-first" and s["epochs"] < 2:

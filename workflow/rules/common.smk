@@ -261,6 +261,7 @@ COUNTS_SCHEDULE_KEYS = (
     "counts-phase-trainable",
     "counts-phase-learning-rate",
     "counts-phase-epochs",
+    "profile-phase-stop-delta",
 )
 
 
