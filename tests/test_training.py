@@ -656,6 +656,28 @@ def test_profile_first_resumes_in_its_second_phase(tmp_path):
     assert not ckpt.exists()
 
 
+def test_a_counts_phase_resumed_past_its_budget_ends_as_finished(tmp_path, monkeypatch):
+    """A counts-phase checkpoint written with a larger budget (before counts-phase-epochs
+    capped the phase; its fingerprint is the config's, which does not change) resumes past the
+    new budget: no further epoch, the best weights so far, "finished all 1 epochs"."""
+    from bpflow.train import recipes
+
+    train, val = _schedule_data(tmp_path)
+    heads = [th.head(**{"counts-loss-frac-target": 0.3})]
+    kw = {"counts-schedule": "profile-first", "epochs": 5, "counts-phase-epochs": 1, "early-stopping-patience": 5}
+    cfg = th.solo_config(tmp_path, train, val, prefix="old", heads=heads, **kw)
+    with monkeypatch.context() as m:  # the old budget: 2 profile epochs, then 3 counts epochs
+        m.setattr(recipes, "counts_phase_epochs", lambda s: 3)
+        with pytest.raises(Killed):
+            training.train_solo(cfg, callbacks=[KillInCall(call=2, epoch=2, batch=1)])
+    record = training.train_solo(cfg)
+    profile, counts = record["phases"]
+    assert profile["epochs-run"] == 2 and counts["epochs-allowed"] == 1
+    assert counts["epochs-run"] == 2 and counts["stop-reason"] == "finished all 1 epochs"
+    assert record["resumed-after-epoch"] == 2 and len(record["history"]["epoch"]) == 4
+    assert record["stop-reason"] == "finished the counts phase's 2 epochs (2 profile, finished all 2 epochs; 2 counts)"
+
+
 class RateAtEachStep(keras.callbacks.Callback):
     """The optimizer's learning rate as each training step starts."""
 

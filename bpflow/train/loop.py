@@ -816,6 +816,10 @@ def fit_model(
                 verbose=_verbose(),
                 shuffle=False,
             )
+        if not st.stopped and st.epochs_done >= settings.epochs:
+            # resumed at or past this run's budget: a checkpoint of a phase that had more epochs
+            # (a counts phase checkpointed before counts-phase-epochs capped it)
+            st.stopped, st.stop_reason = True, f"finished all {settings.epochs} epochs"
         if fit.nan_watch.bad is not None:
             epoch, batch, what = fit.nan_watch.bad
             where = f"epoch {epoch + 1}" + (f", batch {batch + 1}" if batch is not None else "")
