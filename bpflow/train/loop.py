@@ -398,16 +398,17 @@ class TrainingState:
             self.lr_wait = 0
         else:
             self.lr_wait += 1
-            if self.lr_wait >= self.plateau_patience and self.plateau_stops:
-                self.stopped = True
-                self.stop_reason = (
-                    f"plateau: no improvement of the validation loss by more than "
-                    f"{self.plateau_min_delta:g} of it for {self.lr_wait} epochs (best: epoch {self.best_epoch})"
-                )
-            elif self.lr_wait >= self.plateau_patience:
-                self.learning_rate /= 2.0
-                self.lr_wait = 0
-                notes.append(f"learning rate -> {self.learning_rate:.3g}")
+            if self.lr_wait >= self.plateau_patience:
+                if self.plateau_stops:
+                    self.stopped = True
+                    self.stop_reason = (
+                        f"plateau: no improvement of the validation loss by more than "
+                        f"{self.plateau_min_delta:g} of it for {self.lr_wait} epochs (best: epoch {self.best_epoch})"
+                    )
+                else:
+                    self.learning_rate /= 2.0
+                    self.lr_wait = 0
+                    notes.append(f"learning rate -> {self.learning_rate:.3g}")
         if significant:
             self.significant_terms, self.significant_epoch = dict(val_terms), epoch + 1
             self.es_wait = 0
