@@ -149,7 +149,6 @@ def workflow_config(args, setting: str = "base", background_bed: str | None = No
             "combined": {
                 "epochs": args.combined_epochs,
                 "batch-size": 64,
-                "learning-rate": 0.004,
                 "early-stopping-patience": args.combined_patience,
                 "learning-rate-plateau-patience": args.combined_plateau_patience,
             },
@@ -183,6 +182,8 @@ def workflow_config(args, setting: str = "base", background_bed: str | None = No
                 exp["training"][stage]["counts-schedule"] = "joint"
             exp["training"]["combined"]["extra"] = {"init-residual-counts": False, "learning-rate-warmup-epochs": 0}
         if recipe == "bpreveal":
+            # BPReveal's documented learning rate (bpflow's recipe takes the workflow's default)
+            exp["training"]["combined"]["learning-rate"] = 0.004
             for head in exp["heads"]:
                 head["counts-combination"] = "sum"  # BPReveal's combined counts
         experiments[recipe] = exp

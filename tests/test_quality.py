@@ -513,6 +513,9 @@ def test_quality_suite_settings_and_targets(tmp_path):
     # BPReveal trains at the full rate from the first step; bpflow's default warms up
     assert base["experiments"]["bpreveal"]["training"]["combined"]["extra"]["learning-rate-warmup-epochs"] == 0
     assert "extra" not in base["experiments"]["bpflow"]["training"]["combined"]
+    # BPReveal's documented learning rate; bpflow's recipe takes the workflow's default
+    assert base["experiments"]["bpreveal"]["training"]["combined"]["learning-rate"] == 0.004
+    assert "learning-rate" not in base["experiments"]["bpflow"]["training"]["combined"]
     # the BED of background windows
     sim_dir = tmp_path / "sim"
     sim_dir.mkdir()

@@ -536,6 +536,9 @@ def test_three_experiments_bias_sources_and_defaults(three_dag):
         assert bias["counts-schedule"] == comb["counts-schedule"] == "profile-first"
         assert bias["counts-phase-trainable"] == "counts-layers" and "counts-phase-trainable" not in comb
         assert "counts-schedule" not in train[(e, "transformation")]["settings"]
+        # learning rates: the combined stage's profile phase at 0.008, its counts phase at 0.0004
+        assert (bias["learning-rate"], comb["learning-rate"]) == (0.004, 0.008)
+        assert comb["counts-phase-learning-rate"] == 0.0004 and "counts-phase-learning-rate" not in bias
     # a simulation, 4 region sets, 22 datasets, 3 x 3 training stages, 3 x 2 QCs
     assert check_step_schemas(three_dag) == 1 + 4 + 22 + 9 + 6
 

@@ -353,6 +353,10 @@ def _check_experiment(name, exp):
         # the bias model's total is the sum of its per-base rates, which its profile-trained
         # body computes already; keeping the body keeps the bias profile at its best
         tr["bias"].setdefault("counts-phase-trainable", "counts-layers")
+    if tr["combined"]["counts-schedule"] == "profile-first":
+        # the counts phase keeps the rate it had under the old 0.004 (the profile phase's default
+        # is now 0.008; a tenth of that, 0.0008, blurred base's residual on the quality suite)
+        tr["combined"].setdefault("counts-phase-learning-rate", 0.0004)
 
 
 def _missing_inputs(name, exp):
