@@ -1134,3 +1134,16 @@ def test_footprints_step_config_errors(tmp_path):
     with pytest.raises(BpflowError, match="not a bpflow simulate truth file"):
         simulation_motifs(tmp_path / "bad.json")
     assert not (tmp_path / "out.json").exists()
+
+
+def test_the_workflows_profile_first_keys_are_the_steps():
+    """workflow/rules/common.smk (which imports no bpflow) copies the step's profile-first-only
+    keys; the copy must not drift from bpflow.train.settings."""
+    import ast
+
+    from bpflow.train.settings import PROFILE_FIRST_KEYS
+
+    text = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    start = text.index("COUNTS_SCHEDULE_KEYS = (")
+    keys = ast.literal_eval(text[text.index("(", start) : text.index(")", start) + 1])
+    assert keys[0] == "counts-schedule" and keys[1:] == PROFILE_FIRST_KEYS

@@ -27,6 +27,16 @@ COUNTS_FIT_METHODS = ("shift", "linear")
 HIGH_LEARNING_RATE = 0.05
 
 
+# settings keys only profile-first uses (the workflow's COUNTS_SCHEDULE_KEYS[1:], a copy that
+# tests/test_workflow.py checks)
+PROFILE_FIRST_KEYS = (
+    "counts-phase-trainable",
+    "counts-phase-learning-rate",
+    "counts-phase-epochs",
+    "profile-phase-stop-delta",
+)
+
+
 @dataclass
 class HeadSpec:
     """One head's training settings (resolved from the config)."""
@@ -218,12 +228,7 @@ def check_config(config: dict, step: str, source: str = "config") -> tuple[dict,
                 "odd number of bases; use the needed length or add an even number"
             )
     if step != "transformation" and s["counts-schedule"] == "joint":
-        for key in (
-            "counts-phase-trainable",
-            "counts-phase-learning-rate",
-            "counts-phase-epochs",
-            "profile-phase-stop-delta",
-        ):
+        for key in PROFILE_FIRST_KEYS:
             if key in raw["settings"]:
                 raise BpflowError(f'{source}: key settings/{key}: only used with counts-schedule "profile-first"')
     if step != "transformation" and s["counts-schedule"] == "profile-first" and s["epochs"] < 2:
