@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 
+from bpflow.allocator import tune_malloc
 from bpflow.backend import MODEL_STEPS, choose_backend, without_tensorflow
 
 # step name -> (module, function, one-line help).  Each function takes the argument list
@@ -109,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         hidden = contextlib.nullcontext()
         if step in MODEL_STEPS:
+            # before the backend starts its threads (bpflow/allocator.py)
+            tune_malloc()
             _set_backend(_option(rest, "backend"))
             hidden = without_tensorflow()  # under JAX: Keras would import TensorFlow for nothing
         with hidden:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import keras
 
-from bpflow import __version__
+from bpflow import __version__, allocator
 from bpflow.train.settings import TrainSettings
 from bpflow.utils import BpflowError
 
@@ -40,6 +40,7 @@ class Runtime:
             "precision": self.precision,
             "bpflow-version": __version__,
             "keras-version": keras.__version__,
+            "malloc": allocator.state,
         }
 
 

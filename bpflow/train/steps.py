@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
+from bpflow import allocator
 from bpflow.backend import without_tensorflow
 from bpflow.formats.dataset import TrainingDataset, as_list, check_head_order
 from bpflow.formats.model_file import check_model_file, load_model
@@ -251,13 +252,14 @@ def _run_step(step: str, config: dict, *, source: str, callbacks) -> dict:
     start = time.monotonic()
     with runtime(settings) as rt:
         logger.info(
-            "train-%s: backend %s, %d %s device(s), %s%s",
+            "train-%s: backend %s, %d %s device(s), %s%s; malloc: %s",
             step,
             rt.backend,
             rt.num_devices,
             rt.device_kind,
             rt.precision,
             ", deterministic" if rt.deterministic else "",
+            allocator.state,
         )
         with rt.scope():
             built = BUILDERS[step](config, heads, source)  # loads and checks the model files
