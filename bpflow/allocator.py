@@ -15,8 +15,8 @@ size stays at its peak, which it reaches anyway.  The numbers computed are the s
 It must run before the backend starts its threads (an arena, once a thread has one, stays its
 own): the CLI calls it for the model steps before importing the step's code.
 ``BPFLOW_MALLOC=system`` in the environment keeps glibc's defaults; so does an allocator
-preloaded in its place (``LD_PRELOAD`` naming a ``*malloc*`` library: gperftools' tcmalloc was
-faster still on the suite); on a C library other than glibc (macOS, musl) nothing changes.
+preloaded in its place (``LD_PRELOAD`` naming a ``*malloc*`` library: gperftools' tcmalloc was a
+little faster still in a short run); on a C library other than glibc (macOS, musl) nothing changes.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ print(faults[0])
 
 
 def _faults(mode: str) -> tuple[int, str]:
-    env = {k: v for k, v in os.environ.items() if k != allocator.ENV}
+    env = {k: v for k, v in os.environ.items() if k not in (allocator.ENV, "LD_PRELOAD")}
     proc = subprocess.run([sys.executable, "-c", _PROBE, mode], capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.split("\n")
@@ -61,7 +61,8 @@ def test_tuned_malloc_reuses_a_freed_block_instead_of_faulting_it_in_again():
     assert tuned < 1.25 * pages
 
 
-def test_bpflow_malloc_system_keeps_the_defaults():
+def test_bpflow_malloc_system_keeps_the_defaults(monkeypatch):
+    monkeypatch.setattr(allocator, "state", allocator.state)  # restored afterwards
     state = allocator.tune_malloc({allocator.ENV: "system"})
     assert state == f"glibc defaults ({allocator.ENV}=system)"
     assert allocator.state == state
@@ -77,6 +78,7 @@ def test_the_cli_tunes_malloc_for_model_steps_only(monkeypatch, tmp_path):
     assert calls == [1]
 
 
-def test_a_preloaded_allocator_is_left_alone():
+def test_a_preloaded_allocator_is_left_alone(monkeypatch):
+    monkeypatch.setattr(allocator, "state", allocator.state)
     env = {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}
     assert allocator.tune_malloc(env) == "preloaded (libtcmalloc_minimal.so.4)"
