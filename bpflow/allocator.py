@@ -54,6 +54,9 @@ def tune_malloc(environ=None) -> str:
         state = "system allocator (not glibc)"
     else:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        ok = all(libc.mallopt(param, value) == 1 for param, value in SETTINGS)
-        state = "glibc, tuned (one arena, no mmap, no trim)" if ok else "glibc defaults (mallopt refused)"
+        # every setting is tried (each helps alone); mallopt returns 1 on success
+        refused = [param for param, value in SETTINGS if libc.mallopt(param, value) != 1]
+        state = "glibc, tuned (one arena, no mmap, no trim)"
+        if refused:
+            state = f"glibc, partly tuned (mallopt refused parameter(s) {', '.join(map(str, refused))})"
     return state

@@ -82,3 +82,19 @@ def test_a_preloaded_allocator_is_left_alone(monkeypatch):
     monkeypatch.setattr(allocator, "state", allocator.state)
     env = {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}
     assert allocator.tune_malloc(env) == "preloaded (libtcmalloc_minimal.so.4)"
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
+def test_a_refused_setting_is_reported_and_the_others_still_applied(monkeypatch):
+    monkeypatch.setattr(allocator, "state", allocator.state)
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append(param)
+            return 0 if param == allocator.M_ARENA_MAX else 1
+
+    monkeypatch.setattr(allocator.ctypes, "CDLL", lambda *a, **k: FakeLibc())
+    state = allocator.tune_malloc({})
+    assert state == f"glibc, partly tuned (mallopt refused parameter(s) {allocator.M_ARENA_MAX})"
+    assert calls == [param for param, _ in allocator.SETTINGS]
