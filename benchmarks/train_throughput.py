@@ -21,7 +21,8 @@ level 1) and runs, each in its own process:
   in memory (a ``PyDataset`` that returns them: the model alone, no file reads, no cropping);
 * ``loader``: the batch pipeline alone (no model): how many examples/s it can produce.
 
-Reported: training examples/s (after ``--warmup`` steps of compilation and warm-up, over
+Each process sets the C heap as ``bpflow train-*`` does (:mod:`bpflow.allocator`; run with
+``BPFLOW_MALLOC=system`` for glibc's defaults).  Reported: training examples/s (after ``--warmup`` steps of compilation and warm-up, over
 ``--steps`` steps), the model's FLOPs per example (multiply-adds x 2 of every Conv1D and
 Dense layer, forward; one training step is counted as 3x forward), the achieved GFLOP/s,
 the peak RSS of the process and, on a GPU, the peak device memory; and the pipeline's cost
@@ -353,8 +354,12 @@ def main(argv=None) -> int:
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.inner:
+        # the C heap as `bpflow train-*` sets it (BPFLOW_MALLOC=system keeps glibc's defaults)
+        from bpflow.allocator import tune_malloc
+
+        malloc = tune_malloc()
         args.jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
-        print("RESULT " + json.dumps(measure(args)), flush=True)
+        print("RESULT " + json.dumps({**measure(args), "malloc": malloc}), flush=True)
         return 0
 
     tmp = None
@@ -383,7 +388,7 @@ def main(argv=None) -> int:
                     results.append(r)
                     print(
                         f"{backend:10s} {model:8s} {mode:8s} {r['examples_per_s']:8.1f} examples/s "
-                        f"(peak RSS {r['peak_rss_mb']:.0f} MB)",
+                        f"(peak RSS {r['peak_rss_mb']:.0f} MB; malloc: {r.get('malloc')})",
                         file=sys.stderr,
                         flush=True,
                     )
