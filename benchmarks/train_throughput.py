@@ -22,11 +22,11 @@ level 1) and runs, each in its own process:
 * ``loader``: the batch pipeline alone (no model): how many examples/s it can produce.
 
 Each process sets the C heap as ``bpflow train-*`` does (:mod:`bpflow.allocator`; run with
-``BPFLOW_MALLOC=system`` for glibc's defaults).  Reported: training examples/s (after ``--warmup`` steps of compilation and warm-up, over
-``--steps`` steps), the model's FLOPs per example (multiply-adds x 2 of every Conv1D and
-Dense layer, forward; one training step is counted as 3x forward), the achieved GFLOP/s,
-the peak RSS of the process and, on a GPU, the peak device memory; and the pipeline's cost
-``1 - pipeline / memory`` in throughput.
+``BPFLOW_MALLOC=system`` for glibc's defaults).  Reported: training examples/s (after
+``--warmup`` steps of compilation and warm-up, over ``--steps`` steps), the model's FLOPs
+per example (multiply-adds x 2 of every Conv1D and Dense layer, forward; one training step is
+counted as 3x forward), the achieved GFLOP/s, the peak RSS of the process and, on a GPU, the
+peak device memory; and the pipeline's cost ``1 - pipeline / memory`` in throughput.
 """
 
 from __future__ import annotations
