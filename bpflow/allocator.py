@@ -10,7 +10,9 @@ epoch's wall time (benchmarks/README.md, "tenth session").  :func:`tune_malloc` 
 ``mallopt``: one arena for every thread (``M_ARENA_MAX``), no separate mappings for large
 blocks (``M_MMAP_MAX`` 0), no trimming of the heap's top (``M_TRIM_THRESHOLD``) and growth in
 64-MB steps (``M_TOP_PAD``).  Freed memory is then reused, not returned: a process's resident
-size stays at its peak, which it reaches anyway.  The numbers computed are the same.
+size stays at its peak, and the peak is higher (the suite's combined stage 1.1 -> 1.5 GB; a
+ChromBPNet-shaped model, whose 35-MB activations no longer get mappings of their own, 1.5 ->
+3.2 GB; ``BPFLOW_MALLOC=system`` where memory is short).  The numbers computed are the same.
 
 It must run before the backend starts its threads (an arena, once a thread has one, stays its
 own): the CLI calls it for the model steps before importing the step's code.
