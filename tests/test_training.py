@@ -1,6 +1,7 @@
 """Training (bpflow.training) against known answers; runs under every Keras backend."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -387,18 +388,23 @@ class Killed(Exception):
 
 
 class KillAt(keras.callbacks.Callback):
-    """Simulates a kill: raises in the middle of epoch ``epoch`` (0-based)."""
+    """Simulates a kill: raises in the middle of epoch ``epoch`` (0-based) of the ``fit``-th
+    training run it sees (profile-first's counts phase is the second)."""
 
-    def __init__(self, epoch, batch):
+    def __init__(self, epoch, batch, fit=1):
         super().__init__()
-        self.target = (epoch, batch)
+        self.target = (fit, epoch, batch)
+        self.fits = 0
         self.epoch = None
+
+    def on_train_begin(self, logs=None):
+        self.fits += 1
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == self.target:
+        if (self.fits, self.epoch, batch) == self.target:
             raise Killed(f"killed in epoch {self.epoch + 1}")
 
 
@@ -721,6 +727,81 @@ def test_learning_rate_warmup_ramps_each_phase_and_continues_after_a_resume(tmp_
     assert training.check_config(combined, "combined")[1].warmup_epochs == 3
 
 
+def test_rate_factor_hand_computed():
+    """The warm-up's linear rise and the cosine's fall, at steps computed by hand: 3 steps an
+    epoch, 2 epochs (6 steps), a 1-epoch warm-up (3 steps)."""
+    cos = [0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(6)]  # 1, 0.933, 0.75, 0.5, 0.25, 0.067
+    plateau = [loop.rate_factor(k, 3, 2, 1.0) for k in range(1, 7)]
+    assert plateau == pytest.approx([1 / 3, 2 / 3, 1, 1, 1, 1])
+    cosine = [loop.rate_factor(k, 3, 2, 1.0, "cosine") for k in range(1, 7)]
+    assert cosine == pytest.approx([1 / 3 * cos[0], 2 / 3 * cos[1], cos[2], cos[3], cos[4], cos[5]])
+    assert cosine[2:] == pytest.approx([0.75, 0.5, 0.25, 0.5 * (1 - math.cos(math.pi / 6))])
+    assert [loop.rate_factor(k, 3, 2, 0.0, "cosine") for k in range(1, 7)] == pytest.approx(cos)
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
+        TrainingState([th_head()], [0.0], 0.01, 2, 2, 1, schedule="linear")
+
+
+def th_head():
+    return HeadSpec("h", 2, profile_weight=1.0, counts_weight=0.0, frac_target=None)
+
+
+def test_the_cosine_schedule_ignores_the_plateau():
+    """Under "cosine" epochs without a new best neither halve the rate nor count towards the
+    plateau; early stopping still ends the run.  The history records the rate of each epoch's
+    last step (the state's rate x the factor the controller passes)."""
+    st = TrainingState([th_head()], [0.0], 0.01, 10, 3, 1, schedule="cosine")
+    for e, (p, factor) in enumerate(((100.0, 0.9), (101.0, 0.6), (102.0, 0.3), (103.0, 0.1))):
+        st.end_epoch(e, {"h_profile": p, "h_counts": 0.0}, {"h_profile": p, "h_counts": 0.0}, rate_factor=factor)
+    assert st.learning_rate == pytest.approx(0.01) and st.lr_wait == 0
+    assert st.history["learning_rate"] == pytest.approx([0.009, 0.006, 0.003, 0.001])
+    assert st.stopped and st.stop_reason.startswith("early stopping") and st.best_epoch == 1
+    plateau = TrainingState([th_head()], [0.0], 0.01, 10, 3, 1)
+    for e, p in enumerate((100.0, 101.0, 102.0)):
+        plateau.end_epoch(e, {"h_profile": p, "h_counts": 0.0}, {"h_profile": p, "h_counts": 0.0})
+    assert plateau.learning_rate == pytest.approx(0.0025)  # halved twice, for contrast
+
+
+def test_counts_phase_cosine_schedule_sets_each_step_and_resumes(tmp_path):
+    """counts-phase-schedule "cosine" with 3 steps an epoch, a 2-epoch counts phase and a
+    1-epoch warm-up: the counts phase's step k (of 6) runs at 0.003 x min(1, k/3) x
+    (1 + cos(pi (k - 1) / 6)) / 2, after a profile phase at the plain warm-up; the history
+    holds each counts epoch's last rate; a run killed in the counts phase resumes on the
+    curve; the train-combined schema accepts the key and names it when its value is wrong."""
+    train, val = _schedule_data(tmp_path)  # 48 training windows, batch 16: 3 steps an epoch
+    kw = {
+        "counts-schedule": "profile-first",
+        "epochs": 4,
+        "counts-phase-epochs": 2,
+        "counts-phase-learning-rate": 0.003,
+        "counts-phase-schedule": "cosine",
+        "learning-rate-warmup-epochs": 1,
+        "learning-rate-plateau-patience": 1,
+        "early-stopping-patience": 5,
+    }
+    rec = RateAtEachStep()
+    record = training.train_solo(th.solo_config(tmp_path, train, val, prefix="cos", **kw), callbacks=[rec])
+    warm = [min(1.0, k / 3) for k in range(1, 7)]
+    cos = [0.5 * (1 + math.cos(math.pi * (k - 1) / 6)) for k in range(1, 7)]
+    expected = [0.01 * w for w in warm] + [0.003 * w * c for w, c in zip(warm, cos)]
+    assert rec.rates == pytest.approx(expected, rel=1e-6)
+    assert record["history"]["phase"] == ["profile", "profile", "counts", "counts"]
+    assert record["history"]["learning_rate"][2:] == pytest.approx([0.003 * cos[2], 0.003 * cos[5]])
+    cfg = th.solo_config(tmp_path, train, val, prefix="cos-killed", **kw)
+    with pytest.raises(Killed):
+        training.train_solo(cfg, callbacks=[KillAt(epoch=1, batch=1, fit=2)])
+    rec = RateAtEachStep()
+    resumed = training.train_solo(cfg, callbacks=[rec])
+    assert rec.rates == pytest.approx(expected[9:], rel=1e-6)  # the counts phase's second epoch
+    np.testing.assert_allclose(resumed["history"]["val_loss"], record["history"]["val_loss"], rtol=1e-6)
+    (tmp_path / "t.keras").touch()  # checked for existence only
+    combined = th.combined_config(tmp_path, train, val, tmp_path / "t.keras")
+    combined["settings"].update({"counts-schedule": "profile-first", "counts-phase-schedule": "cosine"})
+    training.check_config(combined, "combined")
+    combined["settings"]["counts-phase-schedule"] = "linear"
+    with pytest.raises(BpflowError, match="settings/counts-phase-schedule: 'linear' is not one of"):
+        training.check_config(combined, "combined")
+
+
 def test_learning_rate_warmup_reaches_the_weight_update():
     """The ramped rate is the one the training steps use, not only the optimizer variable's
     value (under JAX the fit loop keeps its own copy of the variables within an epoch): plain
@@ -746,7 +827,7 @@ def test_learning_rate_warmup_reaches_the_weight_update():
         )
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse")
         trainer = SimpleNamespace(state=SimpleNamespace(learning_rate=lr))
-        callbacks = [loop._WarmUp(trainer, warmup, steps=2)] if warmup else []
+        callbacks = [loop._Schedule(trainer, 1, warmup, steps=2)] if warmup else []
         model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
         np.testing.assert_allclose(model.layers[0].kernel.numpy(), by_hand(rates), rtol=1e-5, atol=1e-6)
 

@@ -10,7 +10,9 @@ head's log counts) and:
   halves the learning rate on a plateau (or, for profile-first's profile phase with
   ``profile-phase-stop-delta``, stops there), comparing validation losses re-expressed with
   the current lambda;
-- ramps the learning rate up over the first ``learning-rate-warmup-epochs`` epochs;
+- ramps the learning rate up over the first ``learning-rate-warmup-epochs`` epochs and, with
+  the ``cosine`` schedule (profile-first's ``counts-phase-schedule``), lowers it to 0 on a
+  cosine over the run's steps instead of halving it on a plateau (:func:`rate_factor`);
 - checkpoints after every epoch and resumes from the checkpoint when run again;
 - stops at once on a NaN or infinite loss;
 - trains data-parallel over every device when asked (:mod:`bpflow.train.runtime`).
@@ -287,7 +289,10 @@ class TrainingState:
         min_delta: float = 0.0,
         plateau_min_delta: float = 0.0,
         plateau_stops: bool = False,
+        schedule: str = "plateau",
     ):
+        if schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown learning-rate schedule {schedule!r} (one of {', '.join(LR_SCHEDULES)})")
         self.heads = list(heads)
         self.epochs = int(epochs)
         self.early_stopping_patience = int(early_stopping_patience)
@@ -297,6 +302,8 @@ class TrainingState:
         # the plateau ends the run instead of halving the learning rate (profile-first's
         # profile phase with profile-phase-stop-delta)
         self.plateau_stops = bool(plateau_stops)
+        # "cosine": the rate follows rate_factor, the plateau neither halves it nor stops the run
+        self.schedule = schedule
         self.epochs_done = 0
         self.lambdas = [float(x) for x in lambdas]
         self.learning_rate = float(learning_rate)
@@ -355,7 +362,9 @@ class TrainingState:
             return None
         return _total(self.best_terms, self.heads, self.lambdas)
 
-    def end_epoch(self, epoch: int, train_terms: dict, val_terms: dict, seconds: float = 0.0) -> dict:
+    def end_epoch(
+        self, epoch: int, train_terms: dict, val_terms: dict, seconds: float = 0.0, rate_factor: float = 1.0
+    ) -> dict:
         """Record epoch ``epoch`` (0-based) and decide what comes next.
 
         ``*_terms``: raw per-head losses ``<head>_profile`` (multinomial NLL) and
@@ -363,11 +372,12 @@ class TrainingState:
         validation loss is compared with the best epoch's terms re-expressed with those same
         lambdas.  Then the plateau and early-stopping counters move, and lambda is updated for
         the next epoch from the validation terms after epoch 0 and the training terms later.
-        Returns ``{"improved", "loss", "val_loss", "lambdas" (used), "learning_rate" (used),
-        "notes"}``.
+        ``rate_factor``: the schedule's factor on the rate at the epoch's last step (the cosine
+        schedule's; the history records the rate that step used).  Returns ``{"improved",
+        "loss", "val_loss", "lambdas" (used), "learning_rate" (used), "notes"}``.
         """
         lambdas = list(self.lambdas)
-        learning_rate = self.learning_rate
+        learning_rate = self.learning_rate * rate_factor
         loss = _total(train_terms, self.heads, lambdas)
         val_loss = _total(val_terms, self.heads, lambdas)
         h = self.history
@@ -393,7 +403,7 @@ class TrainingState:
         if improved:
             self.best_terms, self.best_epoch = dict(val_terms), epoch + 1
             notes.append("best" if significant else f"best, by < {self.min_delta:g}")
-        if plateau_gain:
+        if plateau_gain or self.schedule == "cosine":
             self.plateau_terms = dict(val_terms)
             self.lr_wait = 0
         else:
@@ -442,16 +452,39 @@ class TrainingState:
         }
 
 
-class _WarmUp(keras.callbacks.Callback):
-    """``learning-rate-warmup-epochs``: the learning rate rises linearly over the phase's first
-    ``epochs`` x ``steps`` steps, step k (1-based) at k / that of the state's rate; then the
-    state's rate.  Counted from the epoch number, so a resumed run continues the ramp."""
+LR_SCHEDULES = ("plateau", "cosine")
 
-    def __init__(self, trainer: "_Fit", epochs: float, steps: int):
+
+def rate_factor(step: int, steps: int, epochs: int, warmup_epochs: float = 0.0, schedule: str = "plateau") -> float:
+    """The factor on the state's learning rate at training step ``step`` (1-based, counted from
+    the start of the run's ``epochs`` x ``steps`` steps).
+
+    ``learning-rate-warmup-epochs``: a linear rise over the first ``warmup_epochs`` x
+    ``steps`` steps (step k at k / that, at least one step), then 1.  ``schedule`` "cosine"
+    multiplies it by (1 + cos(pi (step - 1) / (epochs x steps))) / 2: 1 at the first step,
+    near 0 at the last; "plateau" by 1 (the plateau halves the state's rate instead)."""
+    factor = 1.0
+    if warmup_epochs > 0:
+        factor = min(1.0, step / max(1, round(warmup_epochs * steps)))
+    if schedule == "cosine":
+        factor *= 0.5 * (1.0 + math.cos(math.pi * (step - 1) / (epochs * steps)))
+    return factor
+
+
+class _Schedule(keras.callbacks.Callback):
+    """Sets the optimizer's rate to the state's rate x :func:`rate_factor` before each step
+    that the warm-up or the cosine schedule touches (with "plateau", after the warm-up, the
+    controller's per-epoch assignment holds).  Counted from the epoch number, so a resumed run
+    continues where it was."""
+
+    def __init__(self, trainer: "_Fit", epochs: int, warmup_epochs: float, steps: int, schedule: str = "plateau"):
         super().__init__()
         self.trainer = trainer
+        self.epochs = epochs
+        self.warmup_epochs = warmup_epochs
         self.steps = steps
-        self.total = max(1, round(epochs * steps))
+        self.schedule = schedule
+        self.warmup_steps = max(1, round(warmup_epochs * steps)) if warmup_epochs > 0 else 0
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -459,8 +492,9 @@ class _WarmUp(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         step = self.epoch * self.steps + batch + 1
-        if step <= self.total + 1:
-            self.model.optimizer.learning_rate = self.trainer.state.learning_rate * min(1.0, step / self.total)
+        if self.schedule == "cosine" or step <= self.warmup_steps + 1:
+            factor = rate_factor(step, self.steps, self.epochs, self.warmup_epochs, self.schedule)
+            self.model.optimizer.learning_rate = self.trainer.state.learning_rate * factor
 
 
 class _Controller(keras.callbacks.Callback):
@@ -494,7 +528,11 @@ class _Controller(keras.callbacks.Callback):
             tr.nan_watch.bad = (epoch, None, bad[0])
             self.model.stop_training = True
             return
-        out = st.end_epoch(epoch, train_terms, val_terms, seconds)
+        factor = 1.0
+        if st.schedule == "cosine":
+            steps = len(tr.train_data)
+            factor = rate_factor((epoch + 1) * steps, steps, st.epochs, tr.settings.warmup_epochs, st.schedule)
+        out = st.end_epoch(epoch, train_terms, val_terms, seconds, factor)
         if out["improved"]:
             tr.best_weights = [_value(v) for v in tr.model_variables]
         for var, lam in zip(tr.lambda_vars, st.lambdas):
@@ -785,6 +823,7 @@ def fit_model(
             settings.min_delta,
             settings.plateau_min_delta,
             settings.plateau_stops,
+            settings.lr_schedule,
         )
         resumed = fit.read_checkpoint()
         # evaluated on a resumed run too, so that it takes the path of an uninterrupted one:
@@ -811,7 +850,11 @@ def fit_model(
                 callbacks=[
                     fit.nan_watch,
                     _Controller(fit),
-                    *([_WarmUp(fit, settings.warmup_epochs, len(train))] if settings.warmup_epochs > 0 else []),
+                    *(
+                        [_Schedule(fit, settings.epochs, settings.warmup_epochs, len(train), settings.lr_schedule)]
+                        if settings.warmup_epochs > 0 or settings.lr_schedule != "plateau"
+                        else []
+                    ),
                     *callbacks,
                 ],
                 verbose=_verbose(),

@@ -281,7 +281,9 @@ def fit_profile_first(
     Phase 1 trains with a counts loss weight of 0, so the network's body serves the profile
     alone; phase 2 then trains the counts with the heads' counts weights (and
     ``counts-loss-frac-target``), starting from phase 1's best weights, at
-    ``counts-phase-learning-rate`` (default: a tenth of ``learning-rate``).  With
+    ``counts-phase-learning-rate`` (default: a tenth of ``learning-rate``), held and halved on
+    plateaus or, with ``counts-phase-schedule`` "cosine", lowered from there to 0 on a cosine
+    over the phase's ``counts-phase-epochs`` (after the same warm-up).  With
     ``counts-phase-trainable`` "all" (default) every trainable weight moves in phase 2, the
     profile loss included, so the body learns what the counts need without being pulled far
     from the profile optimum; "counts-layers" fits only ``body``'s ``*_logcounts_<head>`` Dense
@@ -355,10 +357,12 @@ def fit_profile_first(
         settings,
         learning_rate=float(s.get("counts-phase-learning-rate", settings.learning_rate / 10)),
         epochs=counts_epochs,
+        lr_schedule=s.get("counts-phase-schedule", "plateau"),
     )
     logger.info(
-        "counts-schedule profile-first: phase 2 of 2, the counts (all weights trainable, learning rate %.4g)",
+        "counts-schedule profile-first: phase 2 of 2, the counts (all weights trainable, learning rate %.4g%s)",
         phase_settings.learning_rate,
+        ", on a cosine to 0 over the phase's epochs" if phase_settings.lr_schedule == "cosine" else "",
     )
     second = fit_model(
         model,

@@ -90,6 +90,9 @@ class TrainSettings:
     # set by profile-first for its profile phase (profile-phase-stop-delta): the plateau ends
     # the phase instead of halving the learning rate
     plateau_stops: bool = False
+    # "plateau" (halve on a plateau) or "cosine" (from the rate to 0 over the phase's steps;
+    # set by profile-first for its counts phase from counts-phase-schedule)
+    lr_schedule: str = "plateau"
 
     @classmethod
     def from_config(cls, config: dict) -> "TrainSettings":

@@ -260,6 +260,7 @@ COUNTS_SCHEDULE_KEYS = (
     "counts-schedule",
     "counts-phase-trainable",
     "counts-phase-learning-rate",
+    "counts-phase-schedule",
     "counts-phase-epochs",
     "profile-phase-stop-delta",
 )
