@@ -861,6 +861,10 @@ def _cli(step, config_path, capsys):
             lambda c: c["settings"].update({"counts-phase-trainable": "all"}),
             'settings/counts-phase-trainable: only used with counts-schedule "profile-first"',
         ),
+        (
+            lambda c: c["settings"].update({"counts-phase-schedule": "cosine"}),
+            'settings/counts-phase-schedule: only used with counts-schedule "profile-first"',
+        ),
     ],
 )
 def test_bad_configs_fail_with_one_line_before_reading_data(tmp_path, capsys, edit, message):

@@ -32,6 +32,7 @@ HIGH_LEARNING_RATE = 0.05
 PROFILE_FIRST_KEYS = (
     "counts-phase-trainable",
     "counts-phase-learning-rate",
+    "counts-phase-schedule",
     "counts-phase-epochs",
     "profile-phase-stop-delta",
 )
