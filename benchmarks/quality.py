@@ -478,7 +478,7 @@ def main(argv=None) -> int:
     p.add_argument(
         "--combined-counts-phase-lr",
         type=float,
-        help="counts-phase-learning-rate of the combined model (profile-first; default the workflow's, 0.0004)",
+        help="counts-phase-learning-rate of the combined model (profile-first; default the workflow's, 0.0008 on its cosine)",
     )
     p.add_argument("--counts-frac", type=float, default=0.1, help="the head's counts-loss-frac-target (every stage)")
     p.add_argument("--num-backgrounds", type=int, default=200, help="backgrounds for the footprints (c)")

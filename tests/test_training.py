@@ -786,6 +786,7 @@ def test_counts_phase_cosine_schedule_sets_each_step_and_resumes(tmp_path):
     assert rec.rates == pytest.approx(expected, rel=1e-6)
     assert record["history"]["phase"] == ["profile", "profile", "counts", "counts"]
     assert record["history"]["learning_rate"][2:] == pytest.approx([0.003 * cos[2], 0.003 * cos[5]])
+    assert record["phases"][1]["final-learning-rate"] == pytest.approx(0.003 * cos[5])  # the last step's
     cfg = th.solo_config(tmp_path, train, val, prefix="cos-killed", **kw)
     with pytest.raises(Killed):
         training.train_solo(cfg, callbacks=[KillAt(epoch=1, batch=1, fit=2)])

@@ -416,7 +416,10 @@ def three_experiment_config(tmp_path: Path) -> dict:
                 "simulate": {"preset": "ci"},
                 "heads": [{"head-name": "nexus"}],
                 "bias-source": "control",
-                "training": {"combined": {"epochs": 3}, "combined-regions": ["peaks", "background"]},
+                "training": {
+                    "combined": {"epochs": 3, "counts-phase-schedule": "plateau"},
+                    "combined-regions": ["peaks", "background"],
+                },
                 "transformation": {"regions": ["background"], "recipe": "bpreveal"},
             },
             "userC": {
@@ -536,9 +539,13 @@ def test_three_experiments_bias_sources_and_defaults(three_dag):
         assert bias["counts-schedule"] == comb["counts-schedule"] == "profile-first"
         assert bias["counts-phase-trainable"] == "counts-layers" and "counts-phase-trainable" not in comb
         assert "counts-schedule" not in train[(e, "transformation")]["settings"]
-        # learning rates: the combined stage's profile phase at 0.008, its counts phase at 0.0004
+        # learning rates: the combined stage's profile phase at 0.008, its counts phase on a
+        # cosine from 0.0008 (0.0004 when a user holds it)
         assert (bias["learning-rate"], comb["learning-rate"]) == (0.004, 0.008)
-        assert comb["counts-phase-learning-rate"] == 0.0004 and "counts-phase-learning-rate" not in bias
+        held = e == "simB"  # its counts phase held at a rate: 0.0004
+        assert comb["counts-phase-learning-rate"] == (0.0004 if held else 0.0008)
+        assert comb["counts-phase-schedule"] == ("plateau" if held else "cosine")
+        assert "counts-phase-learning-rate" not in bias and "counts-phase-schedule" not in bias
     # a simulation, 4 region sets, 22 datasets, 3 x 3 training stages, 3 x 2 QCs
     assert check_step_schemas(three_dag) == 1 + 4 + 22 + 9 + 6
 

@@ -886,7 +886,10 @@ def fit_model(
             "stopped-early": not st.stop_reason.startswith("finished"),
             "stop-reason": st.stop_reason,
             "final-counts-loss-weight": {h.name: lam for h, lam in zip(heads, st.lambdas)},
-            "final-learning-rate": st.learning_rate,
+            # the cosine's last step ran at ~0; the plateau's rate is the state's
+            "final-learning-rate": st.history["learning_rate"][-1]
+            if st.schedule == "cosine" and st.history["learning_rate"]
+            else st.learning_rate,
             "train-samples": train.num_samples,
             "val-samples": val.num_samples,
             "train-counts": {h.name: vars(s) for h, s in zip(heads, train_stats)},
