@@ -738,10 +738,10 @@ def test_rate_factor_hand_computed():
     assert cosine[2:] == pytest.approx([0.75, 0.5, 0.25, 0.5 * (1 - math.cos(math.pi / 6))])
     assert [loop.rate_factor(k, 3, 2, 0.0, "cosine") for k in range(1, 7)] == pytest.approx(cos)
     with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
-        TrainingState([th_head()], [0.0], 0.01, 2, 2, 1, schedule="linear")
+        TrainingState([_plain_head()], [0.0], 0.01, 2, 2, 1, schedule="linear")
 
 
-def th_head():
+def _plain_head():
     return HeadSpec("h", 2, profile_weight=1.0, counts_weight=0.0, frac_target=None)
 
 
@@ -749,13 +749,13 @@ def test_the_cosine_schedule_ignores_the_plateau():
     """Under "cosine" epochs without a new best neither halve the rate nor count towards the
     plateau; early stopping still ends the run.  The history records the rate of each epoch's
     last step (the state's rate x the factor the controller passes)."""
-    st = TrainingState([th_head()], [0.0], 0.01, 10, 3, 1, schedule="cosine")
+    st = TrainingState([_plain_head()], [0.0], 0.01, 10, 3, 1, schedule="cosine")
     for e, (p, factor) in enumerate(((100.0, 0.9), (101.0, 0.6), (102.0, 0.3), (103.0, 0.1))):
         st.end_epoch(e, {"h_profile": p, "h_counts": 0.0}, {"h_profile": p, "h_counts": 0.0}, rate_factor=factor)
     assert st.learning_rate == pytest.approx(0.01) and st.lr_wait == 0
     assert st.history["learning_rate"] == pytest.approx([0.009, 0.006, 0.003, 0.001])
     assert st.stopped and st.stop_reason.startswith("early stopping") and st.best_epoch == 1
-    plateau = TrainingState([th_head()], [0.0], 0.01, 10, 3, 1)
+    plateau = TrainingState([_plain_head()], [0.0], 0.01, 10, 3, 1)
     for e, p in enumerate((100.0, 101.0, 102.0)):
         plateau.end_epoch(e, {"h_profile": p, "h_counts": 0.0}, {"h_profile": p, "h_counts": 0.0})
     assert plateau.learning_rate == pytest.approx(0.0025)  # halved twice, for contrast
