@@ -751,7 +751,7 @@ def test_the_cosine_schedule_ignores_the_plateau():
     last step (the state's rate x the factor the controller passes)."""
     st = TrainingState([_plain_head()], [0.0], 0.01, 10, 3, 1, schedule="cosine")
     for e, (p, factor) in enumerate(((100.0, 0.9), (101.0, 0.6), (102.0, 0.3), (103.0, 0.1))):
-        st.end_epoch(e, {"h_profile": p, "h_counts": 0.0}, {"h_profile": p, "h_counts": 0.0}, rate_factor=factor)
+        st.end_epoch(e, {"h_profile": p, "h_counts": 0.0}, {"h_profile": p, "h_counts": 0.0}, last_factor=factor)
     assert st.learning_rate == pytest.approx(0.01) and st.lr_wait == 0
     assert st.history["learning_rate"] == pytest.approx([0.009, 0.006, 0.003, 0.001])
     assert st.stopped and st.stop_reason.startswith("early stopping") and st.best_epoch == 1
@@ -827,8 +827,11 @@ def test_learning_rate_warmup_reaches_the_weight_update():
             [keras.Input((3,)), keras.layers.Dense(1, kernel_initializer=keras.initializers.Constant(0.5))]
         )
         model.compile(optimizer=keras.optimizers.SGD(learning_rate=lr), loss="mse")
-        trainer = SimpleNamespace(state=SimpleNamespace(learning_rate=lr))
-        callbacks = [loop._Schedule(trainer, 1, warmup, steps=2)] if warmup else []
+        trainer = SimpleNamespace(
+            state=SimpleNamespace(learning_rate=lr),
+            settings=SimpleNamespace(epochs=1, warmup_epochs=warmup, lr_schedule="plateau"),
+        )
+        callbacks = [loop._Schedule(trainer, steps=2)] if warmup else []
         model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0, callbacks=callbacks)
         np.testing.assert_allclose(model.layers[0].kernel.numpy(), by_hand(rates), rtol=1e-5, atol=1e-6)
 

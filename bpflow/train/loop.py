@@ -363,7 +363,7 @@ class TrainingState:
         return _total(self.best_terms, self.heads, self.lambdas)
 
     def end_epoch(
-        self, epoch: int, train_terms: dict, val_terms: dict, seconds: float = 0.0, rate_factor: float = 1.0
+        self, epoch: int, train_terms: dict, val_terms: dict, seconds: float = 0.0, last_factor: float = 1.0
     ) -> dict:
         """Record epoch ``epoch`` (0-based) and decide what comes next.
 
@@ -372,12 +372,12 @@ class TrainingState:
         validation loss is compared with the best epoch's terms re-expressed with those same
         lambdas.  Then the plateau and early-stopping counters move, and lambda is updated for
         the next epoch from the validation terms after epoch 0 and the training terms later.
-        ``rate_factor``: the schedule's factor on the rate at the epoch's last step (the cosine
-        schedule's; the history records the rate that step used).  Returns ``{"improved",
+        ``last_factor``: :func:`rate_factor` at the epoch's last step (passed for the cosine
+        schedule; the history records the rate that step used).  Returns ``{"improved",
         "loss", "val_loss", "lambdas" (used), "learning_rate" (used), "notes"}``.
         """
         lambdas = list(self.lambdas)
-        learning_rate = self.learning_rate * rate_factor
+        learning_rate = self.learning_rate * last_factor
         loss = _total(train_terms, self.heads, lambdas)
         val_loss = _total(val_terms, self.heads, lambdas)
         h = self.history
@@ -472,29 +472,24 @@ def rate_factor(step: int, steps: int, epochs: int, warmup_epochs: float = 0.0, 
 
 
 class _Schedule(keras.callbacks.Callback):
-    """Sets the optimizer's rate to the state's rate x :func:`rate_factor` before each step
-    that the warm-up or the cosine schedule touches (with "plateau", after the warm-up, the
-    controller's per-epoch assignment holds).  Counted from the epoch number, so a resumed run
-    continues where it was."""
+    """Sets the optimizer's rate to the state's rate x :func:`rate_factor` (of the trainer's
+    settings: epochs, warm-up, schedule) before each step; with "plateau" after the warm-up
+    that is the state's rate, which the controller halves.  Counted from the epoch number, so a
+    resumed run continues where it was."""
 
-    def __init__(self, trainer: "_Fit", epochs: int, warmup_epochs: float, steps: int, schedule: str = "plateau"):
+    def __init__(self, trainer: "_Fit", steps: int):
         super().__init__()
         self.trainer = trainer
-        self.epochs = epochs
-        self.warmup_epochs = warmup_epochs
         self.steps = steps
-        self.schedule = schedule
-        self.warmup_steps = max(1, round(warmup_epochs * steps)) if warmup_epochs > 0 else 0
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = self.epoch * self.steps + batch + 1
-        if self.schedule == "cosine" or step <= self.warmup_steps + 1:
-            factor = rate_factor(step, self.steps, self.epochs, self.warmup_epochs, self.schedule)
-            self.model.optimizer.learning_rate = self.trainer.state.learning_rate * factor
+        s = self.trainer.settings
+        factor = rate_factor(self.epoch * self.steps + batch + 1, self.steps, s.epochs, s.warmup_epochs, s.lr_schedule)
+        self.model.optimizer.learning_rate = self.trainer.state.learning_rate * factor
 
 
 class _Controller(keras.callbacks.Callback):
@@ -851,7 +846,7 @@ def fit_model(
                     fit.nan_watch,
                     _Controller(fit),
                     *(
-                        [_Schedule(fit, settings.epochs, settings.warmup_epochs, len(train), settings.lr_schedule)]
+                        [_Schedule(fit, len(train))]
                         if settings.warmup_epochs > 0 or settings.lr_schedule != "plateau"
                         else []
                     ),
