@@ -9,7 +9,9 @@ part shifted on background) and `bpreveal` (both parts trained on peaks) - and s
 the test chromosome against the simulation's truth:
 
 (a) counts: Pearson / Spearman of the combined model's log counts vs observed log(1 + total)
-    on the test peaks; the oracle is the noiseless expected total vs observed;
+    on the test peaks; the oracle is the noiseless expected total vs observed; the sequence
+    ceiling the expected total of the same simulation without its site-strength noise (the
+    part of a site's strength its sequence does not set; `noise_free_simulation`) vs observed;
 (b) profiles: median JSD and Pearson of the residual's profile vs the true bias-free signal
     (truth/signal.*.bw), and of the combined profile vs the noiseless expected profile
     (truth/expected.*.bw);
@@ -293,6 +295,28 @@ def _tracks(paths, names, chrom, start, stop) -> np.ndarray:
     return out
 
 
+def noise_free_simulation(sim_dir: Path, out_dir: Path) -> Path:
+    """The simulation of ``sim_dir`` again with every site's strength at the value its sequence
+    gives it (``strength-noise-sd`` 0 for every motif), written to ``out_dir`` once (kept).
+
+    The simulator draws the strength noise whatever its SD, so the same seed gives the same
+    genome, sites, bias and footprints; only the strengths lose their noise.  Its expected
+    track is the part of the counts the sequence determines: its counts Pearson against the
+    observed counts is the *sequence ceiling* (what a perfect sequence model would reach, up to
+    the Jensen gap of the log), below the oracle (the noiseless expected track, which knows
+    each site's noise)."""
+    from bpflow import simulate
+
+    if not (out_dir / "truth.json").is_file():
+        resolved = json.loads((sim_dir / "truth.json").read_text())["config"]
+        config = {key: value for key, value in resolved.items() if value is not None}  # "preset": null
+        for motif in config["motifs"]:
+            motif["strength-noise-sd"] = 0.0
+        config["output-dir"] = str(out_dir)
+        simulate.simulate(config, f"{sim_dir / 'truth.json'} (strength-noise-sd 0)")
+    return out_dir
+
+
 def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_backgrounds: int) -> dict:
     from bpflow.evaluate import footprints
     from bpflow.evaluate import measures as metrics
@@ -318,6 +342,13 @@ def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_bac
     # sum it is exp(res) / (exp(bias) + exp(res)))
     out["residual-share"] = float(np.median(np.clip(-np.expm1(np.clip(bias_lc - comb_lc, -50, 50)), 0.0, 1.0)))
     out["counts-ratio"] = out["counts-pearson"] / out["oracle-pearson"]
+    # the sequence ceiling: the expected total with each site's strength at its sequence's value
+    noise_free = noise_free_simulation(sim_dir, workdir / "results" / "noise-free" / sim_dir.name)
+    ceiling = _tracks(
+        [noise_free / "truth/expected.plus.bw", noise_free / "truth/expected.minus.bw"], names, chrom, start, stop
+    )
+    out["sequence-ceiling-pearson"] = metrics.pearson(np.log1p(ceiling.sum(axis=(1, 2))), obs_log)
+    out["counts-ratio-ceiling"] = out["counts-pearson"] / out["sequence-ceiling-pearson"]
     # (b) profiles
     has = signal.sum(axis=(1, 2)) > 0
     res_prob = metrics.softmax_joint(res_logits)
@@ -404,7 +435,7 @@ def markdown(results: list[dict]) -> str:
         return "yes" if b else "**no**"
 
     rows = [
-        "| recipe | test peaks | counts Pearson (oracle) | ratio >= 0.9 | counts Spearman (oracle) | "
+        "| recipe | test peaks | counts Pearson (oracle; sequence ceiling) | ratio >= 0.9 | counts Spearman (oracle) | "
         "bias-only counts Pearson | residual share of counts | residual JSD vs signal (<= bpreveal's; "
         "perfect residual) | residual JSD vs 1 + signal | "
         "residual Pearson vs signal | bias branch JSD vs true bias | combined JSD vs expected | "
@@ -416,7 +447,8 @@ def markdown(results: list[dict]) -> str:
     for r in results:
         t = r["targets-met"]
         rows.append(
-            f"| {r['recipe']} | {r['test-peaks']} | {f(r['counts-pearson'])} ({f(r['oracle-pearson'])}) | "
+            f"| {r['recipe']} | {r['test-peaks']} | {f(r['counts-pearson'])} ({f(r['oracle-pearson'])}; "
+            f"{f(r.get('sequence-ceiling-pearson'))}) | "
             f"{f(r['counts-ratio'], 2)} {ok(t['counts'])} | {f(r['counts-spearman'])} ({f(r['oracle-spearman'])}) | "
             f"{f(r['bias-counts-pearson'])} | {f(r['residual-share'])} | "
             f"{f(r['residual-jsd'])} {ok(t['residual-jsd'])} "

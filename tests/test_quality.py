@@ -733,3 +733,59 @@ def test_combined_variants_change_the_settings_and_the_outputs_only(tmp_path):
     assert not combined_variants.stale(pred, model)
     os.utime(model, (3_000, 3_000))
     assert combined_variants.stale(pred, model)
+
+
+def test_noise_free_simulation_keeps_the_genome_and_sets_strengths_by_sequence(tmp_path):
+    """quality.py's sequence ceiling: the same simulation without its strength noise has the
+    same genome, sites and bias, and every site's strength is the median x exp(sd x z) of its
+    PWM score - hand-computed from the *noisy* run's scores - so only the noise is gone."""
+    import math
+
+    import pyBigWig
+
+    from bpflow import simulate
+
+    q = _quality_harness()
+    config = {
+        "seed": 5,
+        "chromosome-lengths": [60_000],
+        "motifs": [{"name": "CTCF", "num-sites": 12, "strength-noise-sd": 0.5}, {"name": "Klf4", "num-sites": 12}],
+        "output-dir": str(tmp_path / "noisy"),
+    }
+    simulate.simulate(config)
+    noisy = tmp_path / "noisy"
+    clean = q.noise_free_simulation(noisy, tmp_path / "clean")
+    assert (clean / "genome.fa").read_bytes() == (noisy / "genome.fa").read_bytes()
+    truth = json.loads((clean / "truth.json").read_text())
+    assert [m["strength-noise-sd"] for m in truth["config"]["motifs"]] == [0.0, 0.0]
+
+    def rows(d):
+        return [line.rstrip("\n").split("\t") for line in open(d / "sites.bed")]
+
+    def track(path):
+        with pyBigWig.open(str(path)) as bw:
+            return np.nan_to_num(bw.values("chr1", 0, 60_000, numpy=True)).astype(np.float64)
+
+    before, after = rows(noisy), rows(clean)
+    assert [r[:4] + r[5:6] + r[7:8] for r in before] == [r[:4] + r[5:6] + r[7:8] for r in after]
+    by_name = {m["name"]: m for m in truth["motifs"]}
+    moved = []
+    for b, a in zip(before, after):
+        m = by_name[b[3]]
+        z = (float(b[7]) - m["log-odds-mean"]) / m["log-odds-sd"]
+        want = m["strength-median"] * math.exp(m["strength-score-sd"] * z)
+        # sites.bed writes the score to 3 decimals: z is known to 5e-4 / log-odds-sd
+        assert float(a[6]) == pytest.approx(want, rel=m["strength-score-sd"] * 5e-4 / m["log-odds-sd"] + 1e-6)
+        moved.append(abs(math.log(float(b[6]) / want)))
+    assert max(moved) > 0.1  # the noisy run's strengths did carry noise
+    for strand in ("plus", "minus"):
+        np.testing.assert_array_equal(
+            track(clean / f"truth/bias.{strand}.bw"), track(noisy / f"truth/bias.{strand}.bw")
+        )
+        # isolated sites: each strand's footprint sums to the site's (noise-free) strength
+        signal = track(clean / f"truth/signal.{strand}.bw")
+        assert signal.sum() == pytest.approx(sum(float(a[6]) for a in after), rel=1e-4)
+    # kept: a second call reuses the run
+    stamp = (clean / "truth.json").stat().st_mtime_ns
+    assert q.noise_free_simulation(noisy, tmp_path / "clean") == tmp_path / "clean"
+    assert (clean / "truth.json").stat().st_mtime_ns == stamp
