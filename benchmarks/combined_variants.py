@@ -111,12 +111,23 @@ def run_variant(workdir: Path, name: str, patch: dict, threads: int) -> dict:
     return score(workdir, name, patch)
 
 
+def training_warnings(history_path: Path) -> list[str]:
+    """The QC's training warnings of a variant's combined stage ("still improving" at its
+    epoch limit): a variant has no qc/combined.json of its own (score_recipe reads the linked
+    qc/bias.json only), so this part of the combined QC is read from its history."""
+    from bpflow.evaluate import qc
+
+    return qc.all_warnings({"training": qc.training_qc({"combined": str(history_path)})})
+
+
 def score(workdir: Path, name: str, patch: dict) -> dict:
     qcfg = json.loads((workdir / "quality-config.json").read_text())
     sim_dir = workdir / "results/simulated" / qcfg["experiments"][BASE]["simulate"]["name"]
     truth = json.loads((sim_dir / "truth.json").read_text())
     record = quality.score_recipe(workdir, name, sim_dir, truth, NUM_BACKGROUNDS)
-    history = json.loads((workdir / "results" / name / "models/combined.history.json").read_text())
+    history_path = workdir / "results" / name / "models/combined.history.json"
+    history = json.loads(history_path.read_text())
+    record["qc-warnings"] += training_warnings(history_path)
     record.update(
         {
             "settings-patch": patch,

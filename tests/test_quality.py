@@ -789,3 +789,26 @@ def test_noise_free_simulation_keeps_the_genome_and_sets_strengths_by_sequence(t
     stamp = (clean / "truth.json").stat().st_mtime_ns
     assert q.noise_free_simulation(noisy, tmp_path / "clean") == tmp_path / "clean"
     assert (clean / "truth.json").stat().st_mtime_ns == stamp
+
+
+def test_combined_variants_report_a_variant_still_improving_at_its_limit(tmp_path):
+    """A variant's score carries its combined stage's training warning (it has no
+    qc/combined.json of its own): the counts phase whose last epoch was its last significant
+    one is flagged, the same phase with an earlier one is not, and an early stop never is."""
+    combined_variants = _quality_harness("combined_variants")
+
+    def history(last_significant, stop="finished all 15 epochs"):
+        path = tmp_path / f"h{last_significant}-{len(stop)}.json"
+        phases = [
+            {"phase": "profile", "epochs-run": 39, "best-epoch": 29, "last-significant-epoch": 29,
+             "stop-reason": "early stopping: no improvement (best: epoch 29)"},
+            {"phase": "counts", "epochs-run": 15, "best-epoch": 15, "last-significant-epoch": last_significant,
+             "stop-reason": stop},
+        ]  # fmt: skip
+        path.write_text(json.dumps({"epochs-run": 54, "best-epoch": 15, "stop-reason": "x", "phases": phases}))
+        return path
+
+    (warning,) = combined_variants.training_warnings(history(15))
+    assert "counts phase" in warning and "still improving" in warning and "(15 epochs)" in warning
+    assert combined_variants.training_warnings(history(8)) == []
+    assert combined_variants.training_warnings(history(15, "early stopping: best epoch 15")) == []
