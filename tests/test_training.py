@@ -712,7 +712,8 @@ def test_learning_rate_warmup_ramps_each_phase_and_continues_after_a_resume(tmp_
     expected = [0.01 * k / 6 for k in range(1, 7)] + [0.01] * 3 + [0.003 * k / 6 for k in range(1, 4)]
     assert rec.rates == pytest.approx(expected, rel=1e-6)
     assert record["settings"]["learning-rate-warmup-epochs"] == 2
-    assert record["history"]["learning_rate"] == pytest.approx([0.01, 0.01, 0.01, 0.003])  # the state's rates
+    # each epoch's last step: the warm-up's 3 / 6 and 6 / 6, then the rate; the counts phase's 3 / 6
+    assert record["history"]["learning_rate"] == pytest.approx([0.005, 0.01, 0.01, 0.0015])
     cfg = th.solo_config(tmp_path, train, val, prefix="killed", **kw)
     with pytest.raises(Killed):
         training.train_solo(cfg, callbacks=[KillAt(epoch=1, batch=1)])

@@ -372,8 +372,8 @@ class TrainingState:
         validation loss is compared with the best epoch's terms re-expressed with those same
         lambdas.  Then the plateau and early-stopping counters move, and lambda is updated for
         the next epoch from the validation terms after epoch 0 and the training terms later.
-        ``last_factor``: :func:`rate_factor` at the epoch's last step (passed for the cosine
-        schedule; the history records the rate that step used).  Returns ``{"improved",
+        ``last_factor``: :func:`rate_factor` at the epoch's last step (warm-up, cosine: the
+        history records the rate that step used).  Returns ``{"improved",
         "loss", "val_loss", "lambdas" (used), "learning_rate" (used), "notes"}``.
         """
         lambdas = list(self.lambdas)
@@ -523,10 +523,9 @@ class _Controller(keras.callbacks.Callback):
             tr.nan_watch.bad = (epoch, None, bad[0])
             self.model.stop_training = True
             return
-        factor = 1.0
-        if st.schedule == "cosine":
-            steps = len(tr.train_data)
-            factor = rate_factor((epoch + 1) * steps, steps, st.epochs, tr.settings.warmup_epochs, st.schedule)
+        # the factor of the epoch's last step (warm-up, cosine; 1 after a plateau warm-up)
+        steps, s = len(tr.train_data), tr.settings
+        factor = rate_factor((epoch + 1) * steps, steps, s.epochs, s.warmup_epochs, s.lr_schedule)
         out = st.end_epoch(epoch, train_terms, val_terms, seconds, factor)
         if out["improved"]:
             tr.best_weights = [_value(v) for v in tr.model_variables]
