@@ -812,3 +812,38 @@ def test_combined_variants_report_a_variant_still_improving_at_its_limit(tmp_pat
     assert "counts phase" in warning and "still improving" in warning and "(15 epochs)" in warning
     assert combined_variants.training_warnings(history(8)) == []
     assert combined_variants.training_warnings(history(15, "early stopping: best epoch 15")) == []
+
+
+def test_counts_ratio_interval_matches_scipy_bootstrap():
+    """quality.py's counts-ratio interval is scipy.stats.bootstrap's paired percentile interval
+    of the same statistic (within the Monte Carlo error of 2,000 draws), contains the ratio on
+    the full sample, is exactly 1 when the prediction is the oracle, and narrows ~1/sqrt(n)."""
+    from scipy import stats
+
+    q = _quality_harness()
+    rng = np.random.default_rng(11)
+
+    def sample(n):
+        truth = rng.normal(2.5, 0.8, n)
+        observed = truth + rng.normal(0, 0.3, n)
+        return truth + rng.normal(0, 0.4, n), truth, observed
+
+    predicted, oracle, observed = sample(400)
+    ratio = np.corrcoef(predicted, observed)[0, 1] / np.corrcoef(oracle, observed)[0, 1]
+    lo, hi = q.counts_ratio_interval(predicted, oracle, observed, draws=2000, seed=0)
+    assert lo < ratio < hi
+    ref = stats.bootstrap(
+        (predicted, oracle, observed),
+        lambda p, o, y: np.corrcoef(p, y)[0, 1] / np.corrcoef(o, y)[0, 1],
+        paired=True,
+        vectorized=False,
+        method="percentile",
+        n_resamples=2000,
+        random_state=1,
+    ).confidence_interval
+    assert abs(lo - ref.low) < 0.01 and abs(hi - ref.high) < 0.01, ((lo, hi), ref)
+    assert q.counts_ratio_interval(oracle, oracle, observed, draws=200) == [1.0, 1.0]
+    wide = hi - lo
+    p4, o4, y4 = sample(6400)
+    lo4, hi4 = q.counts_ratio_interval(p4, o4, y4, draws=500, seed=0)
+    assert 0.15 < (hi4 - lo4) / wide < 0.4  # 16x the peaks: a quarter of the width
