@@ -15,7 +15,12 @@ A variant NAME writes results/NAME/ (its train and predict configs, models, pred
 score.json) beside results/bpflow/, whose data, bias predictions and transformation it links.
 The JSON object is merged into the combined stage's ``settings``; its key ``"heads"`` (an
 object) is merged into every head instead, e.g. ``'{"heads": {"counts-loss-frac-target": 0.3}}'``.
-``--table`` prints every scored variant of the working directory as a markdown table.
+``--table`` prints every scored variant of the working directory as a markdown table;
+``--difference BASELINE RUN...`` each run's counts ratio minus BASELINE's on the same test peaks
+with its paired-bootstrap 95 % interval (which of two recipes counts better beyond the test
+set's sampling; the seed's spread is another matter).
+
+    .venv/bin/python benchmarks/combined_variants.py /work/suite/base --difference seed1 variant
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quality  # noqa: E402
@@ -174,6 +181,40 @@ def table(workdir: Path) -> str:
     return "\n".join(rows)
 
 
+def differences(workdir: Path, baseline: str, names: list[str]) -> str:
+    """Markdown rows: each run's counts ratio minus ``baseline``'s on the same test peaks, with
+    the paired 95 % interval (quality.counts_ratio_difference_interval) - the test set's
+    sampling of the difference; a second seed measures the rest."""
+    qcfg = json.loads((workdir / "quality-config.json").read_text())
+    sim_dir = workdir / "results/simulated" / qcfg["experiments"][BASE]["simulate"]["name"]
+
+    def counts(name):
+        names_, chrom, start, stop, _, logcounts = quality._windows(
+            workdir / "results" / name / "predictions/combined_peaks_test.h5"
+        )
+        return (names_, chrom, start, stop), logcounts
+
+    windows, base = counts(baseline)
+
+    def total(kind):
+        paths = [sim_dir / f"{kind}.plus.bw", sim_dir / f"{kind}.minus.bw"]
+        return np.log1p(quality._tracks(paths, *windows).sum(axis=(1, 2)))
+
+    observed, oracle = total("experiment"), total("truth/expected")
+    rows = [f"| run | counts / oracle | minus {baseline}'s [95 % interval] |", "|---|---|---|"]
+    for name in names:
+        other, predicted = counts(name)
+        if not all(np.array_equal(a, b) for a, b in zip(other[1:], windows[1:])):
+            raise SystemExit(f"{name}: its test windows are not {baseline}'s")
+        ratio = quality._pearson(predicted, observed) / quality._pearson(oracle, observed)
+        diff = (quality._pearson(predicted, observed) - quality._pearson(base, observed)) / quality._pearson(
+            oracle, observed
+        )
+        lo, hi = quality.counts_ratio_difference_interval(predicted, base, oracle, observed)
+        rows.append(f"| {name} | {ratio:.4f} | {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("workdir", type=Path, help="a quality.py setting's working directory (with results/bpflow)")
@@ -183,6 +224,12 @@ def main(argv=None) -> int:
     )
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--table", action="store_true", help="print the default and every scored variant")
+    p.add_argument(
+        "--difference",
+        nargs="+",
+        metavar="RUN",
+        help="BASELINE RUN...: each run's counts ratio minus BASELINE's on the same test peaks, with its paired interval",
+    )
     args = p.parse_args(argv)
     workdir = args.workdir.resolve()
     if not (workdir / "results" / BASE / "configs/train_combined.json").is_file():
@@ -197,6 +244,8 @@ def main(argv=None) -> int:
         print(json.dumps({k: record.get(k) for k, _, _ in COLUMNS}, default=float))
     if args.table:
         print(table(workdir))
+    if args.difference:
+        print(differences(workdir, args.difference[0], args.difference[1:]))
     return 0
 
 

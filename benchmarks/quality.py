@@ -319,22 +319,49 @@ def noise_free_simulation(sim_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+def paired_interval(statistic, arrays, draws: int = 2000, seed: int = 0) -> list[float]:
+    """95 % percentile interval of ``statistic(*arrays)`` by a paired bootstrap: each draw
+    resamples the peaks with replacement and takes every array's value of a peak together."""
+    rng = np.random.default_rng(seed)
+    n = len(arrays[0])
+    values = np.empty(draws)
+    for d in range(draws):
+        i = rng.integers(0, n, n)
+        values[d] = statistic(*(a[i] for a in arrays))
+    lo, hi = np.percentile(values, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
 def counts_ratio_interval(
     predicted: np.ndarray, oracle: np.ndarray, observed: np.ndarray, draws: int = 2000, seed: int = 0
 ) -> list[float]:
-    """95 % percentile interval of Pearson(predicted, observed) / Pearson(oracle, observed) over
-    the test peaks, by a paired bootstrap (each draw resamples peaks with replacement and takes
-    all three values of a peak together): how much of the counts ratio is the test set's
-    sampling, not the model.  It says nothing of the spread between training seeds."""
-    rng = np.random.default_rng(seed)
-    n = len(observed)
-    ratios = np.empty(draws)
-    for d in range(draws):
-        i = rng.integers(0, n, n)
-        o = observed[i]
-        ratios[d] = np.corrcoef(predicted[i], o)[0, 1] / np.corrcoef(oracle[i], o)[0, 1]
-    lo, hi = np.percentile(ratios, [2.5, 97.5])
-    return [float(lo), float(hi)]
+    """95 % interval of Pearson(predicted, observed) / Pearson(oracle, observed) over the test
+    peaks (:func:`paired_interval`): how much of the counts ratio is the test set's sampling,
+    not the model.  It says nothing of the spread between training seeds."""
+    return paired_interval(lambda p, o, y: _pearson(p, y) / _pearson(o, y), (predicted, oracle, observed), draws, seed)
+
+
+def counts_ratio_difference_interval(
+    predicted: np.ndarray,
+    baseline: np.ndarray,
+    oracle: np.ndarray,
+    observed: np.ndarray,
+    draws: int = 2000,
+    seed: int = 0,
+) -> list[float]:
+    """95 % interval of the counts-ratio difference ``predicted``'s minus ``baseline``'s on the
+    same test peaks (paired: both models' errors on a peak go together, so the interval is far
+    narrower than either ratio's)."""
+    return paired_interval(
+        lambda p, b, o, y: (_pearson(p, y) - _pearson(b, y)) / _pearson(o, y),
+        (predicted, baseline, oracle, observed),
+        draws,
+        seed,
+    )
 
 
 def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_backgrounds: int) -> dict:

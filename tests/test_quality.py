@@ -815,9 +815,10 @@ def test_combined_variants_report_a_variant_still_improving_at_its_limit(tmp_pat
 
 
 def test_counts_ratio_interval_matches_scipy_bootstrap():
-    """quality.py's counts-ratio interval is scipy.stats.bootstrap's paired percentile interval
-    of the same statistic (within the Monte Carlo error of 2,000 draws), contains the ratio on
-    the full sample, is exactly 1 when the prediction is the oracle, and narrows ~1/sqrt(n)."""
+    """quality.py's counts-ratio interval and the paired interval of two predictions' difference
+    are scipy.stats.bootstrap's paired percentile intervals of the same statistics (within the
+    Monte Carlo error of 2,000 draws); the ratio's contains the full sample's, is exactly 1 when
+    the prediction is the oracle, and narrows ~1/sqrt(n)."""
     from scipy import stats
 
     q = _quality_harness()
@@ -843,6 +844,22 @@ def test_counts_ratio_interval_matches_scipy_bootstrap():
     ).confidence_interval
     assert abs(lo - ref.low) < 0.01 and abs(hi - ref.high) < 0.01, ((lo, hi), ref)
     assert q.counts_ratio_interval(oracle, oracle, observed, draws=200) == [1.0, 1.0]
+    # the paired difference of two predictions: scipy's interval too, far narrower than either
+    # ratio's when their errors go together, and exactly 0 for a prediction against itself
+    other = predicted + rng.normal(0, 0.1, len(predicted))
+    dlo, dhi = q.counts_ratio_difference_interval(other, predicted, oracle, observed, draws=2000, seed=0)
+    ref = stats.bootstrap(
+        (other, predicted, oracle, observed),
+        lambda a, b, o, y: (np.corrcoef(a, y)[0, 1] - np.corrcoef(b, y)[0, 1]) / np.corrcoef(o, y)[0, 1],
+        paired=True,
+        vectorized=False,
+        method="percentile",
+        n_resamples=2000,
+        random_state=1,
+    ).confidence_interval
+    assert abs(dlo - ref.low) < 0.005 and abs(dhi - ref.high) < 0.005, ((dlo, dhi), ref)
+    assert dhi - dlo < 0.5 * (hi - lo)
+    assert q.counts_ratio_difference_interval(predicted, predicted, oracle, observed, draws=200) == [0.0, 0.0]
     wide = hi - lo
     p4, o4, y4 = sample(6400)
     lo4, hi4 = q.counts_ratio_interval(p4, o4, y4, draws=500, seed=0)
