@@ -189,9 +189,10 @@ def differences(workdir: Path, baseline: str, names: list[str]) -> str:
     sim_dir = workdir / "results/simulated" / qcfg["experiments"][BASE]["simulate"]["name"]
 
     def counts(name):
-        names_, chrom, start, stop, _, logcounts = quality._windows(
-            workdir / "results" / name / "predictions/combined_peaks_test.h5"
-        )
+        path = workdir / "results" / name / "predictions/combined_peaks_test.h5"
+        if not path.is_file():
+            raise SystemExit(f"{path}: no test predictions (run the variant first)")
+        names_, chrom, start, stop, _, logcounts = quality._windows(path)
         return (names_, chrom, start, stop), logcounts
 
     windows, base = counts(baseline)
