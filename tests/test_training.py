@@ -20,7 +20,7 @@ from bpflow.train import loop
 from bpflow.train import steps as training
 from bpflow.train.batcher import H5Batcher
 from bpflow.train.loop import TrainingState, initial_counts_weight, update_counts_weight
-from bpflow.train.settings import HeadSpec, weights_config
+from bpflow.train.settings import HeadSpec, TrainSettings, weights_config
 from bpflow.utils import BpflowError
 
 import train_helpers as th
@@ -742,6 +742,31 @@ def test_rate_factor_hand_computed():
         TrainingState([_plain_head()], [0.0], 0.01, 2, 2, 1, schedule="linear")
 
 
+def test_counts_phase_warmup_is_a_fifth_of_a_cosine_phase_at_most():
+    """The counts phase's warm-up on the cosine: the stage's, capped at a fifth of the phase, so
+    every phase length peaks where the workflow's 3-of-15 does - at (1 + cos(pi / 5)) / 2 =
+    0.905 of its rate, at the end of the warm-up - where the uncapped 3-epoch warm-up of a
+    3-epoch phase peaks near a quarter; a plateau phase keeps the stage's warm-up."""
+    from bpflow.train.recipes import counts_phase_warmup
+
+    settings = TrainSettings("x", 60, 0, 5, 64, 0.008, 5, warmup_epochs=3.0)
+    assert counts_phase_warmup(settings, 15, "cosine") == 3.0
+    assert counts_phase_warmup(settings, 30, "cosine") == 3.0
+    assert counts_phase_warmup(settings, 6, "cosine") == pytest.approx(1.2)
+    assert counts_phase_warmup(settings, 3, "cosine") == pytest.approx(0.6)
+    assert counts_phase_warmup(settings, 3, "plateau") == 3.0
+    steps = 50
+
+    def peak(epochs, warmup):
+        return max(loop.rate_factor(k, steps, epochs, warmup, "cosine") for k in range(1, epochs * steps + 1))
+
+    for epochs in (3, 6, 15):
+        assert peak(epochs, counts_phase_warmup(settings, epochs, "cosine")) == pytest.approx(
+            0.5 * (1 + math.cos(math.pi / 5)), abs=0.01
+        )
+    assert peak(3, 3.0) < 0.27  # the uncapped warm-up: max of (t / 3)(1 + cos(pi t / 3)) / 2, t in epochs
+
+
 def _plain_head():
     return HeadSpec("h", 2, profile_weight=1.0, counts_weight=0.0, frac_target=None)
 
@@ -764,8 +789,9 @@ def test_the_cosine_schedule_ignores_the_plateau():
 
 def test_counts_phase_cosine_schedule_sets_each_step_and_resumes(tmp_path):
     """counts-phase-schedule "cosine" with 3 steps an epoch, a 2-epoch counts phase and a
-    1-epoch warm-up: the counts phase's step k (of 6) runs at 0.003 x min(1, k/3) x
-    (1 + cos(pi (k - 1) / 6)) / 2, after a profile phase at the plain warm-up; the history
+    1-epoch warm-up: the profile phase runs the plain warm-up; the counts phase's warm-up is
+    capped at a fifth of its epochs (0.4 epochs: 1 step), so its step k (of 6) runs at 0.003 x
+    (1 + cos(pi (k - 1) / 6)) / 2; the history
     holds each counts epoch's last rate; a run killed in the counts phase resumes on the
     curve; the train-combined schema accepts the key and names it when its value is wrong."""
     train, val = _schedule_data(tmp_path)  # 48 training windows, batch 16: 3 steps an epoch
@@ -783,11 +809,15 @@ def test_counts_phase_cosine_schedule_sets_each_step_and_resumes(tmp_path):
     record = training.train_solo(th.solo_config(tmp_path, train, val, prefix="cos", **kw), callbacks=[rec])
     warm = [min(1.0, k / 3) for k in range(1, 7)]
     cos = [0.5 * (1 + math.cos(math.pi * (k - 1) / 6)) for k in range(1, 7)]
-    expected = [0.01 * w for w in warm] + [0.003 * w * c for w, c in zip(warm, cos)]
+    expected = [0.01 * w for w in warm] + [0.003 * c for c in cos]
     assert rec.rates == pytest.approx(expected, rel=1e-6)
     assert record["history"]["phase"] == ["profile", "profile", "counts", "counts"]
     assert record["history"]["learning_rate"][2:] == pytest.approx([0.003 * cos[2], 0.003 * cos[5]])
     assert record["phases"][1]["final-learning-rate"] == pytest.approx(0.003 * cos[5])  # the last step's
+    assert [(p["schedule"], p["learning-rate-warmup-epochs"]) for p in record["phases"]] == [
+        ("plateau", 1.0),
+        ("cosine", pytest.approx(0.4)),
+    ]
     cfg = th.solo_config(tmp_path, train, val, prefix="cos-killed", **kw)
     with pytest.raises(Killed):
         training.train_solo(cfg, callbacks=[KillAt(epoch=1, batch=1, fit=2)])

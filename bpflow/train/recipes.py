@@ -245,15 +245,33 @@ def counts_phase_epochs(settings: dict) -> int:
     return int(settings.get("counts-phase-epochs") or max(1, settings["epochs"] // 4))
 
 
+# the counts phase's warm-up on a cosine: at most this share of the phase (the workflow's
+# default, 3 warm-up epochs of a 15-epoch phase), so a shorter phase runs the same rate curve
+# compressed instead of a warm-up that eats its cosine (3 of 3 epochs peak at a quarter of the rate)
+COSINE_WARMUP_SHARE = 0.2
+
+
+def counts_phase_warmup(settings: TrainSettings, counts_epochs: int, schedule: str) -> float:
+    """The counts phase's ``learning-rate-warmup-epochs``: the stage's, at most
+    :data:`COSINE_WARMUP_SHARE` of the phase's epochs on the cosine (a plateau phase holds its
+    rate after the warm-up, so it keeps the stage's)."""
+    if schedule != "cosine":
+        return settings.warmup_epochs
+    return min(settings.warmup_epochs, COSINE_WARMUP_SHARE * counts_epochs)
+
+
 def phase_checkpoint(checkpoint: Path, phase: str) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}-{phase}{checkpoint.suffix}")
 
 
-def _phase_summary(name: str, rec: dict, trainable, allowed: int) -> dict:
+def _phase_summary(name: str, rec: dict, trainable, allowed: int, phase: TrainSettings | None = None) -> dict:
+    """A phase's record; ``phase``: the settings it trained with (its rate schedule and warm-up)."""
     return {
         "phase": name,
         "trainable": trainable,
         "epochs-allowed": allowed,
+        "schedule": None if phase is None else phase.lr_schedule,
+        "learning-rate-warmup-epochs": None if phase is None else phase.warmup_epochs,
         "epochs-run": rec["epochs-run"],
         "best-epoch": rec["best-epoch"],
         "best-val-loss": rec["best-val-loss"],
@@ -283,7 +301,8 @@ def fit_profile_first(
     ``counts-loss-frac-target``), starting from phase 1's best weights, at
     ``counts-phase-learning-rate`` (default: a tenth of ``learning-rate``), held and halved on
     plateaus or, with ``counts-phase-schedule`` "cosine", lowered from there to 0 on a cosine
-    over the phase's ``counts-phase-epochs`` (after the same warm-up).  With
+    over the phase's ``counts-phase-epochs`` (after the same warm-up, at most a fifth of the
+    phase: :func:`counts_phase_warmup`).  With
     ``counts-phase-trainable`` "all" (default) every trainable weight moves in phase 2, the
     profile loss included, so the body learns what the counts need without being pulled far
     from the profile optimum; "counts-layers" fits only ``body``'s ``*_logcounts_<head>`` Dense
@@ -347,21 +366,24 @@ def fit_profile_first(
                 "stop-reason": first["stop-reason"],
                 "history": {**first["history"], "phase": [PHASES[0]] * len(first["history"]["epoch"])},
                 "phases": [
-                    _phase_summary(PHASES[0], first, "all", settings.epochs),
+                    _phase_summary(PHASES[0], first, "all", settings.epochs, first_settings),
                     _phase_summary(PHASES[1], second, sorted(counts_layers), 0),
                 ],
             }
         )
         return record
+    schedule = s.get("counts-phase-schedule", "plateau")
     phase_settings = dataclasses.replace(
         settings,
         learning_rate=float(s.get("counts-phase-learning-rate", settings.learning_rate / 10)),
         epochs=counts_epochs,
-        lr_schedule=s.get("counts-phase-schedule", "plateau"),
+        lr_schedule=schedule,
+        warmup_epochs=counts_phase_warmup(settings, counts_epochs, schedule),
     )
     logger.info(
-        "counts-schedule profile-first: phase 2 of 2, the counts (all weights trainable, learning rate %.4g%s)",
+        "counts-schedule profile-first: phase 2 of 2, the counts (all weights trainable, learning rate %.4g%s%s)",
         phase_settings.learning_rate,
+        f", after a {phase_settings.warmup_epochs:g}-epoch warm-up" if phase_settings.warmup_epochs else "",
         ", on a cosine to 0 over the phase's epochs" if phase_settings.lr_schedule == "cosine" else "",
     )
     second = fit_model(
@@ -393,8 +415,8 @@ def fit_profile_first(
             "epochs-run": first["epochs-run"] + second["epochs-run"],
             "stop-reason": _stage_stop_reason(first, second, settings.epochs),
             "phases": [
-                _phase_summary(PHASES[0], first, "all", settings.epochs - counts_epochs),
-                _phase_summary(PHASES[1], second, "all", phase_settings.epochs),
+                _phase_summary(PHASES[0], first, "all", settings.epochs - counts_epochs, first_settings),
+                _phase_summary(PHASES[1], second, "all", phase_settings.epochs, phase_settings),
             ],
         }
     )
