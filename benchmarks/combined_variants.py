@@ -127,9 +127,14 @@ def training_warnings(history_path: Path) -> list[str]:
     return qc.all_warnings({"training": qc.training_qc({"combined": str(history_path)})})
 
 
-def score(workdir: Path, name: str, patch: dict) -> dict:
+def simulation(workdir: Path) -> Path:
+    """The simulation directory of a quality.py working directory."""
     qcfg = json.loads((workdir / "quality-config.json").read_text())
-    sim_dir = workdir / "results/simulated" / qcfg["experiments"][BASE]["simulate"]["name"]
+    return workdir / "results/simulated" / qcfg["experiments"][BASE]["simulate"]["name"]
+
+
+def score(workdir: Path, name: str, patch: dict) -> dict:
+    sim_dir = simulation(workdir)
     truth = json.loads((sim_dir / "truth.json").read_text())
     record = quality.score_recipe(workdir, name, sim_dir, truth, NUM_BACKGROUNDS)
     history_path = workdir / "results" / name / "models/combined.history.json"
@@ -185,8 +190,7 @@ def differences(workdir: Path, baseline: str, names: list[str]) -> str:
     """Markdown rows: each run's counts ratio minus ``baseline``'s on the same test peaks, with
     the paired 95 % interval (quality.counts_ratio_difference_interval) - the test set's
     sampling of the difference; a second seed measures the rest."""
-    qcfg = json.loads((workdir / "quality-config.json").read_text())
-    sim_dir = workdir / "results/simulated" / qcfg["experiments"][BASE]["simulate"]["name"]
+    sim_dir = simulation(workdir)
 
     def counts(name):
         path = workdir / "results" / name / "predictions/combined_peaks_test.h5"
