@@ -755,6 +755,7 @@ def test_counts_phase_warmup_is_a_fifth_of_a_cosine_phase_at_most():
     assert counts_phase_warmup(settings, 6, "cosine") == pytest.approx(1.2)
     assert counts_phase_warmup(settings, 3, "cosine") == pytest.approx(0.6)
     assert counts_phase_warmup(settings, 3, "plateau") == 3.0
+    assert counts_phase_warmup(settings, 12, "cosine") == 2.4  # as the record writes it
     steps = 50
 
     def peak(epochs, warmup):

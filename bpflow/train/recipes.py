@@ -245,19 +245,19 @@ def counts_phase_epochs(settings: dict) -> int:
     return int(settings.get("counts-phase-epochs") or max(1, settings["epochs"] // 4))
 
 
-# the counts phase's warm-up on a cosine: at most this share of the phase (the workflow's
-# default, 3 warm-up epochs of a 15-epoch phase), so a shorter phase runs the same rate curve
-# compressed instead of a warm-up that eats its cosine (3 of 3 epochs peak at a quarter of the rate)
-COSINE_WARMUP_SHARE = 0.2
+# the counts phase's warm-up on a cosine: at most its epochs over this (the workflow's default,
+# 3 warm-up epochs of a 15-epoch phase), so a shorter phase runs the same rate curve compressed
+# instead of a warm-up that eats its cosine (3 of 3 epochs peak at a quarter of the rate)
+COSINE_WARMUP_PARTS = 5
 
 
 def counts_phase_warmup(settings: TrainSettings, counts_epochs: int, schedule: str) -> float:
-    """The counts phase's ``learning-rate-warmup-epochs``: the stage's, at most
-    :data:`COSINE_WARMUP_SHARE` of the phase's epochs on the cosine (a plateau phase holds its
-    rate after the warm-up, so it keeps the stage's)."""
+    """The counts phase's ``learning-rate-warmup-epochs``: the stage's, at most a
+    :data:`COSINE_WARMUP_PARTS`-th of the phase's epochs on the cosine (a plateau phase holds
+    its rate after the warm-up, so it keeps the stage's)."""
     if schedule != "cosine":
         return settings.warmup_epochs
-    return min(settings.warmup_epochs, COSINE_WARMUP_SHARE * counts_epochs)
+    return min(settings.warmup_epochs, counts_epochs / COSINE_WARMUP_PARTS)
 
 
 def phase_checkpoint(checkpoint: Path, phase: str) -> Path:
