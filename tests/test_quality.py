@@ -833,30 +833,23 @@ def test_counts_ratio_interval_matches_scipy_bootstrap():
     ratio = np.corrcoef(predicted, observed)[0, 1] / np.corrcoef(oracle, observed)[0, 1]
     lo, hi = q.counts_ratio_interval(predicted, oracle, observed, draws=2000, seed=0)
     assert lo < ratio < hi
-    ref = stats.bootstrap(
-        (predicted, oracle, observed),
-        lambda p, o, y: np.corrcoef(p, y)[0, 1] / np.corrcoef(o, y)[0, 1],
-        paired=True,
-        vectorized=False,
-        method="percentile",
-        n_resamples=2000,
-        random_state=1,
-    ).confidence_interval
+
+    def scipy_interval(statistic, arrays):
+        return stats.bootstrap(
+            arrays, statistic, paired=True, vectorized=False, method="percentile", n_resamples=2000, random_state=1
+        ).confidence_interval
+
+    def r(x, y):
+        return np.corrcoef(x, y)[0, 1]
+
+    ref = scipy_interval(lambda p, o, y: r(p, y) / r(o, y), (predicted, oracle, observed))
     assert abs(lo - ref.low) < 0.01 and abs(hi - ref.high) < 0.01, ((lo, hi), ref)
     assert q.counts_ratio_interval(oracle, oracle, observed, draws=200) == [1.0, 1.0]
     # the paired difference of two predictions: scipy's interval too, far narrower than either
     # ratio's when their errors go together, and exactly 0 for a prediction against itself
     other = predicted + rng.normal(0, 0.1, len(predicted))
     dlo, dhi = q.counts_ratio_difference_interval(other, predicted, oracle, observed, draws=2000, seed=0)
-    ref = stats.bootstrap(
-        (other, predicted, oracle, observed),
-        lambda a, b, o, y: (np.corrcoef(a, y)[0, 1] - np.corrcoef(b, y)[0, 1]) / np.corrcoef(o, y)[0, 1],
-        paired=True,
-        vectorized=False,
-        method="percentile",
-        n_resamples=2000,
-        random_state=1,
-    ).confidence_interval
+    ref = scipy_interval(lambda a, b, o, y: (r(a, y) - r(b, y)) / r(o, y), (other, predicted, oracle, observed))
     assert abs(dlo - ref.low) < 0.005 and abs(dhi - ref.high) < 0.005, ((dlo, dhi), ref)
     assert dhi - dlo < 0.5 * (hi - lo)
     assert q.counts_ratio_difference_interval(predicted, predicted, oracle, observed, draws=200) == [0.0, 0.0]
