@@ -190,6 +190,8 @@ def differences(workdir: Path, baseline: str, names: list[str]) -> str:
     """Markdown rows: each run's counts ratio minus ``baseline``'s on the same test peaks, with
     the paired 95 % interval (quality.counts_ratio_difference_interval) - the test set's
     sampling of the difference; a second seed measures the rest."""
+    from bpflow.evaluate.measures import pearson
+
     sim_dir = simulation(workdir)
 
     def counts(name):
@@ -202,19 +204,17 @@ def differences(workdir: Path, baseline: str, names: list[str]) -> str:
     windows, base = counts(baseline)
 
     def total(kind):
-        paths = [sim_dir / f"{kind}.plus.bw", sim_dir / f"{kind}.minus.bw"]
-        return np.log1p(quality._tracks(paths, *windows).sum(axis=(1, 2)))
+        return np.log1p(quality._tracks(quality._strands(sim_dir, kind), *windows).sum(axis=(1, 2)))
 
     observed, oracle = total("experiment"), total("truth/expected")
+    r_oracle, r_base = pearson(oracle, observed), pearson(base, observed)
     rows = [f"| run | counts / oracle | minus {baseline}'s [95 % interval] |", "|---|---|---|"]
     for name in names:
         other, predicted = counts(name)
         if not all(np.array_equal(a, b) for a, b in zip(other[1:], windows[1:])):
             raise SystemExit(f"{name}: its test windows are not {baseline}'s")
-        ratio = quality._pearson(predicted, observed) / quality._pearson(oracle, observed)
-        diff = (quality._pearson(predicted, observed) - quality._pearson(base, observed)) / quality._pearson(
-            oracle, observed
-        )
+        r = pearson(predicted, observed)
+        ratio, diff = r / r_oracle, (r - r_base) / r_oracle
         lo, hi = quality.counts_ratio_difference_interval(predicted, base, oracle, observed)
         rows.append(f"| {name} | {ratio:.4f} | {diff:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
     return "\n".join(rows)

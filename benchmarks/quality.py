@@ -284,6 +284,11 @@ def _windows(pred_h5):
     return coords.chrom_names, coords.chrom[keep], coords.start[keep], coords.stop[keep], logits, logcounts
 
 
+def _strands(directory: Path, kind: str) -> list[Path]:
+    """A simulation's plus- and minus-strand bigWigs of ``kind`` (``experiment``, ``truth/signal``...)."""
+    return [directory / f"{kind}.plus.bw", directory / f"{kind}.minus.bw"]
+
+
 def _tracks(paths, names, chrom, start, stop) -> np.ndarray:
     """(N, length, len(paths)) values of bigWigs over the windows (missing = 0)."""
     import pyBigWig
@@ -319,10 +324,6 @@ def noise_free_simulation(sim_dir: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.corrcoef(x, y)[0, 1])
-
-
 def paired_interval(statistic, arrays, draws: int = 2000, seed: int = 0) -> list[float]:
     """95 % percentile interval of ``statistic(*arrays)`` by a paired bootstrap: each draw
     resamples the peaks with replacement and takes every array's value of a peak together."""
@@ -342,7 +343,9 @@ def counts_ratio_interval(
     """95 % interval of Pearson(predicted, observed) / Pearson(oracle, observed) over the test
     peaks (:func:`paired_interval`): how much of the counts ratio is the test set's sampling,
     not the model.  It says nothing of the spread between training seeds."""
-    return paired_interval(lambda p, o, y: _pearson(p, y) / _pearson(o, y), (predicted, oracle, observed), draws, seed)
+    from bpflow.evaluate.measures import pearson
+
+    return paired_interval(lambda p, o, y: pearson(p, y) / pearson(o, y), (predicted, oracle, observed), draws, seed)
 
 
 def counts_ratio_difference_interval(
@@ -356,8 +359,10 @@ def counts_ratio_difference_interval(
     """95 % interval of the counts-ratio difference ``predicted``'s minus ``baseline``'s on the
     same test peaks (paired: both models' errors on a peak go together, so the interval is far
     narrower than either ratio's)."""
+    from bpflow.evaluate.measures import pearson
+
     return paired_interval(
-        lambda p, b, o, y: (_pearson(p, y) - _pearson(b, y)) / _pearson(o, y),
+        lambda p, b, o, y: (pearson(p, y) - pearson(b, y)) / pearson(o, y),
         (predicted, baseline, oracle, observed),
         draws,
         seed,
@@ -372,11 +377,9 @@ def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_bac
     names, chrom, start, stop, comb_logits, comb_lc = _windows(res / "predictions/combined_peaks_test.h5")
     _, _, _, _, res_logits, _ = _windows(res / "predictions/residual_peaks_test.h5")
     _, _, _, _, bias_logits, bias_lc = _windows(res / "predictions/bias_peaks_test.h5")
-    observed = _tracks([sim_dir / "experiment.plus.bw", sim_dir / "experiment.minus.bw"], names, chrom, start, stop)
-    signal = _tracks([sim_dir / "truth/signal.plus.bw", sim_dir / "truth/signal.minus.bw"], names, chrom, start, stop)
-    expected = _tracks(
-        [sim_dir / "truth/expected.plus.bw", sim_dir / "truth/expected.minus.bw"], names, chrom, start, stop
-    )
+    observed = _tracks(_strands(sim_dir, "experiment"), names, chrom, start, stop)
+    signal = _tracks(_strands(sim_dir, "truth/signal"), names, chrom, start, stop)
+    expected = _tracks(_strands(sim_dir, "truth/expected"), names, chrom, start, stop)
     obs_log = np.log1p(observed.sum(axis=(1, 2)))
     oracle_log = np.log1p(expected.sum(axis=(1, 2)))
     out = {"recipe": recipe, "test-peaks": int(len(start))}
@@ -393,9 +396,7 @@ def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_bac
     out["counts-ratio-ci95"] = counts_ratio_interval(comb_lc, oracle_log, obs_log)
     # the sequence ceiling: the expected total with each site's strength at its sequence's value
     noise_free = noise_free_simulation(sim_dir, workdir / "results" / "noise-free" / sim_dir.name)
-    ceiling = _tracks(
-        [noise_free / "truth/expected.plus.bw", noise_free / "truth/expected.minus.bw"], names, chrom, start, stop
-    )
+    ceiling = _tracks(_strands(noise_free, "truth/expected"), names, chrom, start, stop)
     out["sequence-ceiling-pearson"] = metrics.pearson(np.log1p(ceiling.sum(axis=(1, 2))), obs_log)
     out["counts-ratio-ceiling"] = out["counts-pearson"] / out["sequence-ceiling-pearson"]
     # (b) profiles
@@ -411,7 +412,7 @@ def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_bac
         np.nanmedian(metrics.jensen_shannon_distance(1.0 + signal[has], res_prob[has]))
     )
     # the bias branch against the true enzyme bias: the residual is only as bias-free as this
-    true_bias = _tracks([sim_dir / "truth/bias.plus.bw", sim_dir / "truth/bias.minus.bw"], names, chrom, start, stop)
+    true_bias = _tracks(_strands(sim_dir, "truth/bias"), names, chrom, start, stop)
     out["bias-branch-jsd"] = float(
         np.nanmedian(metrics.jensen_shannon_distance(true_bias, metrics.softmax_joint(bias_logits)))
     )
