@@ -286,6 +286,36 @@ def test_a_high_but_legal_learning_rate_warns(tmp_path, caplog):
     assert "unusually high" not in caplog.text
 
 
+def test_a_short_combined_counts_phase_warns_before_training(tmp_path, caplog):
+    """train-combined warns when profile-first's counts phase gets fewer than 8 epochs: the
+    default (a quarter of epochs) under 32, or counts-phase-epochs under 8; not at 8, not for
+    a closed-form phase, not under the joint schedule, not for the bias stage."""
+    for name in ("t.h5", "v.h5", "tr.keras"):
+        (tmp_path / name).write_text("")
+
+    def warned(step="combined", **kw):
+        if step == "combined":
+            config = th.combined_config(tmp_path, tmp_path / "t.h5", tmp_path / "v.h5", tmp_path / "tr.keras", **kw)
+        else:
+            config = th.solo_config(tmp_path, tmp_path / "t.h5", tmp_path / "v.h5", **kw)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bpflow.train"):
+            check_config(config, step, "c.json")
+        return [r.getMessage() for r in caplog.records if "counts phase gets" in r.getMessage()]
+
+    pf = {"counts-schedule": "profile-first"}
+    (message,) = warned(epochs=31, **pf)  # 31 // 4 = 7
+    assert message.startswith("c.json: key settings/epochs: the counts phase gets 7 epochs, fewer than the 8")
+    assert "epochs >= 32" in message
+    assert warned(epochs=32, **pf) == []
+    (message,) = warned(epochs=60, **{**pf, "counts-phase-epochs": 3})
+    assert message.startswith("c.json: key settings/counts-phase-epochs: the counts phase gets 3 epochs")
+    assert warned(epochs=60, **{**pf, "counts-phase-epochs": 8}) == []
+    assert warned(epochs=12, **{**pf, "counts-phase-trainable": "counts-layers"}) == []
+    assert warned(epochs=12, **{"counts-schedule": "joint"}) == []
+    assert warned("bias", epochs=12, **pf) == []
+
+
 # --------------------------------------------------------------------------- item 5: model names
 
 

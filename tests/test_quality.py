@@ -634,6 +634,43 @@ def test_epoch_limit_check_uses_the_last_improvement_by_more_than_min_delta(tmp_
     assert "last improvement by more than min-delta: epoch 24" in stages["creeping"]["checks"][0]["value"]
 
 
+def test_a_short_combined_counts_phase_is_flagged_whatever_its_curve(tmp_path):
+    """The combined stage's counts phase trained by epochs warns when it was allowed fewer than
+    MIN_COUNTS_PHASE_EPOCHS (8), even when it settled before its end; a closed-form phase (0
+    epochs), the bias stage's counts phase and the profile phase are not checked for it."""
+
+    def history(name, allowed, step="train-combined"):
+        counts = {
+            "phase": "counts",
+            "epochs-allowed": allowed,
+            "epochs-run": allowed,
+            "best-epoch": 1,
+            "last-significant-epoch": 1,
+            "stop-reason": f"finished all {allowed} epochs",
+        }
+        profile = {"phase": "profile", "epochs-allowed": 4, "epochs-run": 4, "best-epoch": 2,
+                   "last-significant-epoch": 2, "stop-reason": "early stopping: ..."}  # fmt: skip
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"step": step, "epochs-run": 4 + allowed, "phases": [profile, counts]}))
+        return str(path)
+
+    paths = {"c7": history("c7", 7), "c8": history("c8", 8), "closed": history("closed", 0)}
+    paths["bias"] = history("bias", 3, step="train-bias")
+    stages = qc.training_qc(paths)["stages"]
+    (warning,) = stages["c7"]["warnings"]
+    assert warning.startswith("c7, counts phase: only 7 epochs allowed, fewer than the 8")
+    check = stages["c7"]["checks"][-1]
+    assert check == {
+        "check": "c7, counts phase: epochs",
+        "value": "7 allowed",
+        "threshold": ">= 8",
+        "status": "WARNING",
+    }
+    assert stages["c8"]["warnings"] == [] and stages["c8"]["checks"][-1]["status"] == "ok"
+    assert stages["closed"]["warnings"] == stages["bias"]["warnings"] == []
+    assert len(stages["closed"]["checks"]) == len(stages["bias"]["checks"]) == 2  # the epoch-limit checks only
+
+
 def test_early_stopping_replay_agrees_with_training_state():
     """benchmarks/early_stopping_replay.py: a history recorded with min-delta 0 replayed under
     min-delta d stops where a TrainingState with d stops, keeps the same best epoch, and its

@@ -29,6 +29,7 @@ from bpflow.formats.dataset import as_list, read_profiles, read_windows
 from bpflow.formats.model_file import load_model
 from bpflow.formats.motifs import load_motifs, simulation_motifs
 from bpflow.lengths import crop_offset
+from bpflow.train.settings import MIN_COUNTS_PHASE_EPOCHS
 from bpflow.utils import BpflowError, read_step_config, write_json_atomic
 
 logger = logging.getLogger("bpflow.qc")
@@ -273,7 +274,9 @@ def training_qc(histories: Mapping[str, str]) -> dict:
     still improving?  That is: it was not stopped early and its last epoch lowered the
     validation loss by more than ``early-stopping-min-delta`` (the epoch that early stopping
     waits for: ``last-significant-epoch``; records written before that key existed use the
-    best epoch) - more epochs would probably have helped."""
+    best epoch) - more epochs would probably have helped.  And was the combined stage's
+    counts phase given at least :data:`MIN_COUNTS_PHASE_EPOCHS` epochs?  A short cosine phase
+    can settle before its end and pass the first check while its counts stay short."""
     out = {"stages": {}}
     for stage, path in histories.items():
         try:
@@ -303,6 +306,18 @@ def training_qc(histories: Mapping[str, str]) -> dict:
                 f"{what}: training ended at its epoch limit ({run} epochs) and its last epoch lowered the "
                 "validation loss by more than early-stopping-min-delta: it was still improving; give it more epochs",
             )
+            allowed = part.get("epochs-allowed") or 0  # 0: counts layers fitted in closed form
+            if record.get("step") == "train-combined" and part.get("phase") == "counts" and allowed:
+                _check(
+                    entry,
+                    f"{what}: epochs",
+                    f"{allowed} allowed",
+                    f">= {MIN_COUNTS_PHASE_EPOCHS}",
+                    allowed < MIN_COUNTS_PHASE_EPOCHS,
+                    f"{what}: only {allowed} epochs allowed, fewer than the {MIN_COUNTS_PHASE_EPOCHS} the quality "
+                    "suite found enough (3-4 epochs left the counts 0.004-0.015 x oracle short); give it more "
+                    f"(counts-phase-epochs, or epochs >= {4 * MIN_COUNTS_PHASE_EPOCHS})",
+                )
         out["stages"][stage] = entry
     return out
 

@@ -22,7 +22,7 @@ import numpy as np
 from bpflow.formats.dataset import as_list, read_windows
 from bpflow.train.loop import fit_model
 from bpflow.train.runtime import Runtime
-from bpflow.train.settings import HeadSpec, TrainSettings
+from bpflow.train.settings import HeadSpec, TrainSettings, counts_phase_epochs
 from bpflow.utils import BpflowError
 
 logger = logging.getLogger("bpflow.train")
@@ -237,12 +237,6 @@ def fit_transformation_parts(
 
 
 PHASES = ("profile", "counts")
-
-
-def counts_phase_epochs(settings: dict) -> int:
-    """The epochs reserved for profile-first's counts phase (``counts-phase-epochs``, default a
-    quarter of ``epochs``, at least 1)."""
-    return int(settings.get("counts-phase-epochs") or max(1, settings["epochs"] // 4))
 
 
 # the counts phase's warm-up on a cosine: at most its epochs over this (the workflow's default,

@@ -26,6 +26,12 @@ COUNTS_FIT_METHODS = ("shift", "linear")
 # Learning rates above this are legal (the schema allows up to 1) but unusual for Adam: a warning.
 HIGH_LEARNING_RATE = 0.05
 
+# A combined stage's counts phase (profile-first, counts-phase-trainable "all") with fewer epochs
+# than this is short: on the quality suite 3-4 epochs left the counts 0.004-0.015 x oracle
+# under a 15-epoch phase's and 6-8 epochs 0.001-0.004 (benchmarks/README.md, 2026-12-05
+# fourteenth session) - a warning before training and a QC check after it.
+MIN_COUNTS_PHASE_EPOCHS = 8
+
 
 # settings keys only profile-first uses (the workflow's COUNTS_SCHEDULE_KEYS[1:], a copy that
 # tests/test_workflow.py checks)
@@ -154,6 +160,12 @@ def step_name(step: str) -> str:
     return step
 
 
+def counts_phase_epochs(settings: dict) -> int:
+    """The epochs reserved for profile-first's counts phase (``counts-phase-epochs``, default a
+    quarter of ``epochs``, at least 1)."""
+    return int(settings.get("counts-phase-epochs") or max(1, settings["epochs"] // 4))
+
+
 def check_config(config: dict, step: str, source: str = "config") -> tuple[dict, TrainSettings, list[HeadSpec]]:
     """Validate a step's config (schema, then cross-key consistency) without reading data.
 
@@ -244,6 +256,22 @@ def check_config(config: dict, step: str, source: str = "config") -> tuple[dict,
         raise BpflowError(
             f"{source}: key settings/counts-phase-epochs: {s['counts-phase-epochs']} leaves the profile "
             f"phase no epoch of the {s['epochs']} (epochs bounds both phases together)"
+        )
+    if (
+        step == "combined"
+        and s["counts-schedule"] == "profile-first"
+        and s.get("counts-phase-trainable", "all") == "all"
+        and counts_phase_epochs(s) < MIN_COUNTS_PHASE_EPOCHS
+    ):
+        logger.warning(
+            "%s: key settings/%s: the counts phase gets %d epochs, fewer than the %d the quality suite "
+            "found enough (3-4 epochs left the counts 0.004-0.015 x oracle short); give it more "
+            "(counts-phase-epochs, or epochs >= %d)",
+            source,
+            "counts-phase-epochs" if s.get("counts-phase-epochs") else "epochs",
+            counts_phase_epochs(s),
+            MIN_COUNTS_PHASE_EPOCHS,
+            4 * MIN_COUNTS_PHASE_EPOCHS,
         )
     if step == "transformation":
         _check_file(s["solo-model-file"], f"{source}: key settings/solo-model-file")
