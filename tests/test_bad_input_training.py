@@ -306,7 +306,7 @@ def test_a_short_combined_counts_phase_warns_before_training(tmp_path, caplog):
     pf = {"counts-schedule": "profile-first"}
     (message,) = warned(epochs=31, **pf)  # 31 // 4 = 7
     assert message.startswith("c.json: key settings/epochs: the counts phase gets 7 epochs, fewer than the 8")
-    assert "epochs >= 32" in message
+    assert "(counts-phase-epochs >= 8, or epochs >= 32 with its default of a quarter)" in message
     assert warned(epochs=32, **pf) == []
     (message,) = warned(epochs=60, **{**pf, "counts-phase-epochs": 3})
     assert message.startswith("c.json: key settings/counts-phase-epochs: the counts phase gets 3 epochs")

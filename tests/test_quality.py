@@ -659,6 +659,7 @@ def test_a_short_combined_counts_phase_is_flagged_whatever_its_curve(tmp_path):
     stages = qc.training_qc(paths)["stages"]
     (warning,) = stages["c7"]["warnings"]
     assert warning.startswith("c7, counts phase: only 7 epochs allowed, fewer than the 8")
+    assert warning.endswith("(counts-phase-epochs >= 8, or epochs >= 32 with its default of a quarter)")
     check = stages["c7"]["checks"][-1]
     assert check == {
         "check": "c7, counts phase: epochs",

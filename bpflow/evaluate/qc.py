@@ -29,7 +29,7 @@ from bpflow.formats.dataset import as_list, read_profiles, read_windows
 from bpflow.formats.model_file import load_model
 from bpflow.formats.motifs import load_motifs, simulation_motifs
 from bpflow.lengths import crop_offset
-from bpflow.train.settings import MIN_COUNTS_PHASE_EPOCHS
+from bpflow.train.settings import MIN_COUNTS_PHASE_EPOCHS, SHORT_COUNTS_PHASE
 from bpflow.utils import BpflowError, read_step_config, write_json_atomic
 
 logger = logging.getLogger("bpflow.qc")
@@ -314,9 +314,7 @@ def training_qc(histories: Mapping[str, str]) -> dict:
                     f"{allowed} allowed",
                     f">= {MIN_COUNTS_PHASE_EPOCHS}",
                     allowed < MIN_COUNTS_PHASE_EPOCHS,
-                    f"{what}: only {allowed} epochs allowed, fewer than the {MIN_COUNTS_PHASE_EPOCHS} the quality "
-                    "suite found enough (3-4 epochs left the counts 0.004-0.015 x oracle short); give it more "
-                    f"(counts-phase-epochs, or epochs >= {4 * MIN_COUNTS_PHASE_EPOCHS})",
+                    f"{what}: only {allowed} epochs allowed, {SHORT_COUNTS_PHASE}",
                 )
         out["stages"][stage] = entry
     return out

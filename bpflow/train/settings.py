@@ -31,6 +31,11 @@ HIGH_LEARNING_RATE = 0.05
 # under a 15-epoch phase's and 6-8 epochs 0.001-0.004 (benchmarks/README.md, 2026-12-05
 # fourteenth session) - a warning before training and a QC check after it.
 MIN_COUNTS_PHASE_EPOCHS = 8
+SHORT_COUNTS_PHASE = (
+    f"fewer than the {MIN_COUNTS_PHASE_EPOCHS} the quality suite found enough (3-4 epochs left the counts "
+    f"0.004-0.015 x oracle short); give it more (counts-phase-epochs >= {MIN_COUNTS_PHASE_EPOCHS}, or "
+    f"epochs >= {4 * MIN_COUNTS_PHASE_EPOCHS} with its default of a quarter)"
+)
 
 
 # settings keys only profile-first uses (the workflow's COUNTS_SCHEDULE_KEYS[1:], a copy that
@@ -264,14 +269,11 @@ def check_config(config: dict, step: str, source: str = "config") -> tuple[dict,
         and counts_phase_epochs(s) < MIN_COUNTS_PHASE_EPOCHS
     ):
         logger.warning(
-            "%s: key settings/%s: the counts phase gets %d epochs, fewer than the %d the quality suite "
-            "found enough (3-4 epochs left the counts 0.004-0.015 x oracle short); give it more "
-            "(counts-phase-epochs, or epochs >= %d)",
+            "%s: key settings/%s: the counts phase gets %d epochs, %s",
             source,
             "counts-phase-epochs" if s.get("counts-phase-epochs") else "epochs",
             counts_phase_epochs(s),
-            MIN_COUNTS_PHASE_EPOCHS,
-            4 * MIN_COUNTS_PHASE_EPOCHS,
+            SHORT_COUNTS_PHASE,
         )
     if step == "transformation":
         _check_file(s["solo-model-file"], f"{source}: key settings/solo-model-file")
