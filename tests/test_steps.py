@@ -135,6 +135,18 @@ def test_steps_that_run_no_model_import_no_keras():
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
+def test_python_dash_m_bpflow_is_the_command(tmp_path):
+    """`python -m bpflow` (no console script: a package on PYTHONPATH, as on the device machine)
+    runs the same CLI: its version, and a bad step's exit status 2 with the usage."""
+    import bpflow
+
+    run = [sys.executable, "-m", "bpflow"]
+    proc = subprocess.run([*run, "--version"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == bpflow.__version__, proc.stderr
+    proc = subprocess.run([*run, "no-such-step"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2 and "unknown step 'no-such-step'" in proc.stderr + proc.stdout
+
+
 def test_training_under_jax_does_not_import_tensorflow(tmp_path):
     """A bias model trained under JAX never imports TensorFlow (Keras's own seeding would,
     whenever it is installed: ~0.5 GB and seconds of start-up for nothing), and the seed still
