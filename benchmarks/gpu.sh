@@ -14,7 +14,7 @@
 #       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
 #       keras==3.15.1 namex optree pyBigWig pyfaidx tangermeme figwig memelite jsonschema \
 #       jsonschema-specifications referencing rpds-py
-#   run: bash benchmarks/gpu.sh   (carry: .whl; timeout_s 590)
+#   run: bash benchmarks/gpu.sh   (carry: .whl benchmarks/gpu-data; timeout_s 590)
 #
 # Each part has its own time limit (PART_LIMITS), so one slow part cannot starve the rest, and
 # everything lands in one tarball plus the log: the device returns at most 8 files.
@@ -25,8 +25,15 @@
 #   - prediction regions/s (BED -> HDF5 -> bigWig), 64 and 512 filters (predict_throughput.py);
 #   - contribution (DeepSHAP) regions/s against tangermeme on the same GPU, 64 and 512 filters
 #     (contributions.py).
+#   - the combined stage's wall time, bpflow's default schedule against the joint schedule
+#     (issue 17), on a quality-suite setting packed by combined_walltime.py (carry benchmarks/gpu-data):
+#       .venv/bin/python benchmarks/combined_walltime.py pack /work/suite/other-motifs/other-motifs \
+#           benchmarks/gpu-data/other-motifs
+# PARTS picks what runs (default: all of "train predict contributions combined"); the first four
+# kinds were measured on 2026-12-04, so a session with little device time runs PARTS=combined.
 # Writes $OUT/gpu-results.tar.gz: machine.txt, parts.txt (each part's wall time and exit status),
-# train_{float32,bfloat16}.json, predict_{64,512}.json, contributions_{64,512}.{json,md}.
+# train_{float32,bfloat16}.json, predict_{64,512}.json, contributions_{64,512}.{json,md},
+# combined.json and combined_*.log.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-out}
 RES=/tmp/gpu-results
@@ -43,7 +50,8 @@ if [ "${SMOKE:-0}" = 1 ]; then
     DEVICE=cpu
     MODELS="residual"  # the 512-filter model trains for minutes per step on a CPU
     $PY -c "import tangermeme" 2>/dev/null && IMPLS="bpflow-jax tangermeme" || IMPLS="bpflow-jax"
-    LIMITS=(600 600 600 600 600 600)
+    LIMITS=(600 600 600 600 600 600 600)
+    COMBINED="--epochs 2"
 else
     if [ -d .whl ]; then
         $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
@@ -59,8 +67,13 @@ else
     # seconds: train float32, train bfloat16, predict 64, contributions 64, predict 512,
     # contributions 512 (560 s in all; the first run on an H200 took 84, 45, 18, 72, 22 and
     # more than 140 for the last, where tangermeme did not finish 64 regions)
-    LIMITS=(${PART_LIMITS:-120 70 40 90 40 200})
+    # the combined stage: both recipes at the packed epoch limit (60; about 19 min on the 2-core
+    # CPU box for other-motifs at half scale)
+    LIMITS=(${PART_LIMITS:-120 70 40 90 40 200 420})
+    COMBINED=""
 fi
+PARTS=${PARTS:-train predict contributions combined}
+want() { [[ " $PARTS " == *" $1 "* ]]; }
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 part() {  # part SECONDS NAME COMMAND...: run with a time limit, log its wall time and status
     local limit=$1 name=$2
@@ -69,7 +82,7 @@ part() {  # part SECONDS NAME COMMAND...: run with a time limit, log its wall ti
     timeout "$limit" "$@"
     local rc=$?
     # a part stopped at its limit leaves its child processes (each implementation runs in one)
-    [ $rc = 124 ] && pkill -f 'benchmarks/(train_throughput|predict_throughput|contributions)\.py'
+    [ $rc = 124 ] && pkill -f 'benchmarks/(train_throughput|predict_throughput|contributions|combined_walltime)\.py|-m bpflow'
     echo "PART $name rc=$rc seconds=$((SECONDS - t0)) limit=$limit" | tee -a "$RES/parts.txt"
 }
 {
@@ -80,21 +93,33 @@ part() {  # part SECONDS NAME COMMAND...: run with a time limit, log its wall ti
 cat "$RES/machine.txt"
 B=benchmarks
 # training: float32, then mixed bfloat16 (its rows say precision mixed_bfloat16)
-part "${LIMITS[0]}" train-float32 $PY $B/train_throughput.py --backends jax --models $MODELS \
-    --modes memory pipeline $TRAIN --jit-compile true --workdir /tmp/gpu-train \
-    --json "$RES/train_float32.json"
-part "${LIMITS[1]}" train-bfloat16 $PY $B/train_throughput.py --backends jax --models $MODELS \
-    --modes memory $TRAIN --jit-compile true --mixed-precision bfloat16 --workdir /tmp/gpu-train \
-    --json "$RES/train_bfloat16.json"
+if want train; then
+    part "${LIMITS[0]}" train-float32 $PY $B/train_throughput.py --backends jax --models $MODELS \
+        --modes memory pipeline $TRAIN --jit-compile true --workdir /tmp/gpu-train \
+        --json "$RES/train_float32.json"
+    part "${LIMITS[1]}" train-bfloat16 $PY $B/train_throughput.py --backends jax --models $MODELS \
+        --modes memory $TRAIN --jit-compile true --mixed-precision bfloat16 --workdir /tmp/gpu-train \
+        --json "$RES/train_bfloat16.json"
+fi
 i=2
 for f in 64 512; do
-    part "${LIMITS[$i]}" predict-$f $PY $B/predict_throughput.py --filters $f $PREDICT \
+    want predict && part "${LIMITS[$i]}" predict-$f $PY $B/predict_throughput.py --filters $f $PREDICT \
         --json "$RES/predict_$f.json"
     [ $f = 512 ] && CONTRIB=${CONTRIB/--regions 256/--regions 64}
-    part "${LIMITS[$((i + 1))]}" contributions-$f $PY $B/contributions.py --workdir /tmp/gpu-cb-$f \
-        --filters $f $CONTRIB --impls $IMPLS --reference-device $DEVICE \
+    want contributions && part "${LIMITS[$((i + 1))]}" contributions-$f $PY $B/contributions.py \
+        --workdir /tmp/gpu-cb-$f --filters $f $CONTRIB --impls $IMPLS --reference-device $DEVICE \
         --json "$RES/contributions_$f.json" --markdown "$RES/contributions_$f.md"
     i=$((i + 2))
 done
+# the combined stage, default schedule then joint, one process each (logs kept)
+if want combined; then
+    if [ -f benchmarks/gpu-data/other-motifs/train_combined.json ]; then
+        part "${LIMITS[6]}" combined $PY $B/combined_walltime.py run benchmarks/gpu-data/other-motifs \
+            --workdir /tmp/gpu-cw $COMBINED --threads "$(nproc)" --python "$PY" --json "$RES/combined.json"
+        for r in default joint; do cp /tmp/gpu-cw/$r.log "$RES/combined_$r.log" 2>/dev/null; done
+    else
+        echo "PART combined skipped: benchmarks/gpu-data/other-motifs not packed (see the header)" | tee -a "$RES/parts.txt"
+    fi
+fi
 tar -czf "$OUT/gpu-results.tar.gz" -C "$RES" .
 echo "done: $OUT/gpu-results.tar.gz"

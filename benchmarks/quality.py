@@ -51,6 +51,15 @@ RECIPES = ("bpflow", "bpreveal")
 # (qc-bias) and no stage may end at its epoch limit while still improving (the QC's warning).
 TARGETS = {"counts-ratio": 0.9, "footprint-ratio": 0.01}
 EPOCH_LIMIT_WARNING = "epoch limit"
+# The bpreveal recipe's combined stage (BPReveal's documented recipe; also combined_walltime.py's
+# joint schedule): joint training from the first step at BPReveal's learning rate, Keras's
+# initialisation of the residual's counts, no warm-up, the two branches' counts summed.
+BPREVEAL_COMBINED = {
+    "counts-schedule": "joint",
+    "learning-rate": 0.004,
+    "extra": {"init-residual-counts": False, "learning-rate-warmup-epochs": 0},
+}
+BPREVEAL_COUNTS_COMBINATION = "sum"
 
 # The suite (issue 17): settings that differ in what real data differ in.  "sim": options of
 # `bpflow simulate` over the preset's; "exp": experiment keys over the base's; "bed": the bias
@@ -183,13 +192,13 @@ def workflow_config(args, setting: str = "base", background_bed: str | None = No
             # BPReveal's documented recipe throughout: joint training, Keras's initialisation,
             # the full learning rate from the first step
             for stage in ("bias", "combined"):
-                exp["training"][stage]["counts-schedule"] = "joint"
-            exp["training"]["combined"]["extra"] = {"init-residual-counts": False, "learning-rate-warmup-epochs": 0}
+                exp["training"][stage]["counts-schedule"] = BPREVEAL_COMBINED["counts-schedule"]
+            exp["training"]["combined"]["extra"] = dict(BPREVEAL_COMBINED["extra"])
         if recipe == "bpreveal":
             # BPReveal's documented learning rate (bpflow's recipe takes the workflow's default)
-            exp["training"]["combined"]["learning-rate"] = 0.004
+            exp["training"]["combined"]["learning-rate"] = BPREVEAL_COMBINED["learning-rate"]
             for head in exp["heads"]:
-                head["counts-combination"] = "sum"  # BPReveal's combined counts
+                head["counts-combination"] = BPREVEAL_COUNTS_COMBINATION
         experiments[recipe] = exp
     threads = max(1, args.cores)
     return {

@@ -773,6 +773,88 @@ def test_combined_variants_change_the_settings_and_the_outputs_only(tmp_path):
     assert combined_variants.stale(pred, model)
 
 
+def test_combined_walltime_recipes_differ_by_the_joint_schedule_only(tmp_path):
+    """benchmarks/combined_walltime.py: the packed default reads the packed files and runs the
+    workflow's counts phase; the joint recipe is that config with quality.py's bpreveal keys for
+    the combined stage and no profile-first keys; both are valid train-combined configs with the
+    same inputs, architecture, seed and epoch limit, and outputs of their own."""
+    from bpflow import schemas
+
+    walltime = _quality_harness("combined_walltime")
+    default = _default_combined_config()
+    default["heads"][0].update({"profile-loss-weight": 1, "counts-loss-frac-target": 0.1, "use-bias-counts": True})
+    default["heads"][0]["counts-combination"] = "product"
+    default["settings"].update(
+        {
+            "architecture": {
+                "architecture-name": "bpnet",
+                "filters": 8,
+                "input-filter-width": 15,
+                "input-length": 746,
+                "layers": 7,
+                "model-name": "residual",
+                "output-filter-width": 25,
+                "output-length": 200,
+            },
+            "batch-size": 64,
+            "counts-phase-learning-rate": 0.0004,
+            "counts-schedule": "profile-first",
+            "early-stopping-patience": 10,
+            "learning-rate": 0.008,
+            "learning-rate-plateau-patience": 5,
+            "max-jitter": 64,
+        }
+    )
+    before = json.loads(json.dumps(default))
+    packed = walltime.packed_config(default)
+    assert default == before
+    assert (packed["train-data"], packed["val-data"]) == ("peaks_train.h5", "peaks_val.h5")
+    assert packed["settings"]["transformation-model"] == {"transformation-model-file": "transformation.keras"}
+    assert packed["settings"]["counts-phase-learning-rate"] == 0.0008
+    assert packed["settings"]["counts-phase-schedule"] == "cosine"
+    data = tmp_path / "packed"
+    ours = walltime.recipe_config(packed, "default", data)
+    joint = walltime.recipe_config(packed, "joint", data, epochs=None)
+    for config in (ours, joint):
+        assert config["train-data"] == str(data.resolve() / "peaks_train.h5")
+        assert config["settings"]["transformation-model"]["transformation-model-file"] == str(
+            data.resolve() / "transformation.keras"
+        )
+        schemas.validate(config, "train-combined")
+    assert ours["settings"]["output-prefix"] == "models/default/combined"
+    assert joint["settings"]["residual-model-file"] == "models/joint/residual.keras"
+    s, j = ours["settings"], joint["settings"]
+    changed = {k for k in set(s) | set(j) if s.get(k) != j.get(k)}
+    assert changed == {
+        "counts-schedule",
+        "learning-rate",
+        "learning-rate-warmup-epochs",
+        "init-residual-counts",
+        "counts-phase-learning-rate",
+        "counts-phase-schedule",
+        "output-prefix",
+        "combined-model-file",
+        "residual-model-file",
+    }
+    assert (j["counts-schedule"], j["learning-rate"], j["learning-rate-warmup-epochs"]) == ("joint", 0.004, 0)
+    assert j["init-residual-counts"] is False and "counts-phase-schedule" not in j
+    assert joint["heads"][0]["counts-combination"] == "sum" and ours["heads"][0]["counts-combination"] == "product"
+    assert {k: v for k, v in joint["heads"][0].items() if k != "counts-combination"} == {
+        k: v for k, v in ours["heads"][0].items() if k != "counts-combination"
+    }
+    # one epoch limit for both, the packed one unless given
+    assert s["epochs"] == j["epochs"] == 60
+    assert walltime.recipe_config(packed, "joint", data, epochs=2)["settings"]["epochs"] == 2
+    with pytest.raises(ValueError, match="unknown recipe"):
+        walltime.recipe_config(packed, "peer", data)
+    # a row: the process's seconds beside the history's, the median epoch
+    history = {"wall-seconds": 30.5, "epochs-run": 3, "best-epoch": 2, "stop-reason": "finished all 3 epochs"}
+    history["history"] = {"seconds": [14.0, 8.0, 9.0]}
+    row = walltime.summary("joint", 41.26, history)
+    assert row["process-seconds"] == 41.3 and row["median-epoch-seconds"] == 9.0 and row["first-epoch-seconds"] == 14.0
+    assert walltime.markdown([row]).splitlines()[2].startswith("| joint | 41.3 | 30.5 | 3 (2) | 9.0 | 14.0 |")
+
+
 def test_noise_free_simulation_keeps_the_genome_and_sets_strengths_by_sequence(tmp_path):
     """quality.py's sequence ceiling: the same simulation without its strength noise has the
     same genome, sites and bias, and every site's strength is the median x exp(sd x z) of its

@@ -1,0 +1,207 @@
+"""Wall time of the combined stage, bpflow's default schedule against the joint schedule
+(BPReveal's recipe: issue 17's target "combined-stage wall time at the same epoch limit no more
+than the joint schedule's"), on the same files, one after the other, whole process.
+
+Two steps, so that the measurement can run where the suite's working directories are not (the
+device machine of benchmarks/gpu.sh):
+
+    # here: copy a finished quality.py setting's inputs of the combined stage (6 MB at half scale)
+    .venv/bin/python benchmarks/combined_walltime.py pack /work/suite/other-motifs/other-motifs \\
+        benchmarks/gpu-data/other-motifs
+    # anywhere: train the combined stage with each recipe and time it
+    .venv/bin/python benchmarks/combined_walltime.py run benchmarks/gpu-data/other-motifs \\
+        --workdir /tmp/cw --threads 2 --json cw.json
+
+``pack`` copies the training and validation peaks, the transformation model and the default's
+train-combined config (brought to the workflow's current counts phase: a cosine from 0.0008, as
+``combined_variants.py`` does for the half-scale builds made before that default).  ``run``
+writes each recipe's config into ``--workdir`` and runs ``bpflow train-combined`` on it:
+
+- ``default``: the packed config (profile-first; the profile phase, then the counts phase);
+- ``joint``: the same with the joint schedule of quality.py's ``bpreveal`` recipe: profile and
+  counts trained together from the first step at BPReveal's learning rate 0.004, no warm-up,
+  Keras's initialisation of the residual's counts, BPReveal's summed counts.
+
+Both start from the same transformation (the ``bpreveal`` recipe of quality.py fits its own on
+peaks; the stage's cost does not depend on it) with the same architecture, data, batch size,
+seed and epoch limit.  Reported per recipe: the process's wall time (start-up, data loading,
+compilation and saving included), the history's training seconds, epochs run, the median
+epoch, and the stop reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import quality  # noqa: E402
+
+FILES = {"train": "peaks_train.h5", "val": "peaks_val.h5", "transformation": "transformation.keras"}
+# the workflow's combined counts phase (workflow/rules/common.smk) since the twelfth session
+CURRENT_COUNTS_PHASE = {"counts-phase-learning-rate": 0.0008, "counts-phase-schedule": "cosine"}
+# quality.py's bpreveal recipe for the combined stage, as step-config keys (its "extra" keys go
+# into the settings, as the workflow's step_configs do)
+JOINT_SETTINGS = {
+    **{k: v for k, v in quality.BPREVEAL_COMBINED.items() if k != "extra"},
+    **quality.BPREVEAL_COMBINED["extra"],
+}
+JOINT_HEADS = {"counts-combination": quality.BPREVEAL_COUNTS_COMBINATION}
+PROFILE_FIRST_ONLY = (
+    "counts-phase-learning-rate",
+    "counts-phase-schedule",
+    "counts-phase-epochs",
+    "counts-phase-trainable",
+    "profile-phase-stop-delta",
+)
+RECIPES = ("default", "joint")
+
+
+def packed_config(config: dict) -> dict:
+    """The default's train-combined config with relative input paths (the packed files) and the
+    workflow's current counts phase; outputs under ``models/``."""
+    out = json.loads(json.dumps(config))
+    out["train-data"], out["val-data"] = FILES["train"], FILES["val"]
+    s = out["settings"]
+    s["transformation-model"] = {"transformation-model-file": FILES["transformation"]}
+    s.update(CURRENT_COUNTS_PHASE)
+    return out
+
+
+def recipe_config(packed: dict, recipe: str, data_dir: Path, epochs: int | None = None) -> dict:
+    """``recipe``'s train-combined config: its inputs in ``data_dir`` (absolute), its outputs in
+    ``models/<recipe>`` of the working directory; ``epochs`` (the same for every recipe) replaces
+    the packed epoch limit."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; one of {', '.join(RECIPES)}")
+    out = json.loads(json.dumps(packed))
+    data_dir = data_dir.resolve()
+    out["train-data"] = str(data_dir / packed["train-data"])
+    out["val-data"] = str(data_dir / packed["val-data"])
+    s = out["settings"]
+    s["transformation-model"] = {
+        "transformation-model-file": str(
+            data_dir / packed["settings"]["transformation-model"]["transformation-model-file"]
+        )
+    }
+    prefix = f"models/{recipe}"
+    if epochs is not None:
+        s["epochs"] = epochs
+    s.update(
+        {
+            "output-prefix": f"{prefix}/combined",
+            "combined-model-file": f"{prefix}/combined.keras",
+            "residual-model-file": f"{prefix}/residual.keras",
+        }
+    )
+    if recipe == "joint":
+        for key in PROFILE_FIRST_ONLY:
+            s.pop(key, None)
+        s.update(JOINT_SETTINGS)
+        for head in out["heads"]:
+            head.update(JOINT_HEADS)
+    return out
+
+
+def pack(workdir: Path, dest: Path) -> None:
+    src = workdir / "results" / "bpflow"
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in FILES.values():
+        found = src / ("models" if name.endswith(".keras") else "data") / name
+        if not found.is_file():
+            raise SystemExit(f"{found}: missing (a finished quality.py setting is needed)")
+        shutil.copyfile(found, dest / name)
+    config = json.loads((src / "configs/train_combined.json").read_text())
+    (dest / "train_combined.json").write_text(json.dumps(packed_config(config), indent=1))
+    size = sum(p.stat().st_size for p in dest.iterdir()) / 2**20
+    print(f"packed {dest} ({size:.1f} MiB)")
+
+
+def summary(recipe: str, wall: float, history: dict) -> dict:
+    """One recipe's row: whole-process seconds beside what the history says."""
+    seconds = [float(x) for x in history.get("history", {}).get("seconds", [])]
+    return {
+        "recipe": recipe,
+        "process-seconds": round(wall, 1),
+        "train-seconds": None if history.get("wall-seconds") is None else round(history["wall-seconds"], 1),
+        "epochs-run": history.get("epochs-run"),
+        "best-epoch": history.get("best-epoch"),
+        "median-epoch-seconds": round(statistics.median(seconds), 2) if seconds else None,
+        "first-epoch-seconds": round(seconds[0], 2) if seconds else None,
+        "stop-reason": history.get("stop-reason"),
+    }
+
+
+def run(data_dir: Path, workdir: Path, recipes, threads: int, python: str, epochs: int | None = None) -> list[dict]:
+    packed = json.loads((data_dir / "train_combined.json").read_text())
+    python = os.path.abspath(shutil.which(python) or python)  # the runs' cwd is workdir; a venv's link kept
+    workdir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for recipe in recipes:
+        config = recipe_config(packed, recipe, data_dir, epochs)
+        path = workdir / f"{recipe}.json"
+        path.write_text(json.dumps(config, indent=1))
+        shutil.rmtree(workdir / "models" / recipe, ignore_errors=True)  # no checkpoint to resume
+        (workdir / "models" / recipe).mkdir(parents=True)
+        t0 = time.perf_counter()
+        with open(workdir / f"{recipe}.log", "w") as log:
+            subprocess.run(
+                [python, "-m", "bpflow", "train-combined", path.name, "--threads", str(threads)],
+                cwd=workdir,
+                check=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wall = time.perf_counter() - t0
+        history = json.loads((workdir / f"models/{recipe}/combined.history.json").read_text())
+        rows.append(summary(recipe, wall, history))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| recipe | process s | training s | epochs (best) | median epoch s | first epoch s | stop |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['recipe']} | {r['process-seconds']} | {r['train-seconds']} | {r['epochs-run']} ({r['best-epoch']}) "
+            f"| {r['median-epoch-seconds']} | {r['first-epoch-seconds']} | {r['stop-reason']} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("pack", help="copy a finished quality.py setting's combined-stage inputs")
+    a.add_argument("workdir", type=Path, help="the setting's working directory (holds results/bpflow)")
+    a.add_argument("dest", type=Path)
+    b = sub.add_parser("run", help="train the combined stage with each recipe, timed")
+    b.add_argument("data", type=Path, help="a directory written by pack")
+    b.add_argument("--workdir", type=Path, required=True)
+    b.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
+    b.add_argument("--threads", type=int, default=os.cpu_count())
+    b.add_argument("--epochs", type=int, help="epoch limit of every recipe (default: the packed config's)")
+    b.add_argument("--json", type=Path)
+    b.add_argument("--python", default=sys.executable, help="the interpreter that runs `python -m bpflow`")
+    args = p.parse_args(argv)
+    if args.command == "pack":
+        pack(args.workdir, args.dest)
+        return
+    rows = run(args.data, args.workdir, args.recipes, args.threads, args.python, args.epochs)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
