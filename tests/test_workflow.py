@@ -47,6 +47,14 @@ TRAIN_RULES = ("train_bias", "train_transformation", "train_combined")
 # Helpers
 
 
+def _benchmark(name: str):
+    """A benchmarks/ script as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_workflow(workdir: Path, configfiles: list[Path] | None, dryrun: bool = True, cores: int = 2):
     """Run the workflow through Snakemake's Python API; return its DAG (dry run) or None."""
     from snakemake.api import SnakemakeApi
@@ -395,15 +403,7 @@ def test_demo_step_configs_pass_each_step_schema_and_lengths(demo_dag):
 # Three experiments, three bias sources, shared defaults and a shared simulation
 
 
-def _load_dry_run():
-    """benchmarks/dry_run.py as a module: its config builders are shared with these tests."""
-    spec = importlib.util.spec_from_file_location("dry_run", REPO / "benchmarks" / "dry_run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-dry_run = _load_dry_run()
+dry_run = _benchmark("dry_run")  # its config builders are shared with these tests
 
 
 def three_experiment_config(tmp_path: Path) -> dict:
@@ -546,6 +546,10 @@ def test_three_experiments_bias_sources_and_defaults(three_dag):
         assert comb["counts-phase-learning-rate"] == (0.0004 if held else 0.0008)
         assert comb["counts-phase-schedule"] == ("plateau" if held else "cosine")
         assert "counts-phase-learning-rate" not in bias and "counts-phase-schedule" not in bias
+    # benchmarks/combined_walltime.py brings older suite builds to the workflow's counts phase
+    walltime = _benchmark("combined_walltime")
+    comb = train[("simA", "combined")]["settings"]
+    assert walltime.CURRENT_COUNTS_PHASE == {k: comb[k] for k in walltime.CURRENT_COUNTS_PHASE}
     # a simulation, 4 region sets, 22 datasets, 3 x 3 training stages, 3 x 2 QCs
     assert check_step_schemas(three_dag) == 1 + 4 + 22 + 9 + 6
 
