@@ -29,8 +29,8 @@
 #     (issue 17), on a quality-suite setting packed by combined_walltime.py (carry benchmarks/gpu-data):
 #       .venv/bin/python benchmarks/combined_walltime.py pack /work/suite/other-motifs/other-motifs \
 #           benchmarks/gpu-data/other-motifs
-# PARTS picks what runs (default: all of "train predict contributions combined"); the first four
-# kinds were measured on 2026-12-04, so a session with little device time runs PARTS=combined.
+# PARTS picks what runs (default: all of "train predict contributions combined"); the first three
+# kinds were measured on 2026-12-04 and fill one call, so a session runs PARTS=combined alone.
 # Writes $OUT/gpu-results.tar.gz: machine.txt, parts.txt (each part's wall time and exit status),
 # train_{float32,bfloat16}.json, predict_{64,512}.json, contributions_{64,512}.{json,md},
 # combined.json and combined_*.log.
@@ -67,9 +67,10 @@ else
     # seconds: train float32, train bfloat16, predict 64, contributions 64, predict 512,
     # contributions 512 (560 s in all; the first run on an H200 took 84, 45, 18, 72, 22 and
     # more than 140 for the last, where tangermeme did not finish 64 regions)
-    # the combined stage: both recipes at the packed epoch limit (60; about 19 min on the 2-core
-    # CPU box for other-motifs at half scale)
-    LIMITS=(${PART_LIMITS:-120 70 40 90 40 200 420})
+    # and the combined stage: both recipes at the packed epoch limit (60; 14 min on the 2-core CPU
+    # box; on an H200 an estimated 3-4 s an epoch from train_throughput's 64 x 8 rate, ~6 min for
+    # both) - more than the other six parts leave of one 590-s call, so run it alone (PARTS=combined)
+    LIMITS=(${PART_LIMITS:-120 70 40 90 40 200 540})
     COMBINED=""
 fi
 PARTS=${PARTS:-train predict contributions combined}
