@@ -42,31 +42,27 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import combined_variants  # noqa: E402
 import quality  # noqa: E402
+
+from bpflow.train.settings import PROFILE_FIRST_KEYS  # noqa: E402
 
 FILES = {"train": "peaks_train.h5", "val": "peaks_val.h5", "transformation": "transformation.keras"}
 # the workflow's combined counts phase (workflow/rules/common.smk) since the twelfth session
 CURRENT_COUNTS_PHASE = {"counts-phase-learning-rate": 0.0008, "counts-phase-schedule": "cosine"}
 # quality.py's bpreveal recipe for the combined stage, as step-config keys (its "extra" keys go
-# into the settings, as the workflow's step_configs do)
-JOINT_SETTINGS = {
+# into the settings, as the workflow's step_configs do), in combined_variants' patch form
+JOINT_PATCH = {
     **{k: v for k, v in quality.BPREVEAL_COMBINED.items() if k != "extra"},
     **quality.BPREVEAL_COMBINED["extra"],
+    "heads": {"counts-combination": quality.BPREVEAL_COUNTS_COMBINATION},
 }
-JOINT_HEADS = {"counts-combination": quality.BPREVEAL_COUNTS_COMBINATION}
-PROFILE_FIRST_ONLY = (
-    "counts-phase-learning-rate",
-    "counts-phase-schedule",
-    "counts-phase-epochs",
-    "counts-phase-trainable",
-    "profile-phase-stop-delta",
-)
 RECIPES = ("default", "joint")
 
 
 def packed_config(config: dict) -> dict:
     """The default's train-combined config with relative input paths (the packed files) and the
-    workflow's current counts phase; outputs under ``models/``."""
+    workflow's current counts phase."""
     out = json.loads(json.dumps(config))
     out["train-data"], out["val-data"] = FILES["train"], FILES["val"]
     s = out["settings"]
@@ -77,36 +73,22 @@ def packed_config(config: dict) -> dict:
 
 def recipe_config(packed: dict, recipe: str, data_dir: Path, epochs: int | None = None) -> dict:
     """``recipe``'s train-combined config: its inputs in ``data_dir`` (absolute), its outputs in
-    ``models/<recipe>`` of the working directory; ``epochs`` (the same for every recipe) replaces
-    the packed epoch limit."""
+    ``results/<recipe>/models`` of the working directory (combined_variants' layout);
+    ``epochs`` (the same for every recipe) replaces the packed epoch limit."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; one of {', '.join(RECIPES)}")
-    out = json.loads(json.dumps(packed))
+    patch = {} if epochs is None else {"epochs": epochs}
+    if recipe == "joint":
+        packed = json.loads(json.dumps(packed))
+        for key in PROFILE_FIRST_KEYS:
+            packed["settings"].pop(key, None)
+        patch.update(JOINT_PATCH)
+    out = combined_variants.variant_config(packed, recipe, patch)
     data_dir = data_dir.resolve()
     out["train-data"] = str(data_dir / packed["train-data"])
     out["val-data"] = str(data_dir / packed["val-data"])
-    s = out["settings"]
-    s["transformation-model"] = {
-        "transformation-model-file": str(
-            data_dir / packed["settings"]["transformation-model"]["transformation-model-file"]
-        )
-    }
-    prefix = f"models/{recipe}"
-    if epochs is not None:
-        s["epochs"] = epochs
-    s.update(
-        {
-            "output-prefix": f"{prefix}/combined",
-            "combined-model-file": f"{prefix}/combined.keras",
-            "residual-model-file": f"{prefix}/residual.keras",
-        }
-    )
-    if recipe == "joint":
-        for key in PROFILE_FIRST_ONLY:
-            s.pop(key, None)
-        s.update(JOINT_SETTINGS)
-        for head in out["heads"]:
-            head.update(JOINT_HEADS)
+    model = out["settings"]["transformation-model"]
+    model["transformation-model-file"] = str(data_dir / model["transformation-model-file"])
     return out
 
 
@@ -148,8 +130,9 @@ def run(data_dir: Path, workdir: Path, recipes, threads: int, python: str, epoch
         config = recipe_config(packed, recipe, data_dir, epochs)
         path = workdir / f"{recipe}.json"
         path.write_text(json.dumps(config, indent=1))
-        shutil.rmtree(workdir / "models" / recipe, ignore_errors=True)  # no checkpoint to resume
-        (workdir / "models" / recipe).mkdir(parents=True)
+        prefix = workdir / config["settings"]["output-prefix"]
+        shutil.rmtree(prefix.parent, ignore_errors=True)  # no checkpoint to resume
+        prefix.parent.mkdir(parents=True)
         t0 = time.perf_counter()
         with open(workdir / f"{recipe}.log", "w") as log:
             subprocess.run(
@@ -160,7 +143,7 @@ def run(data_dir: Path, workdir: Path, recipes, threads: int, python: str, epoch
                 stderr=subprocess.STDOUT,
             )
         wall = time.perf_counter() - t0
-        history = json.loads((workdir / f"models/{recipe}/combined.history.json").read_text())
+        history = json.loads(prefix.with_name(prefix.name + ".history.json").read_text())
         rows.append(summary(recipe, wall, history))
         print(json.dumps(rows[-1]), flush=True)
     return rows

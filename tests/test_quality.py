@@ -821,8 +821,8 @@ def test_combined_walltime_recipes_differ_by_the_joint_schedule_only(tmp_path):
             data.resolve() / "transformation.keras"
         )
         schemas.validate(config, "train-combined")
-    assert ours["settings"]["output-prefix"] == "models/default/combined"
-    assert joint["settings"]["residual-model-file"] == "models/joint/residual.keras"
+    assert ours["settings"]["output-prefix"] == "results/default/models/combined"
+    assert joint["settings"]["residual-model-file"] == "results/joint/models/residual.keras"
     s, j = ours["settings"], joint["settings"]
     changed = {k for k in set(s) | set(j) if s.get(k) != j.get(k)}
     assert changed == {
