@@ -24,9 +24,23 @@ writes each recipe's config into ``--workdir`` and runs ``bpflow train-combined`
 
 Both start from the same transformation (the ``bpreveal`` recipe of quality.py fits its own on
 peaks; the stage's cost does not depend on it) with the same architecture, data, batch size,
-seed and epoch limit.  Reported per recipe: the process's wall time (start-up, data loading,
-compilation and saving included), the history's training seconds, epochs run, the median
-epoch, and the stop reason.
+seed and epoch limit.
+
+- ``peer`` (with ``--peer-bin``, the bin directory of a BPReveal 5.2.2 venv; benchmarks/
+  vs_bpreveal.py has its set-up): BPReveal's own ``trainCombinedModel`` on the same peaks,
+  from its own transformation and with its own config, as ``side_by_side.py peer-configs``
+  writes them into the setting's ``peer/`` (its bias model and transformation trained there
+  first; ``pack`` copies both when present), the epoch limit the same.  It runs with glibc's
+  heap tuned as bpflow tunes its own (``GLIBC_TUNABLES`` from ``bpflow.allocator.SETTINGS``;
+  without it BPReveal ran 2.5x slower on the suite's box, benchmarks/README.md, tenth session).
+
+Reported per recipe: the process's wall time (start-up, data loading, compilation and saving
+included), the history's training seconds, epochs run, the median epoch, and the stop reason
+(for the peer, whose history has neither the seconds nor a stop reason, the epochs and the
+process's seconds an epoch).
+
+    .venv/bin/python benchmarks/combined_walltime.py run benchmarks/gpu-data/base --workdir /tmp/cw \
+        --recipes default joint peer --peer-bin /work/peer/bpreveal-venv/bin --json cw.json
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -45,9 +60,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import combined_variants  # noqa: E402
 import quality  # noqa: E402
 
+from bpflow import allocator  # noqa: E402
 from bpflow.train.settings import PROFILE_FIRST_KEYS  # noqa: E402
 
 FILES = {"train": "peaks_train.h5", "val": "peaks_val.h5", "transformation": "transformation.keras"}
+# the peer's own combined config and transformation (a setting's peer/, side_by_side.py), packed
+# under these names when present
+PEER_FILES = {
+    "config": ("combined.json", "peer_combined.json"),
+    "transformation": ("transformation.keras", "peer_transformation.keras"),
+}
 # the workflow's combined counts phase (workflow/rules/common.smk) since the twelfth session
 CURRENT_COUNTS_PHASE = {"counts-phase-learning-rate": 0.0008, "counts-phase-schedule": "cosine"}
 # quality.py's bpreveal recipe for the combined stage, as step-config keys (its "extra" keys go
@@ -57,7 +79,19 @@ JOINT_PATCH = {
     **quality.BPREVEAL_COMBINED["extra"],
     "heads": {"counts-combination": quality.BPREVEAL_COUNTS_COMBINATION},
 }
-RECIPES = ("default", "joint")
+RECIPES = ("default", "joint", "peer")
+# glibc's tunables for the heap bpflow.allocator sets by mallopt in its own processes
+TUNABLE_NAMES = {
+    allocator.M_ARENA_MAX: "arena_max",
+    allocator.M_MMAP_MAX: "mmap_max",
+    allocator.M_TRIM_THRESHOLD: "trim_threshold",
+    allocator.M_TOP_PAD: "top_pad",
+}
+
+
+def glibc_tunables() -> str:
+    """``GLIBC_TUNABLES`` that give a process bpflow's heap settings (bpflow.allocator)."""
+    return ":".join(f"glibc.malloc.{TUNABLE_NAMES[param]}={value}" for param, value in allocator.SETTINGS)
 
 
 def packed_config(config: dict) -> dict:
@@ -75,8 +109,8 @@ def recipe_config(packed: dict, recipe: str, data_dir: Path, epochs: int | None 
     """``recipe``'s train-combined config: its inputs in ``data_dir`` (absolute), its outputs in
     ``results/<recipe>/models`` of the working directory (combined_variants' layout);
     ``epochs`` (the same for every recipe) replaces the packed epoch limit."""
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; one of {', '.join(RECIPES)}")
+    if recipe not in RECIPES[:2]:
+        raise ValueError(f"unknown recipe {recipe!r}; one of {', '.join(RECIPES[:2])}")
     patch = {} if epochs is None else {"epochs": epochs}
     if recipe == "joint":
         packed = json.loads(json.dumps(packed))
@@ -92,6 +126,21 @@ def recipe_config(packed: dict, recipe: str, data_dir: Path, epochs: int | None 
     return out
 
 
+def peer_config(config: dict, data_dir: Path, workdir: Path, epochs: int | None = None) -> dict:
+    """The peer's packed combined config on the packed peaks and its packed transformation
+    (absolute paths), its outputs in ``results/peer/models`` of ``workdir``; ``epochs`` as
+    for :func:`recipe_config`."""
+    out = json.loads(json.dumps(config))
+    data_dir = data_dir.resolve()
+    out["train-data"], out["val-data"] = str(data_dir / FILES["train"]), str(data_dir / FILES["val"])
+    s = out["settings"]
+    s["transformation-model"] = {"transformation-model-file": str(data_dir / PEER_FILES["transformation"][1])}
+    s["output-prefix"] = str(workdir.resolve() / "results" / "peer" / "models" / "combined")
+    if epochs is not None:
+        s["epochs"] = epochs
+    return out
+
+
 def pack(workdir: Path, dest: Path) -> None:
     src = workdir / "results" / "bpflow"
     dest.mkdir(parents=True, exist_ok=True)
@@ -102,6 +151,12 @@ def pack(workdir: Path, dest: Path) -> None:
         shutil.copyfile(found, dest / name)
     config = json.loads((src / "configs/train_combined.json").read_text())
     (dest / "train_combined.json").write_text(json.dumps(packed_config(config), indent=1))
+    peer = [(workdir / "peer" / name, dest / packed) for name, packed in PEER_FILES.values()]
+    if all(found.is_file() for found, _ in peer):
+        for found, packed in peer:
+            shutil.copyfile(found, packed)
+    else:
+        print(f"{workdir / 'peer'}: no peer combined.json and transformation.keras; the peer recipe cannot run")
     size = sum(p.stat().st_size for p in dest.iterdir()) / 2**20
     print(f"packed {dest} ({size:.1f} MiB)")
 
@@ -121,30 +176,74 @@ def summary(recipe: str, wall: float, history: dict) -> dict:
     }
 
 
-def run(data_dir: Path, workdir: Path, recipes, threads: int, python: str, epochs: int | None = None) -> list[dict]:
+def peer_summary(wall: float, history: dict, epochs: int, log: str) -> dict:
+    """The peer's row from its Keras history (per-epoch lists, no seconds) and its log: Keras's
+    early stopping names the epoch whose weights it restored, which need not be the lowest
+    ``val_loss`` of the history (the counts loss weight changes from epoch to epoch)."""
+    run = len(history["val_loss"])
+    restored = re.search(r"Restoring model weights from the end of the best epoch: (\d+)", log)
+    stopped = re.search(r"Epoch \d+: early stopping", log)
+    return {
+        "recipe": "peer",
+        "process-seconds": round(wall, 1),
+        "train-seconds": None,
+        "epochs-run": run,
+        "best-epoch": int(restored.group(1)) if restored else None,
+        "median-epoch-seconds": None,
+        "first-epoch-seconds": None,
+        "stop-reason": f"BPReveal: {'early stopping' if stopped else 'no early stop'}, {run} of {epochs} epochs; "
+        f"{wall / run:.2f} process s an epoch",
+    }
+
+
+def run(
+    data_dir: Path,
+    workdir: Path,
+    recipes,
+    threads: int,
+    python: str,
+    epochs: int | None = None,
+    peer_bin: Path | None = None,
+) -> list[dict]:
     packed = json.loads((data_dir / "train_combined.json").read_text())
     python = os.path.abspath(shutil.which(python) or python)  # the runs' cwd is workdir; a venv's link kept
+    if "peer" in recipes:
+        if peer_bin is None or not (peer_bin / "trainCombinedModel").is_file():
+            raise SystemExit(f"recipe peer: --peer-bin must name the bin directory of a BPReveal venv (got {peer_bin})")
+        if not (data_dir / PEER_FILES["config"][1]).is_file():
+            raise SystemExit(f"{data_dir}: no {PEER_FILES['config'][1]} (pack a setting whose peer/ is trained)")
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for recipe in recipes:
-        config = recipe_config(packed, recipe, data_dir, epochs)
+        env = None
+        if recipe == "peer":
+            peer = json.loads((data_dir / PEER_FILES["config"][1]).read_text())
+            config = peer_config(peer, data_dir, workdir, epochs)
+            command = [str(peer_bin.resolve() / "trainCombinedModel")]
+            # as in its activated venv, with bpflow's heap
+            search = f"{peer_bin.resolve()}{os.pathsep}{os.environ.get('PATH', '')}"
+            env = {**os.environ, "PATH": search, "GLIBC_TUNABLES": glibc_tunables()}
+        else:
+            config = recipe_config(packed, recipe, data_dir, epochs)
+            command = [python, "-m", "bpflow", "train-combined"]
         path = workdir / f"{recipe}.json"
         path.write_text(json.dumps(config, indent=1))
         prefix = workdir / config["settings"]["output-prefix"]
         shutil.rmtree(prefix.parent, ignore_errors=True)  # no checkpoint to resume
         prefix.parent.mkdir(parents=True)
+        options = [] if recipe == "peer" else ["--threads", str(threads)]
         t0 = time.perf_counter()
         with open(workdir / f"{recipe}.log", "w") as log:
             subprocess.run(
-                [python, "-m", "bpflow", "train-combined", path.name, "--threads", str(threads)],
-                cwd=workdir,
-                check=True,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                [*command, path.name, *options], cwd=workdir, check=True, stdout=log, stderr=subprocess.STDOUT, env=env
             )
         wall = time.perf_counter() - t0
         history = json.loads(prefix.with_name(prefix.name + ".history.json").read_text())
-        rows.append(summary(recipe, wall, history))
+        limit = config["settings"]["epochs"]
+        if recipe == "peer":
+            rows.append(peer_summary(wall, history, limit, (workdir / f"{recipe}.log").read_text(errors="replace")))
+        else:
+            rows.append(summary(recipe, wall, history))
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -171,16 +270,17 @@ def main(argv=None) -> None:
     b = sub.add_parser("run", help="train the combined stage with each recipe, timed")
     b.add_argument("data", type=Path, help="a directory written by pack")
     b.add_argument("--workdir", type=Path, required=True)
-    b.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
+    b.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES[:2]))
     b.add_argument("--threads", type=int, default=os.cpu_count())
     b.add_argument("--epochs", type=int, help="epoch limit of every recipe (default: the packed config's)")
     b.add_argument("--json", type=Path)
     b.add_argument("--python", default=sys.executable, help="the interpreter that runs `python -m bpflow`")
+    b.add_argument("--peer-bin", type=Path, help="recipe peer: the bin directory of a BPReveal 5.2.2 venv")
     args = p.parse_args(argv)
     if args.command == "pack":
         pack(args.workdir, args.dest)
         return
-    rows = run(args.data, args.workdir, args.recipes, args.threads, args.python, args.epochs)
+    rows = run(args.data, args.workdir, args.recipes, args.threads, args.python, args.epochs, args.peer_bin)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(markdown(rows))

@@ -12,6 +12,7 @@ motif.
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -853,6 +854,74 @@ def test_combined_walltime_recipes_differ_by_the_joint_schedule_only(tmp_path):
     row = walltime.summary("joint", 41.26, history)
     assert row["process-seconds"] == 41.3 and row["median-epoch-seconds"] == 9.0 and row["first-epoch-seconds"] == 14.0
     assert walltime.markdown([row]).splitlines()[2].startswith("| joint | 41.3 | 30.5 | 3 (2) | 9.0 | 14.0 |")
+
+
+def test_combined_walltime_packs_and_configures_the_peer(tmp_path, capsys):
+    """combined_walltime.py's peer recipe: pack copies a setting's peer/ combined config and
+    transformation when both are there (and says so when not); the peer's config reads the
+    packed peaks and its own packed transformation, writes under the working directory and takes
+    the common epoch limit; the peer runs under glibc's tunables for bpflow's heap settings; its
+    row comes from its Keras history; without --peer-bin the run stops before training."""
+    walltime = _quality_harness("combined_walltime")
+    src = tmp_path / "setting"
+    for rel in ("results/bpflow/data/peaks_train.h5", "results/bpflow/data/peaks_val.h5"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(b"h5")
+    (src / "results/bpflow/models").mkdir()
+    (src / "results/bpflow/models/transformation.keras").write_bytes(b"ours")
+    (src / "results/bpflow/configs").mkdir()
+    default = _default_combined_config()
+    (src / "results/bpflow/configs/train_combined.json").write_text(json.dumps(default))
+    walltime.pack(src, tmp_path / "alone")
+    assert "the peer recipe cannot run" in capsys.readouterr().out
+    assert not (tmp_path / "alone/peer_combined.json").exists()
+    peer = {
+        "settings": {"output-prefix": "/elsewhere/combined", "epochs": 60, "learning-rate": 0.004,
+                     "transformation-model": {"transformation-model-file": "/elsewhere/transformation.keras"}},
+        "train-data": "/elsewhere/peaks_train.h5", "val-data": "/elsewhere/peaks_val.h5", "heads": [],
+    }  # fmt: skip
+    (src / "peer").mkdir()
+    (src / "peer/combined.json").write_text(json.dumps(peer))
+    (src / "peer/transformation.keras").write_bytes(b"theirs")
+    data = tmp_path / "packed"
+    walltime.pack(src, data)
+    assert (data / "peer_transformation.keras").read_bytes() == b"theirs"
+    assert (data / "transformation.keras").read_bytes() == b"ours"
+    packed_peer = json.loads((data / "peer_combined.json").read_text())
+    assert packed_peer == peer
+    config = walltime.peer_config(packed_peer, data, tmp_path / "w", epochs=2)
+    assert packed_peer == peer  # not changed in place
+    assert (config["train-data"], config["val-data"]) == (
+        str(data.resolve() / "peaks_train.h5"),
+        str(data.resolve() / "peaks_val.h5"),
+    )
+    assert config["settings"]["transformation-model"] == {
+        "transformation-model-file": str(data.resolve() / "peer_transformation.keras")
+    }
+    assert config["settings"]["output-prefix"] == str((tmp_path / "w").resolve() / "results/peer/models/combined")
+    assert config["settings"]["epochs"] == 2 and config["settings"]["learning-rate"] == 0.004
+    assert walltime.peer_config(packed_peer, data, tmp_path / "w")["settings"]["epochs"] == 60
+    # bpflow.allocator's mallopt settings, as glibc reads them from the environment
+    assert walltime.glibc_tunables() == (
+        "glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:"
+        "glibc.malloc.trim_threshold=2147483647:glibc.malloc.top_pad=67108864"
+    )
+    # the best epoch is the one Keras restored (not the history's lowest val_loss: 4 here)
+    log = "Epoch 5: early stopping\nRestoring model weights from the end of the best epoch: 2.\n"
+    row = walltime.peer_summary(100.0, {"val_loss": [9.0, 7.5, 8.0, 7.0, 7.25]}, 60, log)
+    assert (row["recipe"], row["epochs-run"], row["best-epoch"], row["process-seconds"]) == ("peer", 5, 2, 100.0)
+    assert row["stop-reason"] == "BPReveal: early stopping, 5 of 60 epochs; 20.00 process s an epoch"
+    assert walltime.markdown([row]).splitlines()[2].startswith("| peer | 100.0 | None | 5 (2) |")
+    row = walltime.peer_summary(90.0, {"val_loss": [9.0, 7.5, 8.0]}, 3, "Epoch 3/3\n")
+    assert row["best-epoch"] is None and row["stop-reason"].startswith("BPReveal: no early stop, 3 of 3 epochs; 30.00")
+    with pytest.raises(SystemExit, match="--peer-bin must name"):
+        walltime.run(data, tmp_path / "w", ["default", "peer"], 2, sys.executable)
+    with pytest.raises(SystemExit, match="no peer_combined.json"):
+        fake_bin = tmp_path / "bin"
+        fake_bin.mkdir()
+        (fake_bin / "trainCombinedModel").write_text("")
+        walltime.run(tmp_path / "alone", tmp_path / "w", ["peer"], 2, sys.executable, peer_bin=fake_bin)
+    assert not (tmp_path / "w").exists()  # nothing ran
 
 
 def test_noise_free_simulation_keeps_the_genome_and_sets_strengths_by_sequence(tmp_path):
