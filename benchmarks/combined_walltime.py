@@ -1,6 +1,7 @@
 """Wall time of the combined stage, bpflow's default schedule against the joint schedule
 (BPReveal's recipe: issue 17's target "combined-stage wall time at the same epoch limit no more
-than the joint schedule's"), on the same files, one after the other, whole process.
+than the joint schedule's") and, optionally, against BPReveal's own combined stage, on the same
+files, one after the other, whole process.
 
 Two steps, so that the measurement can run where the suite's working directories are not (the
 device machine of benchmarks/gpu.sh):
@@ -12,19 +13,21 @@ device machine of benchmarks/gpu.sh):
     .venv/bin/python benchmarks/combined_walltime.py run benchmarks/gpu-data/other-motifs \\
         --workdir /tmp/cw --threads 2 --json cw.json
 
-``pack`` copies the training and validation peaks, the transformation model and the default's
+``pack`` copies the training and validation peaks, the transformation model, the peer's
+combined config and transformation when the setting has them (``peer/``), and the default's
 train-combined config (brought to the workflow's current counts phase: a cosine from 0.0008, as
 ``combined_variants.py`` does for the half-scale builds made before that default).  ``run``
-writes each recipe's config into ``--workdir`` and runs ``bpflow train-combined`` on it:
+writes each recipe's config into ``--workdir`` and runs it (``bpflow train-combined``, or the
+peer's ``trainCombinedModel``):
 
 - ``default``: the packed config (profile-first; the profile phase, then the counts phase);
 - ``joint``: the same with the joint schedule of quality.py's ``bpreveal`` recipe: profile and
   counts trained together from the first step at BPReveal's learning rate 0.004, no warm-up,
   Keras's initialisation of the residual's counts, BPReveal's summed counts.
 
-Both start from the same transformation (the ``bpreveal`` recipe of quality.py fits its own on
-peaks; the stage's cost does not depend on it) with the same architecture, data, batch size,
-seed and epoch limit.
+The two bpflow recipes start from the same transformation (the ``bpreveal`` recipe of
+quality.py fits its own on peaks; the stage's cost does not depend on it) with the same
+architecture, data, batch size, seed and epoch limit.
 
 - ``peer`` (with ``--peer-bin``, the bin directory of a BPReveal 5.2.2 venv; benchmarks/
   vs_bpreveal.py has its set-up): BPReveal's own ``trainCombinedModel`` on the same peaks,
@@ -36,8 +39,8 @@ seed and epoch limit.
 
 Reported per recipe: the process's wall time (start-up, data loading, compilation and saving
 included), the history's training seconds, epochs run, the median epoch, and the stop reason
-(for the peer, whose history has neither the seconds nor a stop reason, the epochs and the
-process's seconds an epoch).
+(for the peer, whose history has neither: the epochs, the epoch whose weights Keras restored,
+whether early stopping ended the run, and the process's seconds an epoch).
 
     .venv/bin/python benchmarks/combined_walltime.py run benchmarks/gpu-data/base --workdir /tmp/cw \
         --recipes default joint peer --peer-bin /work/peer/bpreveal-venv/bin --json cw.json
