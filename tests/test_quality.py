@@ -916,10 +916,10 @@ def test_combined_walltime_packs_and_configures_the_peer(tmp_path, capsys):
     assert row["best-epoch"] is None and row["stop-reason"].startswith("BPReveal: no early stop, 3 of 3 epochs; 30.00")
     with pytest.raises(SystemExit, match="--peer-bin must name"):
         walltime.run(data, tmp_path / "w", ["default", "peer"], 2, sys.executable)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "trainCombinedModel").write_text("")
     with pytest.raises(SystemExit, match="no peer_combined.json"):
-        fake_bin = tmp_path / "bin"
-        fake_bin.mkdir()
-        (fake_bin / "trainCombinedModel").write_text("")
         walltime.run(tmp_path / "alone", tmp_path / "w", ["peer"], 2, sys.executable, peer_bin=fake_bin)
     assert not (tmp_path / "w").exists()  # nothing ran
 
