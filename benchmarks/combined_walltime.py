@@ -222,19 +222,18 @@ def run(
         if recipe == "peer":
             peer = json.loads((data_dir / PEER_FILES["config"][1]).read_text())
             config = peer_config(peer, data_dir, workdir, epochs)
-            command = [str(peer_bin.resolve() / "trainCombinedModel")]
+            command, options = [str(peer_bin.resolve() / "trainCombinedModel")], []
             # as in its activated venv, with bpflow's heap
             search = f"{peer_bin.resolve()}{os.pathsep}{os.environ.get('PATH', '')}"
             env = {**os.environ, "PATH": search, "GLIBC_TUNABLES": glibc_tunables()}
         else:
             config = recipe_config(packed, recipe, data_dir, epochs)
-            command = [python, "-m", "bpflow", "train-combined"]
+            command, options = [python, "-m", "bpflow", "train-combined"], ["--threads", str(threads)]
         path = workdir / f"{recipe}.json"
         path.write_text(json.dumps(config, indent=1))
         prefix = workdir / config["settings"]["output-prefix"]
         shutil.rmtree(prefix.parent, ignore_errors=True)  # no checkpoint to resume
         prefix.parent.mkdir(parents=True)
-        options = [] if recipe == "peer" else ["--threads", str(threads)]
         t0 = time.perf_counter()
         with open(workdir / f"{recipe}.log", "w") as log:
             subprocess.run(
