@@ -67,12 +67,10 @@ from bpflow import allocator  # noqa: E402
 from bpflow.train.settings import PROFILE_FIRST_KEYS  # noqa: E402
 
 FILES = {"train": "peaks_train.h5", "val": "peaks_val.h5", "transformation": "transformation.keras"}
-# the peer's own combined config and transformation (a setting's peer/, side_by_side.py), packed
-# under these names when present
-PEER_FILES = {
-    "config": ("combined.json", "peer_combined.json"),
-    "transformation": ("transformation.keras", "peer_transformation.keras"),
-}
+# the peer's own combined config and transformation: a setting's peer/ (side_by_side.py) name ->
+# the packed name (copied when both are there)
+PEER_CONFIG, PEER_TRANSFORMATION = "peer_combined.json", "peer_transformation.keras"
+PEER_FILES = {"combined.json": PEER_CONFIG, "transformation.keras": PEER_TRANSFORMATION}
 # the workflow's combined counts phase (workflow/rules/common.smk) since the twelfth session
 CURRENT_COUNTS_PHASE = {"counts-phase-learning-rate": 0.0008, "counts-phase-schedule": "cosine"}
 # quality.py's bpreveal recipe for the combined stage, as step-config keys (its "extra" keys go
@@ -82,7 +80,8 @@ JOINT_PATCH = {
     **quality.BPREVEAL_COMBINED["extra"],
     "heads": {"counts-combination": quality.BPREVEAL_COUNTS_COMBINATION},
 }
-RECIPES = ("default", "joint", "peer")
+BPFLOW_RECIPES = ("default", "joint")
+RECIPES = (*BPFLOW_RECIPES, "peer")
 # glibc's tunables for the heap bpflow.allocator sets by mallopt in its own processes
 TUNABLE_NAMES = {
     allocator.M_ARENA_MAX: "arena_max",
@@ -112,32 +111,32 @@ def recipe_config(packed: dict, recipe: str, data_dir: Path, epochs: int | None 
     """``recipe``'s train-combined config: its inputs in ``data_dir`` (absolute), its outputs in
     ``results/<recipe>/models`` of the working directory (combined_variants' layout);
     ``epochs`` (the same for every recipe) replaces the packed epoch limit."""
-    if recipe not in RECIPES[:2]:
-        raise ValueError(f"unknown recipe {recipe!r}; one of {', '.join(RECIPES[:2])}")
+    if recipe not in BPFLOW_RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; one of {', '.join(BPFLOW_RECIPES)}")
     patch = {} if epochs is None else {"epochs": epochs}
     if recipe == "joint":
         packed = json.loads(json.dumps(packed))
         for key in PROFILE_FIRST_KEYS:
             packed["settings"].pop(key, None)
         patch.update(JOINT_PATCH)
-    out = combined_variants.variant_config(packed, recipe, patch)
+    return _packed_inputs(combined_variants.variant_config(packed, recipe, patch), data_dir, FILES["transformation"])
+
+
+def _packed_inputs(config: dict, data_dir: Path, transformation: str) -> dict:
+    """``config`` reading the packed peaks and the packed ``transformation`` of ``data_dir``
+    (absolute paths, so that a run's working directory can be anywhere)."""
     data_dir = data_dir.resolve()
-    out["train-data"] = str(data_dir / packed["train-data"])
-    out["val-data"] = str(data_dir / packed["val-data"])
-    model = out["settings"]["transformation-model"]
-    model["transformation-model-file"] = str(data_dir / model["transformation-model-file"])
-    return out
+    config["train-data"], config["val-data"] = str(data_dir / FILES["train"]), str(data_dir / FILES["val"])
+    config["settings"]["transformation-model"] = {"transformation-model-file": str(data_dir / transformation)}
+    return config
 
 
 def peer_config(config: dict, data_dir: Path, workdir: Path, epochs: int | None = None) -> dict:
     """The peer's packed combined config on the packed peaks and its packed transformation
     (absolute paths), its outputs in ``results/peer/models`` of ``workdir``; ``epochs`` as
     for :func:`recipe_config`."""
-    out = json.loads(json.dumps(config))
-    data_dir = data_dir.resolve()
-    out["train-data"], out["val-data"] = str(data_dir / FILES["train"]), str(data_dir / FILES["val"])
+    out = _packed_inputs(json.loads(json.dumps(config)), data_dir, PEER_TRANSFORMATION)
     s = out["settings"]
-    s["transformation-model"] = {"transformation-model-file": str(data_dir / PEER_FILES["transformation"][1])}
     s["output-prefix"] = str(workdir.resolve() / "results" / "peer" / "models" / "combined")
     if epochs is not None:
         s["epochs"] = epochs
@@ -154,7 +153,7 @@ def pack(workdir: Path, dest: Path) -> None:
         shutil.copyfile(found, dest / name)
     config = json.loads((src / "configs/train_combined.json").read_text())
     (dest / "train_combined.json").write_text(json.dumps(packed_config(config), indent=1))
-    peer = [(workdir / "peer" / name, dest / packed) for name, packed in PEER_FILES.values()]
+    peer = [(workdir / "peer" / name, dest / packed) for name, packed in PEER_FILES.items()]
     if all(found.is_file() for found, _ in peer):
         for found, packed in peer:
             shutil.copyfile(found, packed)
@@ -213,14 +212,14 @@ def run(
     if "peer" in recipes:
         if peer_bin is None or not (peer_bin / "trainCombinedModel").is_file():
             raise SystemExit(f"recipe peer: --peer-bin must name the bin directory of a BPReveal venv (got {peer_bin})")
-        if not (data_dir / PEER_FILES["config"][1]).is_file():
-            raise SystemExit(f"{data_dir}: no {PEER_FILES['config'][1]} (pack a setting whose peer/ is trained)")
+        if not (data_dir / PEER_CONFIG).is_file():
+            raise SystemExit(f"{data_dir}: no {PEER_CONFIG} (pack a setting whose peer/ is trained)")
     workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for recipe in recipes:
         env = None
         if recipe == "peer":
-            peer = json.loads((data_dir / PEER_FILES["config"][1]).read_text())
+            peer = json.loads((data_dir / PEER_CONFIG).read_text())
             config = peer_config(peer, data_dir, workdir, epochs)
             command, options = [str(peer_bin.resolve() / "trainCombinedModel")], []
             # as in its activated venv, with bpflow's heap
@@ -272,7 +271,7 @@ def main(argv=None) -> None:
     b = sub.add_parser("run", help="train the combined stage with each recipe, timed")
     b.add_argument("data", type=Path, help="a directory written by pack")
     b.add_argument("--workdir", type=Path, required=True)
-    b.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES[:2]))
+    b.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(BPFLOW_RECIPES))
     b.add_argument("--threads", type=int, default=os.cpu_count())
     b.add_argument("--epochs", type=int, help="epoch limit of every recipe (default: the packed config's)")
     b.add_argument("--json", type=Path)
