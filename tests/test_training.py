@@ -180,6 +180,50 @@ def test_a_stopping_plateau_ends_the_run_where_the_rate_would_halve_hand_compute
     )
 
 
+def test_patience_after_halving_ends_the_run_sooner_hand_computed():
+    """halved_patience (profile-first's profile phase with profile-phase-patience-after-halving):
+    once the plateau has halved the rate, the run ends after that many epochs without a
+    significant gain, counted from the halving (not from the last gain before it, which would
+    end the run at once), or from a later gain; early stopping alone would have gone on."""
+    head = HeadSpec("h", 2, profile_weight=1.0, counts_weight=0.0, frac_target=None)
+
+    def run(halved_patience, losses):
+        st = TrainingState([head], [0.0], 0.01, 30, 10, 2, 0.01, halved_patience=halved_patience)
+        for e, p in enumerate(losses):
+            if st.stopped:
+                break
+            st.end_epoch(e, {"h_profile": p, "h_counts": 0.0}, {"h_profile": p, "h_counts": 0.0})
+        return st
+
+    # epoch 1 the best; 2 and 3 are not: halved after epoch 3 (the halving's waits start
+    # there, although early stopping's started at epoch 2); epoch 4 (95) is a gain at the
+    # halved rate and resets them; 5 and 6 are new bests but not 1 % below 95: ended after 6
+    losses = (100.0, 101.0, 102.0, 95.0, 94.5, 94.4, 90.0, 80.0)
+    st = run(2, losses)
+    assert st.epochs_done == 6 and st.best_epoch == 6 and st.significant_epoch == 4
+    assert st.history["learning_rate"] == pytest.approx([0.01] * 3 + [0.005] * 3)
+    assert st.stop_reason == (
+        "early stopping at the halved rate: no improvement of the validation loss by more than 0.01 of it "
+        "for 2 epochs after the learning rate was halved (best: epoch 6)"
+    )
+    # patience 1 after the halving: epoch 4 gains, epoch 5 does not
+    assert run(1, losses).epochs_done == 5
+    # 0 (off): the run goes on to its gains at epochs 7 and 8
+    st0 = run(0, losses)
+    assert not st0.stopped and st0.epochs_done == 8 and st0.best_epoch == 8
+    # a run never halved is not stopped by it; a checkpoint keeps the counters (an older one: 0)
+    assert not run(2, (100.0, 90.0, 80.0, 70.0)).stopped
+    mid = run(2, losses[:5])
+    again = TrainingState([head], [0.0], 0.01, 30, 10, 2, 0.01, halved_patience=2)
+    again.load_json(json.loads(json.dumps(mid.to_json())))
+    assert (again.halvings, again.halved_wait) == (1, 1)
+    again.end_epoch(5, {"h_profile": 94.4, "h_counts": 0.0}, {"h_profile": 94.4, "h_counts": 0.0})
+    assert again.stopped and again.epochs_done == 6
+    old = {k: v for k, v in mid.to_json().items() if k not in ("halvings", "halved_wait")}
+    again.load_json(json.loads(json.dumps(old)))
+    assert (again.halvings, again.halved_wait) == (0, 0)
+
+
 def test_a_better_epoch_under_a_new_lambda_is_not_mistaken():
     """Lowering lambda lowers the raw total; the re-expressed best must account for it."""
     head = HeadSpec("h", 1, profile_weight=1.0, counts_weight=100.0, frac_target=0.5)
@@ -526,8 +570,10 @@ def test_profile_first_counts_layers_keeps_the_profile_only_body(tmp_path):
 
 def test_profile_first_epochs_bound_both_phases_and_counts_start_at_the_mean(tmp_path):
     """epochs is the budget of the step: the profile phase gets epochs - counts-phase-epochs,
-    the counts phase counts-phase-epochs (no more when the profile phase stopped early).  The
-    counts head starts at the training windows' mean log(1 + total)."""
+    the counts phase counts-phase-epochs (no more when the profile phase stopped early).  A
+    joint run's counts head starts at the training windows' mean log(1 + total); a
+    profile-first run's is not centred (its counts layers are fitted by least squares after
+    the profile phase, which trains them with weight 0)."""
     from bpflow.formats.dataset import read_windows
     from bpflow.train import recipes
 
@@ -541,9 +587,13 @@ def test_profile_first_epochs_bound_both_phases_and_counts_start_at_the_mean(tmp
     first = profile["epochs-run"]
     assert record["epochs-run"] == first + 1 < 6
     assert record["stop-reason"] == f"finished the counts phase's 1 epochs ({first} profile, early stopping; 1 counts)"
-    # the counts head starts at the data's mean log(1 + total) (the MSE-optimal constant)
+    assert "counts-init" not in record and record["counts-fit"]["heads"]["h0"]["train-mse-after"] > 0
+    # a joint run's counts head starts at the data's mean log(1 + total) (the MSE-optimal constant)
     seqs, totals = read_windows(train, th.needed(th.BIAS_ARCH), th.OUTPUT_LENGTH, 1)
-    assert record["counts-init"]["h0"] == pytest.approx(np.mean(np.log1p(totals[:, 0])), rel=1e-6)
+    joint = dict(cfg, settings={**cfg["settings"], "counts-schedule": "joint", "epochs": 1})
+    joint["settings"].pop("counts-phase-epochs")
+    joint["settings"]["output-prefix"] = str(tmp_path / "budget-joint")
+    assert training.train_solo(joint)["counts-init"]["h0"] == pytest.approx(np.mean(np.log1p(totals[:, 0])), rel=1e-6)
     model = soloModel(
         th.needed(th.BIAS_ARCH),
         th.OUTPUT_LENGTH,
@@ -597,6 +647,37 @@ def test_profile_phase_stop_delta_ends_the_profile_phase_at_its_plateau(tmp_path
     cfg["settings"].pop("counts-phase-epochs")
     profile, counts = training.train_solo(cfg)["phases"]
     assert profile["epochs-allowed"] == 10 and profile["epochs-run"] == 3 and counts["epochs-run"] == 0
+
+
+def test_patience_after_halving_ends_the_profile_phase_after_its_first_halving(tmp_path):
+    """profile-phase-patience-after-halving: with a plateau min-delta of 90 % (plateau patience 1)
+    the rate halves after epoch 2 and again after epoch 3; with a min-delta of 90 % no epoch
+    gains, so the phase ends after epoch 3, one epoch after the first halving (the second does
+    not restart the count), where early stopping (patience 10) would have run all 8; the
+    counts phase then runs its epochs, and the stage's stop-reason says so."""
+    _, cfg = _profile_first_config(
+        tmp_path,
+        "halved",
+        10,
+        **{
+            "counts-phase-epochs": 2,
+            "profile-phase-patience-after-halving": 1,
+            "learning-rate-plateau-patience": 1,
+            "learning-rate-plateau-min-delta": 0.9,
+            "early-stopping-min-delta": 0.9,
+            "early-stopping-patience": 10,
+        },
+    )
+    record = training.train_solo(cfg)
+    profile, counts = record["phases"]
+    assert profile["epochs-allowed"] == 8 and profile["epochs-run"] == 3
+    assert profile["stop-reason"].startswith("early stopping at the halved rate: no improvement")
+    assert profile["final-learning-rate"] == pytest.approx(0.0025)
+    assert record["history"]["learning_rate"][:3] == pytest.approx([0.01, 0.01, 0.005])
+    assert counts["epochs-run"] == 2 and record["epochs-run"] == 5
+    assert record["stop-reason"] == (
+        "finished the counts phase's 2 epochs (3 profile, early stopping at the halved rate; 2 counts)"
+    )
 
 
 def test_profile_first_all_trains_every_weight_at_the_given_rate(tmp_path):

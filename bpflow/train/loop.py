@@ -8,8 +8,9 @@ head's log counts) and:
   counts, the counts target being ``log(1 + total counts of the head in the window)``;
 - adapts lambda to ``counts-loss-frac-target`` (:func:`update_counts_weight`), stops early and
   halves the learning rate on a plateau (or, for profile-first's profile phase with
-  ``profile-phase-stop-delta``, stops there), comparing validation losses re-expressed with
-  the current lambda;
+  ``profile-phase-stop-delta``, stops there; with ``profile-phase-patience-after-halving``
+  that phase stops sooner once the rate has been halved), comparing validation losses
+  re-expressed with the current lambda;
 - ramps the learning rate up over the first ``learning-rate-warmup-epochs`` epochs and, with
   the ``cosine`` schedule (profile-first's ``counts-phase-schedule``), lowers it to 0 on a
   cosine over the run's steps instead of halving it on a plateau (:func:`rate_factor`);
@@ -290,6 +291,7 @@ class TrainingState:
         plateau_min_delta: float = 0.0,
         plateau_stops: bool = False,
         schedule: str = "plateau",
+        halved_patience: int = 0,
     ):
         if schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown learning-rate schedule {schedule!r} (one of {', '.join(LR_SCHEDULES)})")
@@ -304,6 +306,12 @@ class TrainingState:
         self.plateau_stops = bool(plateau_stops)
         # "cosine": the rate follows rate_factor, the plateau neither halves it nor stops the run
         self.schedule = schedule
+        # once the plateau has halved the rate: stop after this many epochs without a
+        # significant improvement, counted from the first halving (profile-first's profile phase with
+        # profile-phase-patience-after-halving; 0: early_stopping_patience alone)
+        self.halved_patience = int(halved_patience)
+        self.halvings = 0
+        self.halved_wait = 0
         self.epochs_done = 0
         self.lambdas = [float(x) for x in lambdas]
         self.learning_rate = float(learning_rate)
@@ -342,6 +350,8 @@ class TrainingState:
         "plateau_terms",
         "es_wait",
         "lr_wait",
+        "halvings",
+        "halved_wait",
         "stopped",
         "stop_reason",
         "initial",
@@ -352,9 +362,10 @@ class TrainingState:
         return {k: getattr(self, k) for k in self._SAVED}
 
     def load_json(self, obj: dict) -> None:
+        # absent from checkpoints written before they existed
+        later = {"plateau_terms": obj["best_terms"], "halvings": 0, "halved_wait": 0}
         for k in self._SAVED:
-            # plateau_terms: absent from checkpoints written before it existed
-            setattr(self, k, obj[k] if k != "plateau_terms" else obj.get(k, obj["best_terms"]))
+            setattr(self, k, obj[k] if k not in later else obj.get(k, later[k]))
 
     def best_total(self) -> float | None:
         """The best validation loss, re-expressed with the current lambdas."""
@@ -400,6 +411,7 @@ class TrainingState:
         plateau = None if self.plateau_terms is None else _total(self.plateau_terms, self.heads, lambdas)
         plateau_gain = plateau is None or val_loss < plateau - self.plateau_min_delta * abs(plateau)
         notes = []
+        halved_now = False
         if improved:
             self.best_terms, self.best_epoch = dict(val_terms), epoch + 1
             notes.append("best" if significant else f"best, by < {self.min_delta:g}")
@@ -418,7 +430,10 @@ class TrainingState:
                 else:
                     self.learning_rate /= 2.0
                     self.lr_wait = 0
+                    self.halvings += 1
+                    halved_now = True
                     notes.append(f"learning rate -> {self.learning_rate:.3g}")
+        by = f" by more than {self.min_delta:g} of it" if self.min_delta else ""
         if significant:
             self.significant_terms, self.significant_epoch = dict(val_terms), epoch + 1
             self.es_wait = 0
@@ -426,10 +441,18 @@ class TrainingState:
             self.es_wait += 1
             if self.es_wait >= self.early_stopping_patience:
                 self.stopped = True
-                by = f" by more than {self.min_delta:g} of it" if self.min_delta else ""
                 self.stop_reason = (
                     f"early stopping: no improvement of the validation loss{by} for "
                     f"{self.es_wait} epochs (best: epoch {self.best_epoch})"
+                )
+        if self.halved_patience and self.halvings and not self.stopped:
+            # counted from the first halving (a later one does not restart the count) or the last gain
+            self.halved_wait = 0 if significant or (halved_now and self.halvings == 1) else self.halved_wait + 1
+            if self.halved_wait >= self.halved_patience:
+                self.stopped = True
+                self.stop_reason = (
+                    f"early stopping at the halved rate: no improvement of the validation loss{by} for "
+                    f"{self.halved_wait} epochs after the learning rate was halved (best: epoch {self.best_epoch})"
                 )
         source = val_terms if epoch == 0 else train_terms
         for i, head in enumerate(self.heads):
@@ -818,6 +841,7 @@ def fit_model(
             settings.plateau_min_delta,
             settings.plateau_stops,
             settings.lr_schedule,
+            settings.halved_patience,
         )
         resumed = fit.read_checkpoint()
         # evaluated on a resumed run too, so that it takes the path of an uninterrupted one:

@@ -56,17 +56,22 @@ def predict_product_offsets(residual, bias, sequences: np.ndarray, num_heads: in
     """Per head, what a ``counts-combination`` "product" head adds to the residual's log counts
     (:class:`bpflow.layers.ProductLogCounts`): the bias's log counts plus log(sum(p_bias *
     p_residual)) over the profiles' positions x tasks; (windows,) float64 each."""
-    from scipy.special import logsumexp
-
     parts = [[] for _ in range(num_heads)]
     for x, n in _padded_batches(sequences, batch_size):
         r_out, b_out = residual.predict_on_batch(x), bias.predict_on_batch(x)
         for i in range(num_heads):
-            r = np.asarray(r_out[i], np.float64)[:n].reshape(n, -1)
-            b = np.asarray(b_out[i], np.float64)[:n].reshape(n, -1)
-            overlap = logsumexp(b + r, axis=1) - logsumexp(b, axis=1) - logsumexp(r, axis=1)
-            parts[i].append(np.asarray(b_out[num_heads + i], np.float64).reshape(-1)[:n] + overlap)
+            parts[i].append(_product_offset(r_out[i], b_out[i], b_out[num_heads + i], n))
     return [np.concatenate(p) if p else np.zeros(0) for p in parts]
+
+
+def _product_offset(residual_logits, bias_logits, bias_logcounts, n: int) -> np.ndarray:
+    """:func:`predict_product_offsets` of one batch's outputs (its first ``n`` rows)."""
+    from scipy.special import logsumexp
+
+    r = np.asarray(residual_logits, np.float64)[:n].reshape(n, -1)
+    b = np.asarray(bias_logits, np.float64)[:n].reshape(n, -1)
+    overlap = logsumexp(b + r, axis=1) - logsumexp(b, axis=1) - logsumexp(r, axis=1)
+    return np.asarray(bias_logcounts, np.float64).reshape(-1)[:n] + overlap
 
 
 # --------------------------------------------------------------------------- closed-form counts fit
@@ -312,7 +317,11 @@ def fit_profile_first(
     counts phase's best epoch came within its first 15 on every setting, and the epochs a
     shorter phase 1 left only prolonged it).  Each phase has the step's patience and its own
     checkpoint.  With ``profile-phase-stop-delta`` phase 1 also ends at its first plateau (the
-    epoch at which the learning rate would halve, its gains measured against that fraction).
+    epoch at which the learning rate would halve, its gains measured against that fraction);
+    with ``profile-phase-patience-after-halving`` N it ends, once its rate has been halved, after
+    N epochs none of which improved on the best by ``early-stopping-min-delta`` (counted from
+    the halving): the counts phase that follows trains every weight at a tenth of the rate,
+    the settling a lowered rate would give the profile.
     Returns :func:`fit_model`'s record with the two phases' histories joined (``history/phase``
     says which epoch belongs to which), ``phases`` summarising each, and a ``stop-reason`` that
     names the whole budget when it was spent.
@@ -335,6 +344,10 @@ def fit_profile_first(
     first_settings = dataclasses.replace(settings, epochs=settings.epochs - counts_epochs)
     if stop_delta:
         first_settings = dataclasses.replace(first_settings, plateau_min_delta=stop_delta, plateau_stops=True)
+    # profile-phase-patience-after-halving: once the rate is halved, the phase ends sooner
+    first_settings = dataclasses.replace(
+        first_settings, halved_patience=int(s.get("profile-phase-patience-after-halving") or 0)
+    )
     first = fit_model(
         model,
         profile_heads,
@@ -511,30 +524,31 @@ def fit_counts_layers(
     the lowest MSE on the validation windows: the counts MSE's optimum on a frozen body, in
     seconds, with no more weight than the held-out data support.  Returns, per head, the ridge
     and the MSE before and after on both splits."""
-    import keras
-
     input_length, output_length = body.inputs[0].shape[1], body.outputs[0].shape[1]
     n = len(heads)
     out = {"method": "ridge", "heads": {}}
     sets = {}
     for split, files in (("train", train_data), ("val", val_data)):
         sets[split] = read_windows(as_list(files), input_length, output_length, n, max_samples=max_samples)
-    own = {split: predict_logcounts(body, seqs, n) for split, (seqs, _) in sets.items()}
-    added = product = None  # the bias counts of sum heads; the offsets (bias counts included) of product heads
-    if bias is not None and any(h.use_bias_counts and not h.product_counts for h in heads):
-        added = {split: predict_logcounts(bias, seqs, n) for split, (seqs, _) in sets.items()}
-    if bias is not None and any(h.product_counts for h in heads):
-        product = {split: predict_product_offsets(body, bias, seqs, n) for split, (seqs, _) in sets.items()}
+    # one pass over each split: the features, the body's own counts, the bias's counts and the
+    # offsets of product heads
+    passes = {split: _counts_inputs(body, bias, heads, seqs) for split, (seqs, _) in sets.items()}
+    own = {split: p["own"] for split, p in passes.items()}
+    added = {split: p["added"] for split, p in passes.items()}
+    product = {split: p["product"] for split, p in passes.items()}
     for i, h in enumerate(heads):
         # a product head's counts are the residual's plus a known offset: linear in the features
-        b = {split: added[split][i] for split in sets} if added and h.use_bias_counts else dict.fromkeys(sets)
+        b = (
+            {split: added[split][i] for split in sets}
+            if added["train"][i] is not None and h.use_bias_counts
+            else dict.fromkeys(sets)
+        )
         offset = dict.fromkeys(sets, 0.0)
-        if product is not None and h.product_counts:
+        if product["train"][i] is not None:
             b, offset = dict.fromkeys(sets), {split: product[split][i] for split in sets}
         dense = _counts_dense(body, h.name)
-        features = keras.Model(body.inputs, dense.input)
         x = {
-            split: np.concatenate([_predict(features, seqs), np.ones((len(seqs), 1))], axis=1)
+            split: np.concatenate([passes[split]["features"][i], np.ones((len(seqs), 1))], axis=1)
             for split, (seqs, _) in sets.items()
         }
         y = {split: np.log1p(totals[:, i]) - offset[split] for split, (_, totals) in sets.items()}
@@ -548,7 +562,7 @@ def fit_counts_layers(
         dense.bias.assign(np.full(dense.bias.shape, w[-1], dtype=np.float32))
         entry = {
             "ridge": ridge,
-            "bias-counts": "product" if product is not None and h.product_counts else b["train"] is not None,
+            "bias-counts": "product" if product["train"][i] is not None else b["train"] is not None,
         }
         for split in sets:
             entry[f"{split}-mse-before"] = _mse(_head_counts(own[split][i], b[split]), y[split])
@@ -614,12 +628,32 @@ def ridge_counts(x: np.ndarray, y: np.ndarray, added=None, ridge: float = 0.0, i
     return w
 
 
-def _predict(model, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """A single-output model's outputs over in-memory inputs, float64."""
-    parts = []
-    for a in range(0, len(x), batch_size):
-        parts.append(np.asarray(model.predict_on_batch(np.asarray(x[a : a + batch_size], dtype=np.float32))))
-    return np.concatenate(parts).astype(np.float64)
+def _counts_inputs(body, bias, heads: Sequence[HeadSpec], sequences: np.ndarray, batch_size: int = 256) -> dict:
+    """What :func:`fit_counts_layers` needs of ``body`` (and ``bias``) over in-memory one-hot
+    sequences, in one pass of each model: per head, the input of its counts Dense
+    (``features``, windows x features), the body's log counts (``own``), the bias's log counts
+    (``added``; None without ``bias`` or when no head adds them) and the offset of a product
+    head (:func:`predict_product_offsets`; ``product``, None for other heads); float64."""
+    n = len(heads)
+    if bias is not None and not any(h.use_bias_counts for h in heads):
+        bias = None
+    probe = keras.Model(body.inputs, [_counts_dense(body, h.name).input for h in heads] + list(body.outputs))
+    parts = {key: [[] for _ in range(n)] for key in ("features", "own", "added", "product")}
+    for x, rows in _padded_batches(sequences, batch_size):
+        outs = probe.predict_on_batch(x)
+        features, logits, logcounts = outs[:n], outs[n : 2 * n], outs[2 * n :]
+        b_out = None if bias is None else bias.predict_on_batch(x)
+        for i, h in enumerate(heads):
+            parts["features"][i].append(np.asarray(features[i], np.float64)[:rows])
+            parts["own"][i].append(np.asarray(logcounts[i], np.float64).reshape(-1)[:rows])
+            if b_out is not None:
+                parts["added"][i].append(np.asarray(b_out[n + i], np.float64).reshape(-1)[:rows])
+            if b_out is not None and h.product_counts:
+                parts["product"][i].append(_product_offset(logits[i], b_out[i], b_out[n + i], rows))
+    empty = {"features": [np.zeros((0, int(f.shape[-1]))) for f in probe.outputs[:n]], "own": [np.zeros(0)] * n}
+    empty["added"] = [np.zeros(0) if bias is not None else None] * n
+    empty["product"] = [np.zeros(0) if bias is not None and h.product_counts else None for h in heads]
+    return {key: [np.concatenate(p) if p else e for p, e in zip(lists, empty[key])] for key, lists in parts.items()}
 
 
 def _counts_dense(model, head: str):

@@ -46,6 +46,7 @@ PROFILE_FIRST_KEYS = (
     "counts-phase-schedule",
     "counts-phase-epochs",
     "profile-phase-stop-delta",
+    "profile-phase-patience-after-halving",
 )
 
 
@@ -102,6 +103,10 @@ class TrainSettings:
     # set by profile-first for its profile phase (profile-phase-stop-delta): the plateau ends
     # the phase instead of halving the learning rate
     plateau_stops: bool = False
+    # set by profile-first for its profile phase (profile-phase-patience-after-halving): once
+    # the plateau has halved the rate, the phase ends after this many epochs without a
+    # significant improvement (0: early-stopping-patience alone)
+    halved_patience: int = 0
     # "plateau" (halve on a plateau) or "cosine" (from the rate to 0 over the phase's steps;
     # set by profile-first for its counts phase from counts-phase-schedule)
     lr_schedule: str = "plateau"

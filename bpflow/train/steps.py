@@ -266,9 +266,12 @@ def _run_step(step: str, config: dict, *, source: str, callbacks) -> dict:
         check_inputs(step, config, heads, source)  # every dataset, before anything is trained
         model = built[0] if step == "combined" else built
         counts_init = None
-        if step == "combined" and s["init-residual-counts"]:
+        # profile-first trains its counts layers with weight 0 and then fits them by least
+        # squares (recipes.fit_profile_first): a start at the mean would go unused
+        centre = step != "transformation" and s["counts-schedule"] != "profile-first"
+        if centre and step == "combined" and s["init-residual-counts"]:
             counts_init = recipes.center_counts(built[1], heads, config["train-data"], bias=built[2])
-        if step == "bias" and s["init-counts"]:
+        if centre and step == "bias" and s["init-counts"]:
             counts_init = recipes.center_counts(model, heads, config["train-data"])
         common = dict(fingerprint_value=fp, checkpoint_path=checkpoint, callbacks=callbacks)
         if step == "transformation" and "counts-train-data" in config:

@@ -263,6 +263,7 @@ COUNTS_SCHEDULE_KEYS = (
     "counts-phase-schedule",
     "counts-phase-epochs",
     "profile-phase-stop-delta",
+    "profile-phase-patience-after-halving",
 )
 
 
