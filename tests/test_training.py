@@ -649,6 +649,34 @@ def test_profile_phase_stop_delta_ends_the_profile_phase_at_its_plateau(tmp_path
     assert profile["epochs-allowed"] == 10 and profile["epochs-run"] == 3 and counts["epochs-run"] == 0
 
 
+def test_the_counts_phase_keeps_the_profile_phases_compiled_steps(tmp_path, monkeypatch):
+    """Profile-first's counts phase reuses the profile phase's compiled steps, the lambdas and
+    the optimizer restarted (loop.restart_compiled): the model compiles once, and the run is the
+    run of a fresh compile for the counts phase (the same losses, epoch by epoch, and weights)."""
+    compiles = []
+    compile_model = loop.compile_model
+
+    def counting(*args, **kwargs):
+        compiles.append(args[1][0].counts_weight)
+        return compile_model(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "compile_model", counting)
+    _, cfg = _profile_first_config(tmp_path, "kept", 5, **{"counts-phase-epochs": 2, "counts-phase-trainable": "all"})
+    kept = training.train_solo(cfg)
+    assert compiles == [0.0] and kept["epochs-run"] == 5
+    # the same run with a fresh compile for the counts phase
+    monkeypatch.setattr(loop, "restart_compiled", counting)
+    compiles.clear()
+    cfg["settings"]["output-prefix"] = str(tmp_path / "fresh")
+    fresh = training.train_solo(cfg)
+    assert len(compiles) == 2 and compiles[0] == 0.0 and compiles[1] is None  # lambda from the data
+    for key in ("loss", "val_loss", "h0_counts", "val_h0_counts", "val_h0_profile", "learning_rate"):
+        assert kept["history"][key] == pytest.approx(fresh["history"][key], rel=1e-5), key
+    for name, weights in _weights_by_layer(tmp_path / "kept.keras").items():
+        for a, b in zip(weights, _weights_by_layer(tmp_path / "fresh.keras")[name]):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_patience_after_halving_ends_the_profile_phase_after_its_first_halving(tmp_path):
     """profile-phase-patience-after-halving: with a plateau min-delta of 90 % (plateau patience 1)
     the rate halves after epoch 2 and again after epoch 3; with a min-delta of 90 % no epoch

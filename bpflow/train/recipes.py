@@ -403,6 +403,7 @@ def fit_profile_first(
         fingerprint_value=f"{fingerprint_value}/counts",
         checkpoint_path=phase_checkpoint(checkpoint_path, "counts"),
         callbacks=callbacks,
+        keep_compiled=True,  # the profile phase's compiled steps, its optimizer restarted
     )
     offset = first["epochs-run"]
     history = {}
