@@ -7,7 +7,7 @@ Two steps, so that the measurement can run where the suite's working directories
 device machine of benchmarks/gpu.sh):
 
     # here: copy a finished quality.py setting's inputs of the combined stage (6 MB at half scale)
-    .venv/bin/python benchmarks/combined_walltime.py pack /work/suite/other-motifs/other-motifs \\
+    .venv/bin/python benchmarks/combined_walltime.py pack /work/suite/other-motifs \\
         benchmarks/gpu-data/other-motifs
     # anywhere: train the combined stage with each recipe and time it
     .venv/bin/python benchmarks/combined_walltime.py run benchmarks/gpu-data/other-motifs \\
@@ -15,8 +15,9 @@ device machine of benchmarks/gpu.sh):
 
 ``pack`` copies the training and validation peaks, the transformation model, the peer's
 combined config and transformation when the setting has them (``peer/``), and the default's
-train-combined config (brought to the workflow's current counts phase: a cosine from 0.0008, as
-``combined_variants.py`` does for the half-scale builds made before that default).  ``run``
+train-combined config (brought to the workflow's current phases: the counts phase on a cosine
+from 0.0008, the profile phase's patience after its first halving - for suite builds made before
+those defaults).  ``run``
 writes each recipe's config into ``--workdir`` and runs it (``bpflow train-combined``, or the
 peer's ``trainCombinedModel``):
 
@@ -71,8 +72,14 @@ FILES = {"train": "peaks_train.h5", "val": "peaks_val.h5", "transformation": "tr
 # the packed name (copied when both are there)
 PEER_CONFIG, PEER_TRANSFORMATION = "peer_combined.json", "peer_transformation.keras"
 PEER_FILES = {"combined.json": PEER_CONFIG, "transformation.keras": PEER_TRANSFORMATION}
-# the workflow's combined counts phase (workflow/rules/common.smk) since the twelfth session
-CURRENT_COUNTS_PHASE = {"counts-phase-learning-rate": 0.0008, "counts-phase-schedule": "cosine"}
+# the workflow's defaults of the combined stage's phases (workflow/rules/common.smk): the counts
+# phase on a cosine from 0.0008 since the twelfth session, the profile phase's patience after
+# its first halving since the eighteenth
+CURRENT_PHASES = {
+    "counts-phase-learning-rate": 0.0008,
+    "counts-phase-schedule": "cosine",
+    "profile-phase-patience-after-halving": 2,
+}
 # quality.py's bpreveal recipe for the combined stage, as step-config keys (its "extra" keys go
 # into the settings, as the workflow's step_configs do), in combined_variants' patch form
 JOINT_PATCH = {
@@ -98,12 +105,12 @@ def glibc_tunables() -> str:
 
 def packed_config(config: dict) -> dict:
     """The default's train-combined config with relative input paths (the packed files) and the
-    workflow's current counts phase."""
+    workflow's current phases (:data:`CURRENT_PHASES`)."""
     out = json.loads(json.dumps(config))
     out["train-data"], out["val-data"] = FILES["train"], FILES["val"]
     s = out["settings"]
     s["transformation-model"] = {"transformation-model-file": FILES["transformation"]}
-    s.update(CURRENT_COUNTS_PHASE)
+    s.update(CURRENT_PHASES)
     return out
 
 

@@ -27,7 +27,7 @@
 #     (contributions.py).
 #   - the combined stage's wall time, bpflow's default schedule against the joint schedule
 #     (issue 17), on a quality-suite setting packed by combined_walltime.py (carry benchmarks/gpu-data):
-#       .venv/bin/python benchmarks/combined_walltime.py pack /work/suite/other-motifs/other-motifs \
+#       .venv/bin/python benchmarks/combined_walltime.py pack /work/suite/other-motifs \
 #           benchmarks/gpu-data/other-motifs
 # PARTS picks what runs (default: all of "train predict contributions combined"); the first three
 # kinds were measured on 2026-12-04 and fill one call, so a session runs PARTS=combined alone.

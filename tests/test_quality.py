@@ -814,6 +814,7 @@ def test_combined_walltime_recipes_differ_by_the_joint_schedule_only(tmp_path):
     assert packed["settings"]["transformation-model"] == {"transformation-model-file": "transformation.keras"}
     assert packed["settings"]["counts-phase-learning-rate"] == 0.0008
     assert packed["settings"]["counts-phase-schedule"] == "cosine"
+    assert packed["settings"]["profile-phase-patience-after-halving"] == 2
     data = tmp_path / "packed"
     ours = walltime.recipe_config(packed, "default", data)
     joint = walltime.recipe_config(packed, "joint", data, epochs=None)
@@ -834,6 +835,7 @@ def test_combined_walltime_recipes_differ_by_the_joint_schedule_only(tmp_path):
         "init-residual-counts",
         "counts-phase-learning-rate",
         "counts-phase-schedule",
+        "profile-phase-patience-after-halving",
         "output-prefix",
         "combined-model-file",
         "residual-model-file",

@@ -546,10 +546,13 @@ def test_three_experiments_bias_sources_and_defaults(three_dag):
         assert comb["counts-phase-learning-rate"] == (0.0004 if held else 0.0008)
         assert comb["counts-phase-schedule"] == ("plateau" if held else "cosine")
         assert "counts-phase-learning-rate" not in bias and "counts-phase-schedule" not in bias
-    # benchmarks/combined_walltime.py brings older suite builds to the workflow's counts phase
+        # the combined stage's profile phase ends 2 epochs without a gain after its first halving
+        assert comb["profile-phase-patience-after-halving"] == 2
+        assert "profile-phase-patience-after-halving" not in bias
+    # benchmarks/combined_walltime.py brings older suite builds to the workflow's phases
     walltime = _benchmark("combined_walltime")
     comb = train[("simA", "combined")]["settings"]
-    assert walltime.CURRENT_COUNTS_PHASE == {k: comb[k] for k in walltime.CURRENT_COUNTS_PHASE}
+    assert walltime.CURRENT_PHASES == {k: comb[k] for k in walltime.CURRENT_PHASES}
     # a simulation, 4 region sets, 22 datasets, 3 x 3 training stages, 3 x 2 QCs
     assert check_step_schemas(three_dag) == 1 + 4 + 22 + 9 + 6
 

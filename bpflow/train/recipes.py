@@ -320,8 +320,8 @@ def fit_profile_first(
     epoch at which the learning rate would halve, its gains measured against that fraction);
     with ``profile-phase-patience-after-halving`` N it ends, once its rate has been halved, after
     N epochs none of which improved on the best by ``early-stopping-min-delta`` (counted from
-    the halving): the counts phase that follows trains every weight at a tenth of the rate,
-    the settling a lowered rate would give the profile.
+    the first halving or a later gain): the counts phase that follows trains every weight at a
+    tenth of the rate, the settling a lowered rate would give the profile.
     Returns :func:`fit_model`'s record with the two phases' histories joined (``history/phase``
     says which epoch belongs to which), ``phases`` summarising each, and a ``stop-reason`` that
     names the whole budget when it was spent.

@@ -362,6 +362,9 @@ def _check_experiment(name, exp):
         comb = tr["combined"]
         comb.setdefault("counts-phase-schedule", "cosine")
         comb.setdefault("counts-phase-learning-rate", 0.0008 if comb["counts-phase-schedule"] == "cosine" else 0.0004)
+        # once the profile phase's rate is halved, its gains are a few tenths of a nat a window
+        # and the counts phase (every weight, at a tenth of the rate) settles what it would
+        comb.setdefault("profile-phase-patience-after-halving", 2)
 
 
 def _missing_inputs(name, exp):
