@@ -192,9 +192,12 @@ def restart_compiled(
     ``counts_weights`` and the optimizer starts afresh (Adam's moments and step count 0, the
     rate ``learning_rate``), so the run is that of a fresh compile while the compiled training
     and evaluation steps are kept (~4 s of compilation on the suite's CPU).  Falls back to
-    :func:`compile_model` for any other model.  Returns the lambda variables."""
+    :func:`compile_model` for any other model or optimizer.  Returns the lambda variables."""
     variables = [getattr(model, f"counts_loss_weight_{i}", None) for i in range(len(heads))]
     same = getattr(model, "_bpflow_compiled", None) == _compile_key(model, heads, jit_compile)
+    # Adam's state restarts at zeros; a wrapped one (mixed precision's loss scaling) holds state
+    # that does not, so it is compiled afresh
+    same = same and type(getattr(model, "optimizer", None)) is keras.optimizers.Adam
     if not same or any(v is None for v in variables) or hasattr(model, f"counts_loss_weight_{len(heads)}"):
         return compile_model(model, heads, learning_rate, counts_weights, jit_compile)
     for var, w in zip(variables, counts_weights):
