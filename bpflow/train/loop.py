@@ -198,7 +198,8 @@ def restart_compiled(
     # Adam's state restarts at zeros; a wrapped one (mixed precision's loss scaling) holds state
     # that does not, so it is compiled afresh
     same = same and type(getattr(model, "optimizer", None)) is keras.optimizers.Adam
-    if not same or any(v is None for v in variables) or hasattr(model, f"counts_loss_weight_{len(heads)}"):
+    # the key fixes the number of heads; detach_counts_weights may have removed the lambdas since
+    if not same or any(v is None for v in variables):
         return compile_model(model, heads, learning_rate, counts_weights, jit_compile)
     for var, w in zip(variables, counts_weights):
         var.assign(np.float32(w))
