@@ -12,7 +12,9 @@ default's own seed-to-seed spread is measured with the variant ``{"seed": 1}``).
     .venv/bin/python benchmarks/combined_variants.py /work/suite/base --table
 
 A variant NAME writes results/NAME/ (its train and predict configs, models, predictions, log,
-score.json) beside results/bpflow/, whose data, bias predictions and transformation it links.
+score.json) beside results/bpflow/, whose data, bias predictions and transformation it links
+(``--base bpreveal``: a variant of the BPReveal-style recipe's run instead, e.g. its own second
+seed, from its own bias model and transformation).
 The JSON object is merged into the combined stage's ``settings``; its key ``"heads"`` (an
 object) is merged into every head instead, e.g. ``'{"heads": {"counts-loss-frac-target": 0.3}}'``.
 ``--table`` prints every scored variant of the working directory as a markdown table;
@@ -77,13 +79,14 @@ def stale(output: Path, source: Path) -> bool:
     return not output.is_file() or output.stat().st_mtime < source.stat().st_mtime
 
 
-def run_variant(workdir: Path, name: str, patch: dict, threads: int) -> dict:
-    """Train, predict and score variant ``name`` of ``workdir``; returns its score record.
+def run_variant(workdir: Path, name: str, patch: dict, threads: int, base: str = BASE) -> dict:
+    """Train, predict and score variant ``name`` of ``workdir`` (of its run ``results/base``);
+    returns its score record.
 
     Training always goes through ``bpflow train-combined``, whose fingerprint of the config
     (defaults filled in) and inputs reuses a finished run and retrains one made under other
     settings or another default; predictions are redone when older than their model."""
-    src, dst = workdir / "results" / BASE, workdir / "results" / name
+    src, dst = workdir / "results" / base, workdir / "results" / name
     for sub in ("configs", "models", "predictions", "qc", "logs", "data"):
         (dst / sub).mkdir(parents=True, exist_ok=True)
     for rel in SHARED:
@@ -115,7 +118,7 @@ def run_variant(workdir: Path, name: str, patch: dict, threads: int) -> dict:
                 check=True,
                 capture_output=True,
             )
-    return score(workdir, name, patch)
+    return score(workdir, name, patch, base)
 
 
 def training_warnings(history_path: Path) -> list[str]:
@@ -133,7 +136,7 @@ def simulation(workdir: Path) -> Path:
     return workdir / "results/simulated" / qcfg["experiments"][BASE]["simulate"]["name"]
 
 
-def score(workdir: Path, name: str, patch: dict) -> dict:
+def score(workdir: Path, name: str, patch: dict, base: str = BASE) -> dict:
     sim_dir = simulation(workdir)
     truth = json.loads((sim_dir / "truth.json").read_text())
     record = quality.score_recipe(workdir, name, sim_dir, truth, NUM_BACKGROUNDS)
@@ -143,6 +146,7 @@ def score(workdir: Path, name: str, patch: dict) -> dict:
     record.update(
         {
             "settings-patch": patch,
+            "base": base,
             "train-seconds": history["wall-seconds"],
             "combined-epochs": history["epochs-run"],
             "combined-stop": history["stop-reason"],
@@ -182,7 +186,8 @@ def table(workdir: Path) -> str:
     for r in [base, *variants]:
         cells = [f"{r[key]:.{digits}f}" for key, _, digits in COLUMNS]
         patch = json.dumps(r.get("settings-patch") or {}) if r["recipe"] != BASE else "quality.py's run"
-        rows.append(f"| {r['recipe']} | `{patch}` | " + " | ".join(cells + _phase_cells(r)) + " |")
+        start = "" if r.get("base", BASE) == BASE else f"{r['base']} + "
+        rows.append(f"| {r['recipe']} | {start}`{patch}` | " + " | ".join(cells + _phase_cells(r)) + " |")
     return "\n".join(rows)
 
 
@@ -228,6 +233,9 @@ def main(argv=None) -> int:
         "settings", nargs="?", help='JSON object merged into the combined stage\'s settings ("heads": into every head)'
     )
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    p.add_argument(
+        "--base", default=BASE, help="the recipe's run a variant starts from (results/BASE; default %(default)s)"
+    )
     p.add_argument("--table", action="store_true", help="print the default and every scored variant")
     p.add_argument(
         "--difference",
@@ -240,12 +248,14 @@ def main(argv=None) -> int:
     if not (workdir / "results" / BASE / "configs/train_combined.json").is_file():
         p.error(f"{workdir}: no results/{BASE}/configs/train_combined.json (run quality.py there first)")
     if args.name:
-        if args.name == BASE or args.settings is None:
-            p.error(f"give a variant name other than {BASE!r} and its settings as a JSON object")
+        if args.name in (BASE, args.base) or args.settings is None:
+            p.error(f"give a variant name other than {args.base!r} and its settings as a JSON object")
+        if not (workdir / "results" / args.base / "configs/train_combined.json").is_file():
+            p.error(f"{workdir}: no results/{args.base}/configs/train_combined.json")
         patch = json.loads(args.settings)
         if not isinstance(patch, dict):
             p.error("settings: a JSON object")
-        record = run_variant(workdir, args.name, patch, args.threads)
+        record = run_variant(workdir, args.name, patch, args.threads, args.base)
         print(json.dumps({k: record.get(k) for k, _, _ in COLUMNS}, default=float))
     if args.table:
         print(table(workdir))

@@ -775,6 +775,38 @@ def test_combined_variants_change_the_settings_and_the_outputs_only(tmp_path):
     assert combined_variants.stale(pred, model)
 
 
+def test_combined_variants_start_from_the_named_run(tmp_path, monkeypatch):
+    """``--base bpreveal``: a variant of the BPReveal-style recipe's run takes that run's
+    train-combined config (its joint schedule and its own transformation) and links that run's
+    bias predictions and QC, not the default's; a base without a config is refused."""
+    combined_variants = _quality_harness("combined_variants")
+    results = tmp_path / "results"
+    for run, schedule in (("bpflow", "profile-first"), ("bpreveal", "joint")):
+        config = _default_combined_config()
+        config["settings"]["counts-schedule"] = schedule
+        config["settings"]["transformation-model"]["transformation-model-file"] = f"results/{run}/models/t.keras"
+        (results / run / "configs").mkdir(parents=True)
+        (results / run / "configs/train_combined.json").write_text(json.dumps(config))
+        for kind in ("combined", "residual"):
+            predict = {"model-file": "x", "output-h5": "y"}
+            (results / run / f"configs/predict_{kind}_peaks.json").write_text(json.dumps(predict))
+        for rel in combined_variants.SHARED:
+            (results / run / rel).parent.mkdir(parents=True, exist_ok=True)
+            (results / run / rel).write_text(run)
+    commands = []
+    monkeypatch.setattr(combined_variants.subprocess, "run", lambda cmd, **kw: commands.append(cmd))
+    monkeypatch.setattr(combined_variants, "score", lambda workdir, name, patch, base: {"base": base})
+    assert combined_variants.run_variant(tmp_path, "peer-s1", {"seed": 1}, 2, base="bpreveal") == {"base": "bpreveal"}
+    written = json.loads((results / "peer-s1/configs/train_combined.json").read_text())
+    assert written["settings"]["counts-schedule"] == "joint" and written["settings"]["seed"] == 1
+    assert written["settings"]["transformation-model"]["transformation-model-file"] == "results/bpreveal/models/t.keras"
+    assert written["settings"]["combined-model-file"] == "results/peer-s1/models/combined.keras"
+    assert all((results / "peer-s1" / rel).read_text() == "bpreveal" for rel in combined_variants.SHARED)
+    assert commands[0][1:3] == ["train-combined", "results/peer-s1/configs/train_combined.json"]
+    with pytest.raises(SystemExit):
+        combined_variants.main([str(tmp_path), "v", "{}", "--base", "peer"])
+
+
 def test_combined_walltime_recipes_differ_by_the_joint_schedule_only(tmp_path):
     """benchmarks/combined_walltime.py: the packed default reads the packed files and runs the
     workflow's counts phase; the joint recipe is that config with quality.py's bpreveal keys for
