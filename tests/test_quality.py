@@ -615,7 +615,8 @@ def test_residual_contributions_sit_on_the_motif_not_on_the_bias_kmer(tiny, targ
 def test_epoch_limit_check_uses_the_last_improvement_by_more_than_min_delta(tmp_path):
     """A phase that ran out of epochs warns when its last epoch lowered the loss by more than
     min-delta; a best epoch last that only crept down does not; records without the key fall
-    back to the best epoch; an early stop never warns."""
+    back to the best epoch; an early stop never warns; a cosine phase's warning says its
+    settling tail may not want more epochs instead of "give it more epochs"."""
 
     def history(name, **phase):
         rec = {"epochs-run": 30, "best-epoch": 30, "stop-reason": "finished all 30 epochs", **phase}
@@ -628,11 +629,16 @@ def test_epoch_limit_check_uses_the_last_improvement_by_more_than_min_delta(tmp_
         "creeping": history("creeping", **{"last-significant-epoch": 24}),
         "old-record": history("old-record"),
         "early": history("early", **{"stop-reason": "early stopping: ...", "last-significant-epoch": 30}),
+        "cosine": history("cosine", **{"last-significant-epoch": 30, "schedule": "cosine"}),
     }
     stages = qc.training_qc(paths)["stages"]
     warned = {stage: bool(entry["warnings"]) for stage, entry in stages.items()}
-    assert warned == {"gaining": True, "creeping": False, "old-record": True, "early": False}
+    assert warned == {"gaining": True, "creeping": False, "old-record": True, "early": False, "cosine": True}
     assert stages["gaining"]["warnings"][0].startswith("gaining, profile phase: training ended at its epoch limit")
+    assert stages["gaining"]["warnings"][0].endswith("give it more epochs")
+    # a phase on a cosine (rate near 0 at its end) is still flagged, with advice of its own
+    (cosine,) = stages["cosine"]["warnings"]
+    assert "on its cosine" in cosine and "give it more epochs" not in cosine
     assert "last improvement by more than min-delta: epoch 24" in stages["creeping"]["checks"][0]["value"]
 
 

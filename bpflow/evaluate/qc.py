@@ -269,6 +269,19 @@ def all_warnings(report: dict) -> list[str]:
 # --------------------------------------------------------------------------- training histories
 
 
+def _still_improving_advice(phase: Mapping) -> str:
+    """What a stage or phase that ended at its epoch limit still improving should do next.  A
+    phase on a cosine (``schedule`` "cosine") ends at a rate near 0, whose last epochs settle
+    rather than train: there the last epoch's gain does not say that more epochs would help
+    (on the quality suite four such 15-epoch phases gained nothing from 20; docs/qc.md)."""
+    if phase.get("schedule") == "cosine":
+        return (
+            "on its cosine the last epochs run at a rate near 0 and settle, so more epochs may not help "
+            "(docs/qc.md); rerun it with more epochs and see whether its best epoch comes before its end"
+        )
+    return "it was still improving; give it more epochs"
+
+
 def training_qc(histories: Mapping[str, str]) -> dict:
     """Per training stage (and counts-schedule phase): did it end at its epoch limit while
     still improving?  That is: it was not stopped early and its last epoch lowered the
@@ -304,7 +317,7 @@ def training_qc(histories: Mapping[str, str]) -> dict:
                 "last such improvement before the last epoch, or stopped early",
                 improving,
                 f"{what}: training ended at its epoch limit ({run} epochs) and its last epoch lowered the "
-                "validation loss by more than early-stopping-min-delta: it was still improving; give it more epochs",
+                f"validation loss by more than early-stopping-min-delta: {_still_improving_advice(part)}",
             )
             allowed = part.get("epochs-allowed") or 0  # 0: counts layers fitted in closed form
             if record.get("step") == "train-combined" and part.get("phase") == "counts" and allowed:
