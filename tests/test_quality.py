@@ -1044,6 +1044,21 @@ def test_combined_variants_report_a_variant_still_improving_at_its_limit(tmp_pat
     assert combined_variants.training_warnings(history(15, "early stopping: best epoch 15")) == []
 
 
+def test_background_share_is_one_for_a_perfect_residual_and_under_one_for_a_sharper_one():
+    """quality.background_share, by hand: signal [0, 0, 4, 4] gives 1 + signal [1, 1, 5, 5],
+    1/6 of its mass where the signal is under 1; a profile with 0.1 there keeps 0.6 of that, the
+    perfect residual 1; a window without such positions is left out of the median."""
+    q = _quality_harness()
+    signal = np.array([0.0, 0.0, 4.0, 4.0]).reshape(1, 4, 1)
+    sharp = np.array([0.05, 0.05, 0.45, 0.45]).reshape(1, 4, 1)
+    perfect = (1.0 + signal) / 12.0
+    assert q.background_share(sharp, signal) == pytest.approx(0.6)
+    assert q.background_share(perfect, signal) == pytest.approx(1.0)
+    everywhere = np.full((1, 4, 1), 2.0)  # no position under 1: no share to take
+    both = np.concatenate([signal, everywhere]), np.concatenate([sharp, np.full((1, 4, 1), 0.25)])
+    assert q.background_share(both[1], both[0]) == pytest.approx(0.6)
+
+
 def test_counts_ratio_interval_matches_scipy_bootstrap():
     """quality.py's counts-ratio interval and the paired interval of two predictions' difference
     are scipy.stats.bootstrap's paired percentile intervals of the same statistics (within the
