@@ -781,7 +781,7 @@ def test_combined_variants_change_the_settings_and_the_outputs_only(tmp_path):
     assert combined_variants.stale(pred, model)
 
 
-def test_combined_variants_start_from_the_named_run(tmp_path, monkeypatch):
+def test_combined_variants_start_from_the_named_run(tmp_path, monkeypatch, capsys):
     """``--base bpreveal``: a variant of the BPReveal-style recipe's run takes that run's
     train-combined config (its joint schedule and its own transformation) and links that run's
     bias predictions and QC, not the default's; a base without a config is refused."""
@@ -811,6 +811,11 @@ def test_combined_variants_start_from_the_named_run(tmp_path, monkeypatch):
     assert commands[0][1:3] == ["train-combined", "results/peer-s1/configs/train_combined.json"]
     with pytest.raises(SystemExit):
         combined_variants.main([str(tmp_path), "v", "{}", "--base", "peer"])
+    assert "no results/peer/configs/train_combined.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a variant may not overwrite the run it starts from
+        combined_variants.main([str(tmp_path), "bpreveal", "{}", "--base", "bpreveal"])
+    assert "other than 'bpreveal'" in capsys.readouterr().err
+    assert len(commands) == 3  # neither refused call ran anything
 
 
 def test_combined_walltime_recipes_differ_by_the_joint_schedule_only(tmp_path):
