@@ -381,13 +381,14 @@ def counts_ratio_difference_interval(
 def background_share(prob: np.ndarray, signal: np.ndarray) -> float:
     """The residual's profile mass where the true signal is under 1 (where the bias-only
     background of 1 + signal dominates) over 1 + signal's mass there, the median over windows
-    that have such positions (arrays (windows, length, strands)).  1: the residual keeps the
-    background the data can identify; under 1: it is sharper than that, which lowers its JSD to
-    the signal itself below a perfect residual's (the floor) without fitting the data better."""
+    that have such positions (arrays (windows, length, strands); ``prob`` sums to 1 in each
+    window).  1: the residual keeps the background the data can identify; under 1: it is
+    sharper than that, which lowers its JSD to the signal itself below a perfect residual's
+    (the floor) without fitting the data better."""
     off = signal < 1.0
-    floor = (1.0 + signal) / (1.0 + signal).sum(axis=(1, 2), keepdims=True)
+    perfect = (1.0 + signal) / (1.0 + signal).sum(axis=(1, 2), keepdims=True)
     kept = (prob * off).sum(axis=(1, 2))
-    identifiable = (floor * off).sum(axis=(1, 2))
+    identifiable = (perfect * off).sum(axis=(1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
         return float(np.nanmedian(np.where(identifiable > 0, kept / identifiable, np.nan)))
 
