@@ -389,8 +389,8 @@ def background_share(prob: np.ndarray, signal: np.ndarray) -> float:
     perfect = (1.0 + signal) / (1.0 + signal).sum(axis=(1, 2), keepdims=True)
     kept = (prob * off).sum(axis=(1, 2))
     identifiable = (perfect * off).sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return float(np.nanmedian(np.where(identifiable > 0, kept / identifiable, np.nan)))
+    has = identifiable > 0
+    return float(np.median(kept[has] / identifiable[has])) if has.any() else float("nan")
 
 
 def score_recipe(workdir: Path, recipe: str, sim_dir: Path, truth: dict, num_backgrounds: int) -> dict:

@@ -1052,17 +1052,21 @@ def test_combined_variants_report_a_variant_still_improving_at_its_limit(tmp_pat
 def test_background_share_is_one_for_a_perfect_residual_and_under_one_for_a_sharper_one():
     """quality.background_share, by hand: signal [0, 0, 4, 4] gives 1 + signal [1, 1, 5, 5],
     1/6 of its mass where the signal is under 1; a profile with 0.1 there keeps 0.6 of that, the
-    perfect residual 1; a window without such positions is left out of the median."""
+    perfect residual 1; the median over windows leaves out a window without such positions,
+    and with none left there is no share."""
     q = _quality_harness()
     signal = np.array([0.0, 0.0, 4.0, 4.0]).reshape(1, 4, 1)
     sharp = np.array([0.05, 0.05, 0.45, 0.45]).reshape(1, 4, 1)
     perfect = (1.0 + signal) / 12.0
     assert q.background_share(sharp, signal) == pytest.approx(0.6)
     assert q.background_share(perfect, signal) == pytest.approx(1.0)
-    # a second window with no position under 1 has no share: the median is the first's alone
-    signals = np.concatenate([signal, np.full((1, 4, 1), 2.0)])
-    profiles = np.concatenate([sharp, np.full((1, 4, 1), 0.25)])
-    assert q.background_share(profiles, signals) == pytest.approx(0.6)
+    # shares 0.6 and 1.0, and a window with no position under 1 (counted as 0 it would make
+    # the median 0.6): the median of the two is 0.8
+    everywhere = np.full((1, 4, 1), 2.0)
+    signals = np.concatenate([signal, signal, everywhere])
+    profiles = np.concatenate([sharp, perfect, np.full((1, 4, 1), 0.25)])
+    assert q.background_share(profiles, signals) == pytest.approx(0.8)
+    assert np.isnan(q.background_share(np.full((1, 4, 1), 0.25), everywhere))
 
 
 def test_counts_ratio_interval_matches_scipy_bootstrap():
