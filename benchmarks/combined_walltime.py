@@ -28,7 +28,8 @@ peer's ``trainCombinedModel``):
 
 The two bpflow recipes start from the same transformation (the ``bpreveal`` recipe of
 quality.py fits its own on peaks; the stage's cost does not depend on it) with the same
-architecture, data, batch size, seed and epoch limit.
+architecture, data, batch size, seed and epoch limit (``--epochs`` and ``--seed`` set both
+recipes' instead of the packed config's).
 
 - ``peer`` (with ``--peer-bin``, the bin directory of a BPReveal 5.2.2 venv; benchmarks/
   vs_bpreveal.py has its set-up): BPReveal's own ``trainCombinedModel`` on the same peaks,
@@ -114,13 +115,18 @@ def packed_config(config: dict) -> dict:
     return out
 
 
-def recipe_config(packed: dict, recipe: str, data_dir: Path, epochs: int | None = None) -> dict:
+def recipe_config(
+    packed: dict, recipe: str, data_dir: Path, epochs: int | None = None, seed: int | None = None
+) -> dict:
     """``recipe``'s train-combined config: its inputs in ``data_dir`` (absolute), its outputs in
     ``results/<recipe>/models`` of the working directory (combined_variants' layout);
-    ``epochs`` (the same for every recipe) replaces the packed epoch limit."""
+    ``epochs`` and ``seed`` (the same for every recipe) replace the packed epoch limit and
+    seed."""
     if recipe not in BPFLOW_RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; one of {', '.join(BPFLOW_RECIPES)}")
     patch = {} if epochs is None else {"epochs": epochs}
+    if seed is not None:
+        patch["seed"] = seed
     if recipe == "joint":
         packed = json.loads(json.dumps(packed))
         for key in PROFILE_FIRST_KEYS:
@@ -213,6 +219,7 @@ def run(
     python: str,
     epochs: int | None = None,
     peer_bin: Path | None = None,
+    seed: int | None = None,
 ) -> list[dict]:
     packed = json.loads((data_dir / "train_combined.json").read_text())
     python = os.path.abspath(shutil.which(python) or python)  # the runs' cwd is workdir; a venv's link kept
@@ -233,7 +240,7 @@ def run(
             search = f"{peer_bin.resolve()}{os.pathsep}{os.environ.get('PATH', '')}"
             env = {**os.environ, "PATH": search, "GLIBC_TUNABLES": glibc_tunables()}
         else:
-            config = recipe_config(packed, recipe, data_dir, epochs)
+            config = recipe_config(packed, recipe, data_dir, epochs, seed)
             command, options = [python, "-m", "bpflow", "train-combined"], ["--threads", str(threads)]
         path = workdir / f"{recipe}.json"
         path.write_text(json.dumps(config, indent=1))
@@ -281,6 +288,11 @@ def main(argv=None) -> None:
     b.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(BPFLOW_RECIPES))
     b.add_argument("--threads", type=int, default=os.cpu_count())
     b.add_argument("--epochs", type=int, help="epoch limit of every recipe (default: the packed config's)")
+    b.add_argument(
+        "--seed",
+        type=int,
+        help="seed of every bpflow recipe (default: the packed config's); the peer's config is left as packed",
+    )
     b.add_argument("--json", type=Path)
     b.add_argument("--python", default=sys.executable, help="the interpreter that runs `python -m bpflow`")
     b.add_argument("--peer-bin", type=Path, help="recipe peer: the bin directory of a BPReveal 5.2.2 venv")
@@ -288,7 +300,7 @@ def main(argv=None) -> None:
     if args.command == "pack":
         pack(args.workdir, args.dest)
         return
-    rows = run(args.data, args.workdir, args.recipes, args.threads, args.python, args.epochs, args.peer_bin)
+    rows = run(args.data, args.workdir, args.recipes, args.threads, args.python, args.epochs, args.peer_bin, args.seed)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(markdown(rows))

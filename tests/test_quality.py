@@ -892,6 +892,11 @@ def test_combined_walltime_recipes_differ_by_the_joint_schedule_only(tmp_path):
     # one epoch limit for both, the packed one unless given
     assert s["epochs"] == j["epochs"] == 60
     assert walltime.recipe_config(packed, "joint", data, epochs=2)["settings"]["epochs"] == 2
+    # one seed for both, the packed one unless given
+    assert s["seed"] == j["seed"] == packed["settings"]["seed"]
+    other = packed["settings"]["seed"] + 1
+    for recipe in ("default", "joint"):
+        assert walltime.recipe_config(packed, recipe, data, seed=other)["settings"]["seed"] == other
     with pytest.raises(ValueError, match="unknown recipe"):
         walltime.recipe_config(packed, "peer", data)
     # a row: the process's seconds beside the history's, the median epoch
