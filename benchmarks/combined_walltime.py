@@ -240,7 +240,7 @@ def run(
             search = f"{peer_bin.resolve()}{os.pathsep}{os.environ.get('PATH', '')}"
             env = {**os.environ, "PATH": search, "GLIBC_TUNABLES": glibc_tunables()}
         else:
-            config = recipe_config(packed, recipe, data_dir, epochs, seed)
+            config = recipe_config(packed, recipe, data_dir, epochs=epochs, seed=seed)
             command, options = [python, "-m", "bpflow", "train-combined"], ["--threads", str(threads)]
         path = workdir / f"{recipe}.json"
         path.write_text(json.dumps(config, indent=1))
@@ -300,7 +300,16 @@ def main(argv=None) -> None:
     if args.command == "pack":
         pack(args.workdir, args.dest)
         return
-    rows = run(args.data, args.workdir, args.recipes, args.threads, args.python, args.epochs, args.peer_bin, args.seed)
+    rows = run(
+        args.data,
+        args.workdir,
+        args.recipes,
+        args.threads,
+        args.python,
+        epochs=args.epochs,
+        peer_bin=args.peer_bin,
+        seed=args.seed,
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     print(markdown(rows))

@@ -907,6 +907,41 @@ def test_combined_walltime_recipes_differ_by_the_joint_schedule_only(tmp_path):
     assert walltime.markdown([row]).splitlines()[2].startswith("| joint | 41.3 | 30.5 | 3 (2) | 9.0 | 14.0 |")
 
 
+def test_combined_walltime_run_passes_seed_and_limit_to_every_recipe(tmp_path, monkeypatch, capsys):
+    """combined_walltime.py run --seed 3 --epochs 5: both bpflow recipes' configs, as written
+    for their training processes (replaced here by one that writes a history), carry seed 3 and
+    limit 5; the JSON rows are the histories'; without the flags the packed values stay."""
+    from pathlib import Path
+
+    walltime = _quality_harness("combined_walltime")
+    data = tmp_path / "packed"
+    data.mkdir()
+    (data / "train_combined.json").write_text(json.dumps(walltime.packed_config(_default_combined_config())))
+    calls = []
+
+    def fake_training(command, cwd, **kwargs):
+        config = json.loads((Path(cwd) / command[-3]).read_text())
+        calls.append((command[-3], config["settings"]["seed"], config["settings"]["epochs"]))
+        history = {"epochs-run": 1, "best-epoch": 1, "stop-reason": "finished all 1 epochs"}
+        history["history"] = {"seconds": [2.5]}
+        prefix = Path(cwd) / config["settings"]["output-prefix"]
+        prefix.with_name(prefix.name + ".history.json").write_text(json.dumps(history))
+
+    monkeypatch.setattr(walltime.subprocess, "run", fake_training)
+    argv = ["run", str(data), "--workdir", str(tmp_path / "w"), "--threads", "1", "--json", str(tmp_path / "r.json")]
+    walltime.main([*argv, "--seed", "3", "--epochs", "5"])
+    assert calls == [("default.json", 3, 5), ("joint.json", 3, 5)]
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert [(r["recipe"], r["epochs-run"], r["median-epoch-seconds"]) for r in rows] == [
+        ("default", 1, 2.5),
+        ("joint", 1, 2.5),
+    ]
+    calls.clear()
+    walltime.main(argv)
+    assert calls == [("default.json", 0, 60), ("joint.json", 0, 60)]
+    capsys.readouterr()
+
+
 def test_combined_walltime_packs_and_configures_the_peer(tmp_path, capsys):
     """combined_walltime.py's peer recipe: pack copies a setting's peer/ combined config and
     transformation when both are there (and says so when not); the peer's config reads the
