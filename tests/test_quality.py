@@ -640,6 +640,16 @@ def test_epoch_limit_check_uses_the_last_improvement_by_more_than_min_delta(tmp_
     (cosine,) = stages["cosine"]["warnings"]
     assert "on its cosine" in cosine and "give it more epochs" not in cosine
     assert "last improvement by more than min-delta: epoch 24" in stages["creeping"]["checks"][0]["value"]
+    # a counts phase's advice names its own key (a larger epochs may not lengthen it)
+    path = tmp_path / "counts.json"
+    counts = {"phase": "counts", "epochs-run": 15, "best-epoch": 15, "last-significant-epoch": 15}
+    counts["stop-reason"] = "finished all 15 epochs"
+    path.write_text(json.dumps({"epochs-run": 40, "phases": [counts]}))
+    (warning,) = qc.training_qc({"c": str(path)})["stages"]["c"]["warnings"]
+    assert warning.startswith("c, counts phase: training ended at its epoch limit (15 epochs)")
+    assert warning.endswith(
+        "give it more epochs (settings/counts-phase-epochs; its default is a quarter of epochs, at most 15)"
+    )
 
 
 def test_a_short_combined_counts_phase_is_flagged_whatever_its_curve(tmp_path):

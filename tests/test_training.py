@@ -20,7 +20,7 @@ from bpflow.train import loop
 from bpflow.train import steps as training
 from bpflow.train.batcher import H5Batcher
 from bpflow.train.loop import TrainingState, initial_counts_weight, update_counts_weight
-from bpflow.train.settings import HeadSpec, TrainSettings, weights_config
+from bpflow.train.settings import HeadSpec, TrainSettings, counts_phase_epochs, weights_config
 from bpflow.utils import BpflowError
 
 import train_helpers as th
@@ -611,10 +611,26 @@ def test_profile_first_epochs_bound_both_phases_and_counts_start_at_the_mean(tmp
     assert abs(np.mean(before) - target) > 1.0  # Keras's start is far from the data
     assert np.mean(after) == pytest.approx(target, abs=1e-4)
     np.testing.assert_allclose(after - before, np.mean(after - before), atol=1e-5)  # a shift only
+    # the default counts phase: a quarter of epochs, at most 15 (so 64 epochs train what 60 do)
+    long = dict(cfg, settings={**cfg["settings"], "epochs": 64, "output-prefix": str(tmp_path / "budget-64")})
+    long["settings"].pop("counts-phase-epochs")
+    profile, counts = training.train_solo(long)["phases"]
+    assert profile["epochs-allowed"] == 49 and profile["epochs-run"] < 49
+    assert counts["epochs-allowed"] == 15
     # a phase budget the profile phase cannot have
     bad = dict(cfg, settings={**cfg["settings"], "counts-phase-epochs": 6})
     with pytest.raises(BpflowError, match="counts-phase-epochs: 6 leaves the profile phase no epoch"):
         training.train_solo(bad)
+
+
+def test_the_default_counts_phase_is_a_quarter_of_epochs_from_1_to_15():
+    """counts-phase-epochs by default: epochs // 4, at least 1 and at most 15 (the suite's
+    recipe: 60 epochs, 15 counts); a given value is kept, above 15 too."""
+    assert [counts_phase_epochs({"epochs": e}) for e in (2, 3, 4, 7, 32, 50, 59, 60, 63, 64, 100, 1000)] == [
+        1, 1, 1, 1, 8, 12, 14, 15, 15, 15, 15, 15
+    ]  # fmt: skip
+    assert counts_phase_epochs({"epochs": 100, "counts-phase-epochs": 25}) == 25
+    assert counts_phase_epochs({"epochs": 10, "counts-phase-epochs": 2}) == 2
 
 
 def test_profile_phase_stop_delta_ends_the_profile_phase_at_its_plateau(tmp_path):

@@ -273,13 +273,18 @@ def _still_improving_advice(phase: Mapping) -> str:
     """What a stage or phase that ended at its epoch limit still improving should do next.  A
     phase on a cosine (``schedule`` "cosine") ends at a rate near 0, whose last epochs settle
     rather than train: there the last epoch's gain does not say that more epochs would help
-    (on the quality suite four such 15-epoch phases gained nothing from 20; docs/qc.md)."""
+    (on the quality suite four such 15-epoch phases gained nothing from 20; docs/qc.md).  A
+    counts phase's epochs are ``counts-phase-epochs`` (by default a quarter of ``epochs``, at most
+    15, so a larger ``epochs`` may not lengthen it): the advice names that key."""
+    more = "more epochs"
+    if phase.get("phase") == "counts":
+        more = "more epochs (settings/counts-phase-epochs; its default is a quarter of epochs, at most 15)"
     if phase.get("schedule") == "cosine":
         return (
             "on its cosine the last epochs run at a rate near 0 and settle, so more epochs may not help "
-            "(docs/qc.md); rerun it with more epochs and see whether its best epoch comes before its end"
+            f"(docs/qc.md); rerun it with {more} and see whether its best epoch comes before its end"
         )
-    return "it was still improving; give it more epochs"
+    return f"it was still improving; give it {more}"
 
 
 def training_qc(histories: Mapping[str, str]) -> dict:

@@ -312,7 +312,7 @@ def fit_profile_first(
     epochs go to what the frozen features cannot give, not to reaching their optimum.
 
     ``epochs`` bounds the whole step: phase 1 runs at most ``epochs - counts-phase-epochs``
-    epochs (default ``counts-phase-epochs``: a quarter of ``epochs``, at least 1), phase 2 at
+    epochs (default ``counts-phase-epochs``: a quarter of ``epochs``, from 1 to 15), phase 2 at
     most ``counts-phase-epochs`` (also when phase 1 stopped early: on the quality suite the
     counts phase's best epoch came within its first 15 on every setting, and the epochs a
     shorter phase 1 left only prolonged it).  Each phase has the step's patience and its own

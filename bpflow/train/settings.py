@@ -37,6 +37,13 @@ SHORT_COUNTS_PHASE = (
     f"epochs >= {4 * MIN_COUNTS_PHASE_EPOCHS} with its default of a quarter)"
 )
 
+# The default counts phase is a quarter of ``epochs`` but no longer than this: on the quality
+# suite the counts phase's best epoch came within its first 15 on every setting and seed, every
+# profile phase stopped early at 20-35 epochs, and with ``epochs`` 100 a 25-epoch phase took
+# 1.12x the time of a 15-epoch one for a residual no better (benchmarks/README.md, twenty-third
+# session) - so any ``epochs`` from 60 up trains what 60 does.
+MAX_DEFAULT_COUNTS_PHASE_EPOCHS = 15
+
 
 # settings keys only profile-first uses (the workflow's COUNTS_SCHEDULE_KEYS[1:], a copy that
 # tests/test_workflow.py checks)
@@ -172,8 +179,9 @@ def step_name(step: str) -> str:
 
 def counts_phase_epochs(settings: dict) -> int:
     """The epochs reserved for profile-first's counts phase (``counts-phase-epochs``, default a
-    quarter of ``epochs``, at least 1)."""
-    return int(settings.get("counts-phase-epochs") or max(1, settings["epochs"] // 4))
+    quarter of ``epochs``, at least 1 and at most :data:`MAX_DEFAULT_COUNTS_PHASE_EPOCHS`)."""
+    given = settings.get("counts-phase-epochs")
+    return int(given or min(MAX_DEFAULT_COUNTS_PHASE_EPOCHS, max(1, settings["epochs"] // 4)))
 
 
 def check_config(config: dict, step: str, source: str = "config") -> tuple[dict, TrainSettings, list[HeadSpec]]:
