@@ -37,11 +37,12 @@ SHORT_COUNTS_PHASE = (
     f"epochs >= {4 * MIN_COUNTS_PHASE_EPOCHS} with its default of a quarter)"
 )
 
-# The default counts phase is a quarter of ``epochs`` but no longer than this: on the quality
-# suite the counts phase's best epoch came within its first 15 on every setting and seed, every
-# profile phase stopped early at 20-35 epochs, and with ``epochs`` 100 a 25-epoch phase took
-# 1.12x the time of a 15-epoch one for a residual no better (benchmarks/README.md, twenty-third
-# session) - so any ``epochs`` from 60 up trains what 60 does.
+# The default counts phase (both steps) is a quarter of ``epochs`` but no longer than this: on
+# the quality suite the combined stage's counts phase had its best epoch within its first 15 on
+# every setting when it could run longer, every profile phase stopped early at 20-35 epochs
+# (19 full-scale runs), and with ``epochs`` 100 a 25-epoch phase took 1.12x the time of a
+# 15-epoch one for a residual no better (benchmarks/README.md, twenty-third and twenty-fourth
+# sessions) - so there any ``epochs`` from 60 up trains what 60 does.
 MAX_DEFAULT_COUNTS_PHASE_EPOCHS = 15
 
 
