@@ -29,7 +29,7 @@ from bpflow.formats.dataset import as_list, read_profiles, read_windows
 from bpflow.formats.model_file import load_model
 from bpflow.formats.motifs import load_motifs, simulation_motifs
 from bpflow.lengths import crop_offset
-from bpflow.train.settings import MIN_COUNTS_PHASE_EPOCHS, SHORT_COUNTS_PHASE
+from bpflow.train.settings import MAX_DEFAULT_COUNTS_PHASE_EPOCHS, MIN_COUNTS_PHASE_EPOCHS, SHORT_COUNTS_PHASE
 from bpflow.utils import BpflowError, read_step_config, write_json_atomic
 
 logger = logging.getLogger("bpflow.qc")
@@ -275,10 +275,14 @@ def _still_improving_advice(phase: Mapping) -> str:
     rather than train: there the last epoch's gain does not say that more epochs would help
     (on the quality suite four such 15-epoch phases gained nothing from 20; docs/qc.md).  A
     counts phase's epochs are ``counts-phase-epochs`` (by default a quarter of ``epochs``, at most
-    15, so a larger ``epochs`` may not lengthen it): the advice names that key."""
+    :data:`MAX_DEFAULT_COUNTS_PHASE_EPOCHS`, so a larger ``epochs`` may not lengthen it): the
+    advice names that key."""
     more = "more epochs"
     if phase.get("phase") == "counts":
-        more = "more epochs (settings/counts-phase-epochs; its default is a quarter of epochs, at most 15)"
+        more = (
+            "more epochs (settings/counts-phase-epochs; its default is a quarter of epochs, "
+            f"at most {MAX_DEFAULT_COUNTS_PHASE_EPOCHS})"
+        )
     if phase.get("schedule") == "cosine":
         return (
             "on its cosine the last epochs run at a rate near 0 and settle, so more epochs may not help "
