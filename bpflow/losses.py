@@ -8,7 +8,9 @@
 - :class:`CountsMSE`: ``weight * (target - predicted log counts)**2`` where ``weight`` is a
   non-trainable Keras variable that training may change between epochs (adaptive lambda).
 
-Both return one value per sample; Keras averages over the batch.
+Both return one value per sample; Keras averages over the batch.  The functions
+:func:`multinomial_nll` and :func:`squared_error` (training's ``nll`` and ``mse`` metrics) are
+registered too, so a model saved while compiled for training (a checkpointing callback) loads.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from keras import ops
 from bpflow.layers import PACKAGE
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
 def multinomial_nll(y_true, logits):
     """Per-sample multinomial NLL (without the coefficient) of counts ``y_true`` (batch, L, T)."""
     logits = ops.convert_to_tensor(logits)
@@ -26,6 +29,14 @@ def multinomial_nll(y_true, logits):
     axes = tuple(range(1, len(logits.shape)))
     log_probs = logits - ops.logsumexp(logits, axis=axes, keepdims=True)
     return -ops.sum(y_true * log_probs, axis=axes)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+def squared_error(y_true, y_pred):
+    """Per-sample mean squared error of log counts ``y_true`` (batch, T) (the ``mse`` metric)."""
+    y_pred = ops.convert_to_tensor(y_pred)
+    y_true = ops.cast(y_true, y_pred.dtype)
+    return ops.mean(ops.square(y_true - y_pred), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -399,6 +399,33 @@ def test_saved_models_load_cleanly_and_compose(pipeline):
     assert not np.allclose(s_prof, b_prof)
 
 
+def test_a_model_saved_during_training_loads_again(pipeline, tmp_path):
+    """A checkpointing callback saves the combined model as compiled for training (its ``nll``
+    and ``mse`` metrics, the attached lambda variables): the file loads after ``import bpflow``
+    and predicts what the model predicted when it was saved."""
+    files = pipeline["files"]
+    x = th.synthetic_arrays(4, th.needed(th.RESIDUAL_ARCH), th.OUTPUT_LENGTH, seed=5)[0]
+
+    class SaveEachEpoch(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.predicted = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.save(tmp_path / f"epoch{epoch}.keras")
+            self.predicted.append([np.asarray(o) for o in self.model(x)])
+
+    saver = SaveEachEpoch()
+    cfg = th.combined_config(tmp_path, files["train"], files["val"], pipeline["tmp"] / "transformation.keras")
+    training.train_combined(cfg, callbacks=[saver])
+    assert len(saver.predicted) == 2
+    for epoch, expected in enumerate(saver.predicted):
+        loaded = keras.saving.load_model(tmp_path / f"epoch{epoch}.keras")
+        for got, want in zip(loaded(x), expected):
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(saver.predicted[0][0], saver.predicted[1][0])  # two different epochs
+
+
 def test_a_finished_run_is_not_redone(pipeline):
     class Fail(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):

@@ -36,7 +36,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from bpflow.losses import CountsMSE, MultinomialNLL, multinomial_nll
+from bpflow.losses import CountsMSE, MultinomialNLL, multinomial_nll, squared_error
 from bpflow.train.batcher import H5Batcher
 from bpflow.train.runtime import Runtime
 from bpflow.train.settings import HeadSpec, TrainSettings
@@ -116,12 +116,6 @@ def update_counts_weight(
 # --------------------------------------------------------------------------- compile
 
 
-def _squared_error(y_true, y_pred):
-    y_pred = keras.ops.convert_to_tensor(y_pred)
-    y_true = keras.ops.cast(y_true, y_pred.dtype)
-    return keras.ops.mean(keras.ops.square(y_true - y_pred), axis=-1)
-
-
 def check_outputs(model, heads: Sequence[HeadSpec], where: str | None = None) -> tuple[list[str], list[str]]:
     """(profile output names, counts output names) of ``model``; a one-line error (prefixed by
     ``where``, default the model's name) unless it has a profile and a counts output per head
@@ -144,6 +138,21 @@ def check_outputs(model, heads: Sequence[HeadSpec], where: str | None = None) ->
     return names[:n], names[n:]
 
 
+class _CountsLossWeights(keras.layers.Layer):
+    """Holds the lambda variables that :func:`compile_model` attaches to a model.
+
+    A model tracks a layer attribute's variables (so the JAX backend passes them to the compiled
+    step as state); ``.keras`` saving writes them under this layer's own path, which a loaded
+    model, rebuilt from its config without it, skips - so a model saved while compiled for
+    training (a checkpointing callback) loads again.  Never part of the model's graph.
+    """
+
+    def __init__(self, lambdas):
+        super().__init__(name="bpflow_counts_loss_weights", trainable=False)
+        self.lambdas = list(lambdas)
+        self.built = True
+
+
 def compile_model(
     model, heads: Sequence[HeadSpec], learning_rate: float, counts_weights: Sequence[float], jit_compile="auto"
 ) -> list:
@@ -152,8 +161,9 @@ def compile_model(
     Losses: ``profile-loss-weight`` x :class:`MultinomialNLL` per profile output and
     :class:`CountsMSE` (weight lambda) per counts output.  Weighted metrics ``nll`` and ``mse``
     report the raw (unweighted) terms.  The lambda variables are attached to the model
-    (attributes ``counts_loss_weight_<i>``) so that the JAX backend reads them as state instead
-    of baking them into the compiled step; :func:`detach_counts_weights` removes them.
+    (in a :class:`_CountsLossWeights` layer, attribute ``bpflow_counts_loss_weights``) so that
+    the JAX backend reads them as state instead of baking them into the compiled step;
+    :func:`detach_counts_weights` removes them.
     """
     check_outputs(model, heads)
     detach_counts_weights(model)  # a model compiled before (an earlier stage) keeps no stale lambda
@@ -161,7 +171,7 @@ def compile_model(
     counts = [CountsMSE(w, name=f"counts_mse_{i}") for i, w in enumerate(counts_weights)]
     weights = [h.profile_weight for h in heads] + [1.0] * len(heads)
     metrics = [[keras.metrics.MeanMetricWrapper(multinomial_nll, name="nll")] for _ in heads] + [
-        [keras.metrics.MeanMetricWrapper(_squared_error, name="mse")] for _ in heads
+        [keras.metrics.MeanMetricWrapper(squared_error, name="mse")] for _ in heads
     ]
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -170,10 +180,8 @@ def compile_model(
         weighted_metrics=metrics,
         jit_compile=jit_compile,
     )
-    variables = []
-    for i, loss in enumerate(counts):
-        setattr(model, f"counts_loss_weight_{i}", loss.weight)
-        variables.append(loss.weight)
+    variables = [loss.weight for loss in counts]
+    model.bpflow_counts_loss_weights = _CountsLossWeights(variables)
     model._bpflow_compiled = _compile_key(model, heads, jit_compile)
     return variables
 
@@ -193,13 +201,14 @@ def restart_compiled(
     rate ``learning_rate``), so the run is that of a fresh compile while the compiled training
     and evaluation steps are kept (~4 s of compilation on the suite's CPU).  Falls back to
     :func:`compile_model` for any other model or optimizer.  Returns the lambda variables."""
-    variables = [getattr(model, f"counts_loss_weight_{i}", None) for i in range(len(heads))]
+    holder = getattr(model, "bpflow_counts_loss_weights", None)
+    variables = list(holder.lambdas) if holder is not None else []
     same = getattr(model, "_bpflow_compiled", None) == _compile_key(model, heads, jit_compile)
     # Adam's state restarts at zeros; a wrapped one (mixed precision's loss scaling) holds state
     # that does not, so it is compiled afresh
     same = same and type(getattr(model, "optimizer", None)) is keras.optimizers.Adam
     # the key fixes the number of heads; detach_counts_weights may have removed the lambdas since
-    if not same or any(v is None for v in variables):
+    if not same or len(variables) != len(heads):
         return compile_model(model, heads, learning_rate, counts_weights, jit_compile)
     for var, w in zip(variables, counts_weights):
         var.assign(np.float32(w))
@@ -214,10 +223,11 @@ def restart_compiled(
 
 def detach_counts_weights(model) -> None:
     """Remove the lambda variables that :func:`compile_model` attached to ``model``."""
-    i = 0
-    while hasattr(model, f"counts_loss_weight_{i}"):
-        delattr(model, f"counts_loss_weight_{i}")
-        i += 1
+    holder = getattr(model, "bpflow_counts_loss_weights", None)
+    if holder is not None:
+        # a layer attribute stays tracked (its variables among the model's) until untracked
+        model._tracker.untrack(holder)
+        delattr(model, "bpflow_counts_loss_weights")
 
 
 def _value(variable) -> np.ndarray:
