@@ -68,9 +68,7 @@ class CountsMSE(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_pred = ops.convert_to_tensor(y_pred)
-        y_true = ops.cast(y_true, y_pred.dtype)
-        weight = ops.cast(self.weight, y_pred.dtype)
-        return weight * ops.mean(ops.square(y_true - y_pred), axis=-1)
+        return ops.cast(self.weight, y_pred.dtype) * squared_error(y_true, y_pred)
 
     def get_config(self):
         return {"weight": float(ops.convert_to_numpy(self.weight)), "name": self.name, "reduction": self.reduction}
