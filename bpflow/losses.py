@@ -67,8 +67,8 @@ class CountsMSE(keras.losses.Loss):
         self.weight = keras.Variable(float(weight), trainable=False, dtype="float32", name=f"{name}_weight")
 
     def call(self, y_true, y_pred):
-        y_pred = ops.convert_to_tensor(y_pred)
-        return ops.cast(self.weight, y_pred.dtype) * squared_error(y_true, y_pred)
+        error = squared_error(y_true, y_pred)
+        return ops.cast(self.weight, error.dtype) * error
 
     def get_config(self):
         return {"weight": float(ops.convert_to_numpy(self.weight)), "name": self.name, "reduction": self.reduction}

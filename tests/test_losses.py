@@ -7,7 +7,7 @@ from scipy.special import gammaln
 from scipy.stats import multinomial
 
 import bpflow  # noqa: F401
-from bpflow.losses import CountsMSE, MultinomialNLL, multinomial_nll
+from bpflow.losses import CountsMSE, MultinomialNLL, multinomial_nll, squared_error
 
 pytestmark = pytest.mark.backend
 
@@ -44,6 +44,11 @@ def test_loss_objects_reduce_over_batch():
     assert float(MultinomialNLL()(counts, logits)) == pytest.approx(expected, rel=1e-6)
     mse = CountsMSE(weight=3.0)
     assert float(mse(np.array([[1.0], [2.0]]), np.array([[0.0], [4.0]]))) == pytest.approx(3.0 * (1 + 4) / 2)
+    # two tasks: the per-sample error is the mean over tasks, then weight x the batch mean
+    y_true = np.array([[1.0, 3.0], [0.0, 2.0]], dtype="float32")
+    y_pred = np.array([[0.0, 1.0], [0.0, 5.0]], dtype="float32")
+    np.testing.assert_allclose(np.asarray(squared_error(y_true, y_pred)), [(1 + 4) / 2, (0 + 9) / 2])
+    assert float(mse(y_true, y_pred)) == pytest.approx(3.0 * (2.5 + 4.5) / 2)
 
 
 def test_counts_weight_can_change_between_epochs_during_fit():
@@ -54,7 +59,7 @@ def test_counts_weight_can_change_between_epochs_during_fit():
     outputs = keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer="zeros")(inputs)
     model = keras.Model(inputs, outputs)
     loss = CountsMSE(weight=1.0)
-    model.counts_loss_weight = loss.weight  # what bpflow.training does, so JAX sees the variable
+    model.counts_loss_weight = loss.weight  # tracked by the model, so JAX sees the variable
     model.compile(optimizer=keras.optimizers.SGD(0.0), loss=loss)
 
     class TenTimes(keras.callbacks.Callback):
